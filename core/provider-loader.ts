@@ -1,0 +1,224 @@
+import { readFileSync, readdirSync } from 'node:fs';
+import { basename, extname, join } from 'node:path';
+import { Expression, ExpressionError } from './expression.ts';
+import { jsonSchemaAjv, validateProvider, type Marked } from './provider-schema.ts';
+import { CREDENTIAL_VARIABLES, type Provider } from './provider-types.ts';
+import { Template } from './template.ts';
+import { YamlSource, type SourceError } from './yaml-source.ts';
+
+export const BUILTIN_PROVIDERS_DIR = new URL('../providers/', import.meta.url).pathname;
+
+const NAME = /^[a-z][a-z0-9-]{0,62}$/;
+const URL_KEYS = new Set(['authorization_url', 'token_url', 'refresh_url', 'url', 'base_url', 'path']);
+
+/** One file's contribution: where each part of a provider came from, for errors found after merging. */
+interface Loaded {
+  source: YamlSource;
+  marked: Marked[];
+}
+
+export interface Catalog {
+  providers: Map<string, Provider>;
+  errors: SourceError[];
+}
+
+/** The provider files of a folder, in a stable order. A missing folder is an error, not an empty one. */
+export function providerFiles(dir: string): string[] {
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml') || f.endsWith('.yml'))
+    .sort()
+    .map((f) => join(dir, f));
+}
+
+/**
+ * Loads layers of provider files: the first layer is the built-in catalogue, each later one (a
+ * TERAPI_PROVIDERS_DIR folder) adds providers, or merges into one of the same name: its syncs and
+ * actions are added or replace those of the same name, any other top-level key replaces the
+ * earlier one. Every error of every file is returned, each at the key or value it is about.
+ */
+export function loadCatalog(layers: string[][]): Catalog {
+  const providers = new Map<string, Provider>();
+  const contributions = new Map<string, Loaded[]>();
+  /** Which file each top-level key (and each sync and action) of a provider now comes from. */
+  const owners = new Map<string, Map<string, YamlSource>>();
+  const broken = new Set<string>();
+  const errors: SourceError[] = [];
+
+  for (const files of layers) {
+    const seenInLayer = new Set<string>();
+    for (const file of files) {
+      const name = basename(file, extname(file));
+      let text: string;
+      try {
+        text = readFileSync(file, 'utf8');
+      } catch (e) {
+        errors.push({ file, line: 1, col: 1, message: `cannot read the file: ${(e as Error).message}` });
+        continue;
+      }
+      const source = new YamlSource(file, text);
+      const fileErrors = source.syntaxErrors();
+      if (!NAME.test(name)) {
+        fileErrors.push({ file, line: 1, col: 1, message: `the file name "${name}" is the provider's name and must be lower-case letters, digits and -: rename the file` });
+      }
+      if (seenInLayer.has(name)) {
+        fileErrors.push({ file, line: 1, col: 1, message: `another file in this folder also defines provider "${name}": keep one` });
+      }
+      seenInLayer.add(name);
+      if (fileErrors.length) {
+        errors.push(...fileErrors);
+        broken.add(name);
+        continue;
+      }
+      const data = source.toJS() as Record<string, unknown>;
+      const base = providers.get(name);
+      const isOverride = base !== undefined || broken.has(name);
+      const { errors: schemaErrors, marked } = validateProvider(source, data, isOverride);
+      const compileErrors = compileMarked(source, data, marked);
+      if (schemaErrors.length || compileErrors.length) {
+        errors.push(...schemaErrors, ...compileErrors);
+        broken.add(name);
+        continue;
+      }
+      if (broken.has(name)) continue;
+      const own = owners.get(name) ?? new Map<string, YamlSource>();
+      owners.set(name, own);
+      for (const [key, value] of Object.entries(data)) {
+        if ((key === 'syncs' || key === 'actions') && value) {
+          for (const item of Object.keys(value as object)) own.set(`${key}.${item}`, source);
+        } else own.set(key, source);
+      }
+      providers.set(name, merge(base, data, name, file));
+      contributions.set(name, [...(contributions.get(name) ?? []), { source, marked }]);
+    }
+  }
+  for (const name of broken) providers.delete(name);
+  for (const [name, provider] of providers) {
+    const found = crossCheck(provider, contributions.get(name) ?? [], owners.get(name)!);
+    if (found.length) {
+      errors.push(...found);
+      providers.delete(name);
+    }
+  }
+  return { providers, errors };
+}
+
+function merge(base: Provider | undefined, data: Record<string, unknown>, name: string, file: string): Provider {
+  const merged: Record<string, unknown> = { ...base, name, files: [...(base?.files ?? []), file] };
+  for (const [key, value] of Object.entries(data)) {
+    merged[key] = key === 'syncs' || key === 'actions' ? { ...(base?.[key] ?? {}), ...(value as object) } : value;
+  }
+  return merged as unknown as Provider;
+}
+
+/** Compiles what the schema marked, in place: the loaded provider holds compiled expressions and parsed templates. */
+function compileMarked(source: YamlSource, data: Record<string, unknown>, marked: Marked[]): SourceError[] {
+  const errors: SourceError[] = [];
+  for (const m of marked) {
+    if (typeof m.value !== 'string' && m.kind !== 'json-schema') continue;
+    const at = source.valueAt(m.path);
+    const where = `"${m.path.join('.')}"`;
+    try {
+      if (m.kind === 'expression') setAt(data, m.path, new Expression(m.value as string));
+      else if (m.kind === 'template') {
+        const template = new Template(m.value as string);
+        for (const bad of template.malformed()) {
+          errors.push({ ...at, message: `${where} has the placeholder \${${bad}}: a placeholder names one variable, like \${subdomain} or \${input.owner}; compute anything else with JSONata` });
+        }
+        setAt(data, m.path, template);
+      } else if (m.kind === 'regexp') new RegExp(m.value as string);
+      else if (m.kind === 'json-schema') jsonSchemaAjv.compile(m.value as object);
+    } catch (e) {
+      if (e instanceof ExpressionError) {
+        const col = e.position !== undefined ? ` (at character ${e.position} of the expression)` : '';
+        errors.push({ ...at, message: `${where} is not a valid JSONata expression: ${e.message}${col}` });
+      } else if (m.kind === 'regexp') {
+        errors.push({ ...at, message: `${where} is not a valid regular expression: ${(e as Error).message}` });
+      } else {
+        errors.push({ ...at, message: `${where} is not a valid JSON Schema: ${(e as Error).message}` });
+      }
+    }
+  }
+  return errors;
+}
+
+function setAt(data: Record<string, unknown>, path: string[], value: unknown) {
+  let target: any = data;
+  for (const key of path.slice(0, -1)) target = target[key];
+  target[path[path.length - 1]] = value;
+}
+
+/** Checks that need the whole provider: declared variables, names, and parts that must go together. */
+function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, YamlSource>): SourceError[] {
+  const errors: SourceError[] = [];
+  const owner = (key: string) => owners.get(key)!;
+  const config = provider.connection_config ?? {};
+  const credentials = CREDENTIAL_VARIABLES[provider.auth.mode];
+
+  // Templates, each against the variables in scope where it stands.
+  for (const { source, marked } of loaded) {
+    for (const m of marked) {
+      if (m.kind !== 'template') continue;
+      const top = m.path[0] === 'syncs' || m.path[0] === 'actions' ? `${m.path[0]}.${m.path[1]}` : m.path[0];
+      if (owners.get(top) !== source) continue; // replaced by a later file
+      const template = new Template(m.value as string);
+      const inScope = new Set(Object.keys(config));
+      if (m.path[0] !== 'auth') credentials.forEach((c) => inScope.add(c));
+      if (m.path[0] === 'actions') {
+        const input = provider.actions?.[m.path[1]]?.input as { properties?: object } | undefined;
+        Object.keys(input?.properties ?? {}).forEach((p) => inScope.add(`input.${p}`));
+      }
+      const at = source.valueAt(m.path);
+      const where = `"${m.path.join('.')}"`;
+      for (const v of template.variables) {
+        if (!inScope.has(v) && !template.malformed().includes(v)) {
+          const known = [...inScope].join(', ') || 'none';
+          const fix = v.startsWith('input.') ? `declare "${v.slice(6)}" under the action's input properties` : `declare it under connection_config`;
+          errors.push({ ...at, message: `${where} uses \${${v}}, which is not declared here: ${fix}, or use one of: ${known}` });
+        }
+      }
+      const first = template.parts[0];
+      if (URL_KEYS.has(m.path[m.path.length - 1]) && typeof first === 'object' && inScope.has(first.variable)) {
+        if (config[first.variable]?.format !== 'url') {
+          errors.push({ ...at, message: `${where} starts with \${${first.variable}}: only a connection_config field with "format: url" may open a URL, so that no value can choose the host` });
+        }
+      }
+    }
+  }
+
+  // Connection configuration.
+  for (const [field, spec] of Object.entries(config)) {
+    const src = owner('connection_config');
+    if ([...Object.values(CREDENTIAL_VARIABLES).flat(), 'input'].includes(field)) {
+      errors.push({ ...src.keyAt(['connection_config', field]), message: `connection_config field "${field}" has the name of a credential variable: rename it` });
+    }
+    if (spec.from_token_response && provider.auth.mode !== 'oauth2' && provider.auth.mode !== 'oauth2_client_credentials') {
+      errors.push({ ...src.keyAt(['connection_config', field, 'from_token_response']), message: `"connection_config.${field}.from_token_response" needs an OAuth 2 auth mode: there is no token response in mode ${provider.auth.mode}` });
+    }
+  }
+  if (provider.auth.mode === 'api_key' && !provider.api.credentials) {
+    errors.push({ ...owner('api').keyAt(['api']), message: `auth mode api_key needs "api.credentials" to say where the key goes, e.g. { in: header, name: Authorization, value: "Bearer \${api_key}" }` });
+  }
+
+  // Syncs: where cursors and checkpoints go, and one model per sync.
+  const models = new Map<string, string>();
+  for (const [name, sync] of Object.entries(provider.syncs ?? {})) {
+    const src = owner(`syncs.${name}`);
+    const path = ['syncs', name];
+    const body = sync.request.body?.source ?? '';
+    if (sync.pagination?.type === 'cursor' && !sync.pagination.param && !body.includes('$cursor')) {
+      errors.push({ ...src.keyAt([...path, 'pagination', 'cursor']), message: `"syncs.${name}.pagination" reads a cursor but never sends it: set "param", or use $cursor in "request.body"` });
+    }
+    if (sync.mode === 'incremental' && sync.checkpoint && !sync.checkpoint.param && !body.includes('$checkpoint')) {
+      errors.push({ ...src.keyAt([...path, 'checkpoint']), message: `"syncs.${name}.checkpoint" is never sent: set "param", or use $checkpoint in "request.body"` });
+    }
+    if (sync.mode === 'full' && sync.checkpoint) {
+      errors.push({ ...src.keyAt([...path, 'checkpoint']), message: `"syncs.${name}.checkpoint" is only used in incremental mode: remove it or set "mode: incremental"` });
+    }
+    const other = models.get(sync.model.name);
+    if (other) {
+      errors.push({ ...src.valueAt([...path, 'model', 'name']), message: `model "${sync.model.name}" is already the model of sync "${other}": each sync needs its own model name` });
+    }
+    models.set(sync.model.name, name);
+  }
+  return errors;
+}
