@@ -37,7 +37,7 @@ export class Expression {
       const err = e as { message: string; position?: number };
       throw new ExpressionError(err.message, err.position);
     }
-    this.compiled.assign(ENTRY, (_expr: unknown, _input: unknown, env: { lookup(name: string): unknown }) => {
+    this.compiled.assign(ENTRY as unknown as string, (_expr: unknown, _input: unknown, env: { lookup(name: string): unknown }) => {
       const limit = env.lookup(LIMIT) as Limit | undefined;
       if (limit && ++limit.steps % 256 === 0 && Date.now() > limit.deadline) {
         throw new ExpressionError(`expression took longer than its time limit: ${this.source.slice(0, 80)}`);

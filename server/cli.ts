@@ -18,7 +18,7 @@ function validate(files: string[]): number {
     // A built-in file given by name is checked in place of its current version, not on top of it.
     layers = [builtin.filter((f) => !given.includes(f)).concat(given.filter((f) => f.startsWith(BUILTIN_PROVIDERS_DIR))), given.filter((f) => !f.startsWith(BUILTIN_PROVIDERS_DIR))];
   } else {
-    layers = [builtin, ...loadConfig({ embeddedKeys: false }).providersDirs.map(providerFiles)];
+    layers = [builtin, ...loadConfig({ embeddedKeys: false }).config.providersDirs.map(providerFiles)];
   }
   const { providers, errors } = loadCatalog(layers);
   for (const e of errors) console.error(formatError(e));
