@@ -1,0 +1,159 @@
+import type { ValidateFunction } from 'ajv';
+import { AuthEngine, callProvider, providerFailed } from './auth.ts';
+import { ConnectFlow, type FinishConnection } from './connect.ts';
+import { checkConnectionConfig, Connections, parseCredentials, type ConnectionView, type Credentials } from './connections.ts';
+import type { Config } from './config.ts';
+import { Sealer } from './crypto.ts';
+import { badRequest, notFound } from './errors.ts';
+import { Integrations } from './integrations.ts';
+import { LocalLock, PostgresLock, type Lock } from './lock.ts';
+import type { Logger } from './logger.ts';
+import { apiRequest, templateValues } from './provider-request.ts';
+import { ProviderRegistry } from './provider-registry.ts';
+import { jsonSchemaAjv } from './provider-schema.ts';
+import type { Action } from './provider-types.ts';
+import { Store } from './store.ts';
+
+export interface AuthTokenView {
+  type: 'Bearer' | 'ApiKey' | 'Basic';
+  access_token: string;
+  expires_at?: string;
+  raw?: Record<string, unknown>;
+}
+
+/**
+ * The engine: everything Terapi does, without HTTP. The server is a thin layer of routes over it.
+ */
+export class Engine {
+  readonly integrations: Integrations;
+  readonly connections: Connections;
+  readonly auth: AuthEngine;
+  readonly connect: ConnectFlow;
+  private readonly inputValidators = new WeakMap<Action, ValidateFunction>();
+
+  private constructor(
+    readonly config: Config,
+    readonly registry: ProviderRegistry,
+    readonly store: Store,
+    private readonly lock: Lock,
+    readonly log: Logger,
+  ) {
+    const sealer = new Sealer(config.encryptionKeys);
+    this.integrations = new Integrations(store, registry, sealer);
+    this.connections = new Connections(store, sealer);
+    this.auth = new AuthEngine(this.integrations, this.connections, lock, log);
+    this.connect = new ConnectFlow(store, this.integrations, this.connections, this.auth, this.finishConnection, config.publicUrl, log);
+  }
+
+  /** Loads the providers (throws ProviderLoadError listing every error) and opens the store. */
+  static async start(config: Config, log: Logger): Promise<Engine> {
+    const registry = new ProviderRegistry(config.providersDirs);
+    registry.load();
+    registry.watch();
+    registry.on('reloaded', (count) => log.info({ providers: count }, 'provider files reloaded'));
+    registry.on('rejected', (errors) => log.error({ errors }, 'provider change rejected: the previous version stays live'));
+    const store = await Store.open(config);
+    const lock = config.databaseUrl ? new PostgresLock(config.databaseUrl) : new LocalLock();
+    return new Engine(config, registry, store, lock, log);
+  }
+
+  async stop(): Promise<void> {
+    this.registry.close();
+    await this.lock.close();
+    await this.store.disconnect();
+  }
+
+  /** createConnection: credentials the app already holds. */
+  async createConnection(input: { connection_id: string; provider_config_key: string; credentials?: Record<string, unknown>; metadata?: Record<string, unknown>; connection_config?: Record<string, unknown> }): Promise<ConnectionView> {
+    const { provider } = await this.integrations.withProvider(input.provider_config_key);
+    const credentials = parseCredentials(provider, input.credentials);
+    const config = checkConnectionConfig(provider, input.connection_config ?? {});
+    return this.finishConnection({ integration: input.provider_config_key, connection_id: input.connection_id, credentials, connection_config: config, metadata: input.metadata ?? {}, replace: false });
+  }
+
+  /** Stores a new connection, after the provider's post-connection request where it has one. */
+  private finishConnection = async (input: Parameters<FinishConnection>[0]): Promise<ConnectionView> => {
+    const { integration, provider } = await this.integrations.withProvider(input.integration);
+    if (!input.replace) await this.connections.assertNew(input.integration, input.connection_id);
+    let credentials: Credentials = input.credentials;
+    const config = { ...input.connection_config };
+    const metadata = { ...input.metadata };
+    if (credentials.type === 'oauth2_client_credentials' && provider.auth.mode === 'oauth2_client_credentials') {
+      credentials = (await this.auth.clientCredentialsToken(provider, provider.auth, integration, config)).credentials;
+    }
+    if (provider.post_connection) {
+      const values = templateValues(config, credentials, integration.oauth_client_id);
+      const res = await callProvider(apiRequest(provider, values, provider.post_connection.request), provider.api.retry);
+      if (res.status >= 400) throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to the post-connection request`);
+      for (const [name, expr] of Object.entries(provider.post_connection.config ?? {})) {
+        const v = await expr.evaluate(res.body);
+        if (typeof v === 'string') config[name] = v;
+      }
+      for (const [name, expr] of Object.entries(provider.post_connection.metadata ?? {})) metadata[name] = await expr.evaluate(res.body);
+      checkConnectionConfig(provider, config);
+    }
+    const previous = input.replace ? await this.connections.get(input.integration, input.connection_id).catch(() => undefined) : undefined;
+    const now = new Date().toISOString();
+    const record = await this.connections.save(
+      { id: input.connection_id, provider_config_key: input.integration, provider: provider.name, metadata, connection_config: config, created_at: previous?.created_at ?? now, updated_at: now },
+      credentials,
+    );
+    return this.connections.view(record);
+  };
+
+  async deleteConnection(integrationKey: string, id: string): Promise<void> {
+    const { integration, provider } = await this.integrations.withProvider(integrationKey);
+    const record = await this.connections.get(integrationKey, id);
+    await this.connections.delete(record);
+    await this.auth.revoke(provider, integration, record);
+  }
+
+  /** Deletes an integration, its connections and everything hanging off them. */
+  async deleteIntegration(key: string): Promise<void> {
+    const integration = await this.integrations.record(key);
+    const provider = this.registry.get(integration.provider);
+    for (const record of await this.connections.list(key)) {
+      await this.connections.delete(record);
+      if (provider) await this.auth.revoke(provider, integration, record);
+    }
+    await this.integrations.delete(key);
+  }
+
+  /** getAuthToken (PRODUCT.md): the credential in the shape the app uses it. */
+  async token(integrationKey: string, id: string, forceRefresh: boolean): Promise<AuthTokenView> {
+    const { credentials } = await this.auth.fresh(integrationKey, id, forceRefresh);
+    switch (credentials.type) {
+      case 'oauth2':
+      case 'oauth2_client_credentials':
+        return { type: 'Bearer', access_token: credentials.access_token!, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}), raw: credentials.raw ?? {} };
+      case 'api_key':
+        return { type: 'ApiKey', access_token: credentials.api_key };
+      case 'basic':
+        return { type: 'Basic', access_token: Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64') };
+      case 'none':
+        throw badRequest('no_credentials', `connection "${id}" uses a provider without credentials: there is no token`);
+    }
+  }
+
+  /** triggerAction: input checked against the action's schema, request built by JSONata. */
+  async runAction(integrationKey: string, id: string, name: string, input: Record<string, unknown> = {}): Promise<{ success: true; action_name: string; output: Record<string, unknown> }> {
+    const { provider } = await this.integrations.withProvider(integrationKey);
+    const action = provider.actions?.[name];
+    if (!action) throw notFound('unknown_action', `provider "${provider.name}" has no action "${name}"${provider.actions ? `; its actions are ${Object.keys(provider.actions).join(', ')}` : ''}`);
+    let validate = this.inputValidators.get(action);
+    if (!validate) this.inputValidators.set(action, (validate = jsonSchemaAjv.compile(action.input)));
+    if (!validate(input)) {
+      const problems = (validate.errors ?? []).map((e) => `input${e.instancePath.replace(/\//g, '.')} ${e.message}`).join('; ');
+      throw badRequest('invalid_input', `the input of action "${name}" does not match its schema: ${problems}`);
+    }
+    const fresh = await this.auth.fresh(integrationKey, id);
+    const values = { ...templateValues(fresh.record.connection_config, fresh.credentials, fresh.integration.oauth_client_id), input };
+    const json = action.request.body ? await action.request.body.evaluate(input, { input, config: fresh.record.connection_config }) : undefined;
+    const res = await callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);
+    if (res.status >= 400) {
+      throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to action "${name}": ${res.text.slice(0, 300)}`);
+    }
+    const output = action.output ? await action.output.evaluate(res.body, { input }) : res.body;
+    return { success: true, action_name: name, output: (output && typeof output === 'object' && !Array.isArray(output) ? output : { result: output ?? null }) as Record<string, unknown> };
+  }
+}

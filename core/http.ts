@@ -1,0 +1,106 @@
+import got, { type Method as GotMethod } from 'got';
+import type { Retry } from './provider-types.ts';
+
+export interface HttpRequest {
+  method: string;
+  url: string;
+  headers?: Record<string, string>;
+  searchParams?: Record<string, string>;
+  json?: unknown;
+  form?: Record<string, string>;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: unknown;
+  /** The raw text of the body, for callers that pass it on unchanged (the proxy). */
+  text: string;
+}
+
+export class ProviderUnreachable extends Error {}
+
+const DEFAULT_RETRY: Required<Pick<Retry, 'statuses' | 'max_attempts' | 'retry_after_header' | 'reset_format'>> = {
+  statuses: [429, 500, 502, 503, 504],
+  max_attempts: 3,
+  retry_after_header: 'retry-after',
+  reset_format: 'epoch_seconds',
+};
+
+/** Longest wait before a retry; a provider asking for more gets its error passed on instead. */
+const MAX_WAIT_MS = 60_000;
+
+/**
+ * Sends one request to a provider, retrying on the statuses its file lists: it waits as long as
+ * Retry-After or the reset header says, else backs off exponentially with full jitter.
+ */
+export async function send(req: HttpRequest, retry: Retry = {}, sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))): Promise<HttpResponse> {
+  const policy = { ...DEFAULT_RETRY, ...retry };
+  for (let attempt = 1; ; attempt++) {
+    let res;
+    try {
+      res = await got(req.url, {
+        method: req.method as GotMethod,
+        headers: req.headers,
+        searchParams: req.searchParams,
+        json: req.json,
+        form: req.form,
+        throwHttpErrors: false,
+        retry: { limit: 0 },
+        timeout: { request: 30_000 },
+        followRedirect: false,
+      });
+    } catch (e) {
+      if (attempt >= policy.max_attempts) throw new ProviderUnreachable(`${new URL(req.url).host} could not be reached: ${(e as Error).message}`);
+      await sleep(backoff(attempt));
+      continue;
+    }
+    const response: HttpResponse = { status: res.statusCode, headers: res.headers, text: res.body, body: parse(res.body, res.headers['content-type']) };
+    if (!policy.statuses.includes(res.statusCode) || attempt >= policy.max_attempts) return response;
+    const wait = waitFromHeaders(res.headers, policy) ?? backoff(attempt);
+    if (wait > MAX_WAIT_MS) return response;
+    await sleep(wait);
+  }
+}
+
+function parse(text: string, contentType: string | undefined): unknown {
+  if (!text) return undefined;
+  if (contentType?.includes('application/x-www-form-urlencoded')) return Object.fromEntries(new URLSearchParams(text));
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+const backoff = (attempt: number) => Math.random() * Math.min(MAX_WAIT_MS, 500 * 2 ** (attempt - 1));
+
+function header(headers: HttpResponse['headers'], name: string): string | undefined {
+  const v = headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** How long the provider asked us to wait, in ms, if it said. */
+export function waitFromHeaders(headers: HttpResponse['headers'], retry: Retry, now = Date.now()): number | undefined {
+  const after = header(headers, retry.retry_after_header ?? 'retry-after');
+  if (after !== undefined) {
+    const seconds = Number(after);
+    if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+    const date = Date.parse(after);
+    if (!Number.isNaN(date)) return Math.max(0, date - now);
+  }
+  const remaining = retry.remaining_header ? header(headers, retry.remaining_header) : undefined;
+  const reset = retry.reset_header ? header(headers, retry.reset_header) : undefined;
+  if (reset === undefined || (remaining !== undefined && Number(remaining) > 0)) return undefined;
+  const value = Number(reset);
+  switch (retry.reset_format ?? 'epoch_seconds') {
+    case 'epoch_seconds':
+      return Math.max(0, value * 1000 - now);
+    case 'epoch_ms':
+      return Math.max(0, value - now);
+    case 'seconds':
+      return Math.max(0, value * 1000);
+    case 'iso_date':
+      return Math.max(0, Date.parse(reset) - now);
+  }
+}

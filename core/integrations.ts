@@ -1,0 +1,153 @@
+import type { Sealer } from './crypto.ts';
+import { badRequest, conflict, notFound } from './errors.ts';
+import type { ProviderRegistry } from './provider-registry.ts';
+import type { Provider } from './provider-types.ts';
+import { Store } from './store.ts';
+
+/** An integration as stored: the client secret is sealed like every credential. */
+export interface IntegrationRecord {
+  unique_key: string;
+  provider: string;
+  oauth_client_id?: string;
+  oauth_client_secret?: string;
+  oauth_scopes?: string[];
+  created_at: string;
+  updated_at: string;
+}
+
+/** What the API shows of an integration: never the client secret. */
+export interface IntegrationView {
+  unique_key: string;
+  provider: string;
+  display_name?: string;
+  auth_mode?: string;
+  oauth_client_id?: string;
+  oauth_scopes?: string;
+  connection_count: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface IntegrationInput {
+  provider_config_key: string;
+  provider: string;
+  oauth_client_id?: string;
+  oauth_client_secret?: string;
+  oauth_scopes?: string;
+}
+
+export const KEY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$/;
+const OAUTH_MODES = new Set(['oauth2', 'oauth2_client_credentials']);
+
+export const integrationKey = (key: string) => Store.key('integration', key);
+export const connectionsPrefix = (key: string) => `${Store.key('connection', key)}/`;
+
+export class Integrations {
+  constructor(
+    private readonly store: Store,
+    private readonly registry: ProviderRegistry,
+    private readonly sealer: Sealer,
+  ) {}
+
+  async create(input: IntegrationInput): Promise<IntegrationView> {
+    checkKey(input.provider_config_key, 'provider_config_key');
+    const provider = this.registry.get(input.provider);
+    if (!provider) throw badRequest('unknown_provider', `there is no provider "${input.provider}" in the catalogue: GET /providers lists them`);
+    const oauth = OAUTH_MODES.has(provider.auth.mode);
+    if (oauth && (!input.oauth_client_id || !input.oauth_client_secret)) {
+      throw badRequest('missing_oauth_client', `provider "${provider.name}" uses ${provider.auth.mode}: give oauth_client_id and oauth_client_secret from your OAuth app`);
+    }
+    if (!oauth && (input.oauth_client_id || input.oauth_client_secret || input.oauth_scopes)) {
+      throw badRequest('oauth_not_used', `provider "${provider.name}" uses ${provider.auth.mode} auth: remove oauth_client_id, oauth_client_secret and oauth_scopes`);
+    }
+    if (await this.store.get(integrationKey(input.provider_config_key))) {
+      throw conflict('integration_exists', `an integration "${input.provider_config_key}" already exists: choose another provider_config_key or PATCH it`);
+    }
+    const now = new Date().toISOString();
+    const record: IntegrationRecord = {
+      unique_key: input.provider_config_key,
+      provider: provider.name,
+      oauth_client_id: input.oauth_client_id,
+      oauth_client_secret: input.oauth_client_secret ? this.sealer.seal(input.oauth_client_secret) : undefined,
+      oauth_scopes: parseScopes(input.oauth_scopes),
+      created_at: now,
+      updated_at: now,
+    };
+    await this.store.set(integrationKey(record.unique_key), record);
+    return this.view(record, 0);
+  }
+
+  /** Changes the OAuth client or scopes in place; connections are untouched. */
+  async update(key: string, patch: Omit<Partial<IntegrationInput>, 'provider' | 'provider_config_key'>): Promise<IntegrationView> {
+    const record = await this.record(key);
+    const provider = this.registry.get(record.provider);
+    if (provider && !OAUTH_MODES.has(provider.auth.mode)) {
+      throw badRequest('oauth_not_used', `provider "${record.provider}" uses ${provider.auth.mode} auth: there is no OAuth client to change`);
+    }
+    if (patch.oauth_client_id !== undefined) record.oauth_client_id = patch.oauth_client_id;
+    if (patch.oauth_client_secret !== undefined) record.oauth_client_secret = this.sealer.seal(patch.oauth_client_secret);
+    if (patch.oauth_scopes !== undefined) record.oauth_scopes = parseScopes(patch.oauth_scopes);
+    record.updated_at = new Date().toISOString();
+    await this.store.set(integrationKey(key), record);
+    return this.view(record, await this.store.count(connectionsPrefix(key)));
+  }
+
+  async record(key: string): Promise<IntegrationRecord> {
+    const record = await this.store.get<IntegrationRecord>(integrationKey(key));
+    if (!record) throw notFound('unknown_integration', `there is no integration "${key}": POST /integration creates one`);
+    return record;
+  }
+
+  /** The integration and its provider, which must still be in the catalogue. */
+  async withProvider(key: string): Promise<{ integration: IntegrationRecord; provider: Provider }> {
+    const integration = await this.record(key);
+    const provider = this.registry.get(integration.provider);
+    if (!provider) throw notFound('unknown_provider', `integration "${key}" uses provider "${integration.provider}", which is no longer in the catalogue`);
+    return { integration, provider };
+  }
+
+  clientSecret(record: IntegrationRecord): string | undefined {
+    return record.oauth_client_secret ? this.sealer.open<string>(record.oauth_client_secret) : undefined;
+  }
+
+  async get(key: string): Promise<IntegrationView> {
+    const record = await this.record(key);
+    return this.view(record, await this.store.count(connectionsPrefix(key)));
+  }
+
+  async list(): Promise<IntegrationView[]> {
+    const records = await this.store.list<IntegrationRecord>(`${Store.key('integration')}/`);
+    return Promise.all(records.map(async (r) => this.view(r, await this.store.count(connectionsPrefix(r.unique_key)))));
+  }
+
+  async delete(key: string): Promise<void> {
+    await this.record(key);
+    await this.store.delete(integrationKey(key));
+  }
+
+  private view(r: IntegrationRecord, connectionCount: number): IntegrationView {
+    const provider = this.registry.get(r.provider);
+    return {
+      unique_key: r.unique_key,
+      provider: r.provider,
+      display_name: provider?.display_name,
+      auth_mode: provider?.auth.mode,
+      oauth_client_id: r.oauth_client_id,
+      oauth_scopes: r.oauth_scopes?.join(','),
+      connection_count: connectionCount,
+      created_at: r.created_at,
+      updated_at: r.updated_at,
+    };
+  }
+}
+
+export function checkKey(value: string, field: string) {
+  if (!KEY_PATTERN.test(value)) {
+    throw badRequest('invalid_request', `${field} must be 1 to 100 letters, digits or _ . : @ -, starting with a letter or digit; got ${JSON.stringify(value)}`);
+  }
+}
+
+function parseScopes(scopes: string | undefined): string[] | undefined {
+  if (scopes === undefined) return undefined;
+  return scopes.split(',').map((s) => s.trim()).filter(Boolean);
+}

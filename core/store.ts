@@ -1,0 +1,119 @@
+import Keyv from 'keyv';
+import KeyvPostgres from '@keyv/postgres';
+import KeyvSqlite from '@keyv/sqlite';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { TerapiError } from './errors.ts';
+
+type Query = (sql: string, params: unknown[]) => Promise<Record<string, unknown>[]>;
+
+/** Raised when the database cannot be reached: the API answers 503 and retries on the next call. */
+export class StoreUnavailable extends TerapiError {
+  constructor(cause: unknown) {
+    super(503, 'store_unavailable', `the database cannot be reached (${(cause as Error)?.message ?? cause}); try again shortly`);
+  }
+}
+
+/**
+ * Entities and state in keyv (PRODUCT.md, "Storage"): one table `keyv(key, value)` in SQLite or
+ * PostgreSQL. Keys are `kind/part/part` with each part percent-encoded, so a `/` or `:` inside an
+ * id can never make two keys collide. Listing and single-use reads go to the table through the
+ * driver the adapter already holds: keyv has no prefix scan, and no atomic get-and-delete.
+ */
+export class Store {
+  private constructor(
+    private readonly keyv: Keyv,
+    private readonly query: Query,
+    readonly dialect: 'sqlite' | 'postgres',
+    private readonly close: () => Promise<void>,
+  ) {
+    // With throwOnErrors an outage reaches the caller as an error; the listener keeps keyv from
+    // also raising it as an unhandled 'error' event.
+    keyv.on('error', () => {});
+  }
+
+  static async open(options: { databaseUrl?: string; dataDir: string }): Promise<Store> {
+    if (options.databaseUrl) {
+      const adapter = new KeyvPostgres({ uri: options.databaseUrl, keySize: 1024, iterationLimit: 500, max: 20 } as any);
+      const keyv = new Keyv({ store: adapter, namespace: '', throwOnErrors: true } as any);
+      const store = new Store(keyv, (sql, params) => adapter.query(sql, params as any) as Promise<any>, 'postgres', () => adapter.disconnect());
+      return store;
+    }
+    mkdirSync(options.dataDir, { recursive: true });
+    const adapter = new KeyvSqlite({ uri: `sqlite://${join(options.dataDir, 'terapi.sqlite')}`, busyTimeout: 5000, keySize: 1024 } as any);
+    const run: Query = (sql, params) => (adapter as any).query(sql, ...params);
+    // WAL lets readers and the writer work at once; the busy timeout makes a second handle wait
+    // for a write lock instead of failing.
+    await run('PRAGMA journal_mode=WAL', []);
+    await run('PRAGMA synchronous=NORMAL', []);
+    const keyv = new Keyv({ store: adapter, namespace: '', throwOnErrors: true } as any);
+    return new Store(keyv, run, 'sqlite', () => (adapter as any).close());
+  }
+
+  static key(...parts: string[]): string {
+    return parts.map(encodeURIComponent).join('/');
+  }
+
+  async get<T>(key: string): Promise<T | undefined> {
+    return this.guard(() => this.keyv.get(key)) as Promise<T | undefined>;
+  }
+
+  async set<T>(key: string, value: T, ttlMs?: number): Promise<void> {
+    await this.guard(() => this.keyv.set(key, value, ttlMs));
+  }
+
+  async delete(key: string): Promise<boolean> {
+    return this.guard(() => this.keyv.delete(key));
+  }
+
+  /** Every live value whose key starts with `prefix` (a key from Store.key plus '/'), in key order. */
+  async list<T>(prefix: string): Promise<T[]> {
+    const p = this.dialect === 'postgres' ? ['$1', '$2'] : ['?', '?'];
+    const rows = await this.guard(() =>
+      this.query(`SELECT key, value FROM keyv WHERE substr(key, 1, ${p[0]}) = ${p[1]} ORDER BY key`, [prefix.length, prefix]),
+    );
+    return rows.map((r) => this.live<T>(r.value as string)).filter((v): v is T => v !== undefined);
+  }
+
+  /** How many live values have keys starting with `prefix`. */
+  async count(prefix: string): Promise<number> {
+    return (await this.list(prefix)).length;
+  }
+
+  /** Deletes every value whose key starts with `prefix`. */
+  async deletePrefix(prefix: string): Promise<void> {
+    const p = this.dialect === 'postgres' ? ['$1', '$2'] : ['?', '?'];
+    await this.guard(() => this.query(`DELETE FROM keyv WHERE substr(key, 1, ${p[0]}) = ${p[1]}`, [prefix.length, prefix]));
+  }
+
+  /** Reads and deletes in one statement: of any number of concurrent callers, one gets the value. */
+  async take<T>(key: string): Promise<T | undefined> {
+    const p = this.dialect === 'postgres' ? '$1' : '?';
+    const rows = await this.guard(() => this.query(`DELETE FROM keyv WHERE key = ${p} RETURNING value`, [key]));
+    return rows.length ? this.live<T>(rows[0].value as string) : undefined;
+  }
+
+  /** One cheap round trip, for /health. */
+  async ping(): Promise<void> {
+    await this.guard(() => this.query('SELECT 1', []));
+  }
+
+  async disconnect(): Promise<void> {
+    await this.close();
+  }
+
+  private live<T>(raw: string): T | undefined {
+    const data = JSON.parse(raw) as { value: T; expires?: number | null };
+    if (typeof data.expires === 'number' && data.expires < Date.now()) return undefined;
+    return data.value;
+  }
+
+  private async guard<T>(run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (e) {
+      if (e instanceof TerapiError) throw e;
+      throw new StoreUnavailable(e);
+    }
+  }
+}

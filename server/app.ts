@@ -1,0 +1,168 @@
+import Koa, { type Context, type Next } from 'koa';
+import Router from '@koa/router';
+import { bodyParser } from '@koa/bodyparser';
+import { safeEqual } from '../core/crypto.ts';
+import type { Engine } from '../core/engine.ts';
+import { TerapiError } from '../core/errors.ts';
+import { OPENAPI_TEXT, operations, type Checked } from './openapi.ts';
+import { callbackPage } from './callback-page.ts';
+
+declare module 'koa' {
+  interface DefaultState {
+    input: Checked;
+  }
+}
+
+/**
+ * The Koa application: authentication, request checking against the served OpenAPI document,
+ * errors as ErrorResponse, one log line per request, and routes that each call the engine once.
+ */
+export function createApp(engine: Engine): Koa {
+  const app = new Koa();
+  const router = new Router();
+  const log = engine.log;
+  const secret = engine.config.secretKey;
+
+  app.use(async (ctx, next) => {
+    const started = performance.now();
+    try {
+      await next();
+    } catch (e) {
+      const err = e instanceof TerapiError ? e : undefined;
+      const status = err?.status ?? ((e as { status?: number }).status === 400 || (e as { status?: number }).status === 413 ? (e as { status: number }).status : 500);
+      ctx.status = status;
+      ctx.body = err ? { error: err.code, message: err.message } : status < 500 ? { error: 'invalid_request', message: `the request body could not be read: ${(e as Error).message}` } : { error: 'internal_error', message: 'an unexpected error happened; it has been logged' };
+      if (status >= 500) log.error({ err: e instanceof Error ? { message: e.message, stack: e.stack } : e, path: ctx.path }, 'request failed');
+    } finally {
+      // The path only: query strings may carry connect session tokens and OAuth codes.
+      log.info({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round((performance.now() - started) * 10) / 10 }, 'request');
+    }
+  });
+
+  app.use(bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8' }));
+
+  /** Checks the secret key (unless the operation is public) and the request against the document. */
+  const op = (id: string) => {
+    const operation = operations.get(id);
+    if (!operation) throw new Error(`no operation ${id} in openapi.yaml`);
+    return async (ctx: Context, next: Next) => {
+      if (!operation.public) {
+        const header = ctx.get('authorization');
+        const given = header.startsWith('Bearer ') ? header.slice(7) : '';
+        if (!given || !safeEqual(given, secret)) throw new TerapiError(401, 'unauthorized', 'give your secret key as "Authorization: Bearer <TERAPI_SECRET_KEY>"');
+      }
+      ctx.state.input = operation.check(ctx.params, ctx.query, ctx.request.body);
+      await next();
+    };
+  };
+  const input = (ctx: Context) => ctx.state.input;
+
+  router.get('/health', op('health'), async (ctx) => {
+    try {
+      await engine.store.ping();
+      ctx.body = { status: 'ok', store: engine.store.dialect, providers: engine.registry.list().length };
+    } catch {
+      ctx.status = 503;
+      ctx.body = { status: 'unavailable', store: engine.store.dialect, providers: engine.registry.list().length };
+    }
+  });
+  router.get('/openapi.yaml', op('openapi'), (ctx) => {
+    ctx.type = 'application/yaml';
+    ctx.body = OPENAPI_TEXT;
+  });
+  router.get('/providers', op('listProviders'), (ctx) => {
+    ctx.body = {
+      providers: engine.registry.list().map((p) => ({
+        name: p.name,
+        display_name: p.display_name,
+        categories: p.categories,
+        docs: p.docs,
+        auth_mode: p.auth.mode,
+        connection_config: Object.fromEntries(Object.entries(p.connection_config ?? {}).map(([k, f]) => [k, { description: f.description, pattern: f.pattern, optional: f.optional ?? false }])),
+        syncs: Object.keys(p.syncs ?? {}),
+        actions: Object.keys(p.actions ?? {}),
+      })),
+    };
+  });
+
+  // Integrations
+  router.get('/integration', op('listIntegrations'), async (ctx) => {
+    ctx.body = { integrations: await engine.integrations.list() };
+  });
+  router.post('/integration', op('createIntegration'), async (ctx) => {
+    ctx.body = await engine.integrations.create(input(ctx).body as any);
+  });
+  router.get('/integration/:provider_config_key', op('getIntegration'), async (ctx) => {
+    ctx.body = await engine.integrations.get(input(ctx).params.provider_config_key);
+  });
+  router.patch('/integration/:provider_config_key', op('updateIntegration'), async (ctx) => {
+    ctx.body = await engine.integrations.update(input(ctx).params.provider_config_key, input(ctx).body);
+  });
+  router.delete('/integration/:provider_config_key', op('deleteIntegration'), async (ctx) => {
+    await engine.deleteIntegration(input(ctx).params.provider_config_key);
+    ctx.status = 204;
+  });
+
+  // Connections
+  router.get('/connection', op('listConnections'), async (ctx) => {
+    const { provider_config_key, connection_id } = input(ctx).query as Record<string, string | undefined>;
+    if (provider_config_key !== undefined) await engine.integrations.record(provider_config_key);
+    const records = await engine.connections.list(provider_config_key);
+    ctx.body = { connections: records.filter((r) => connection_id === undefined || r.id === connection_id).map((r) => engine.connections.view(r)) };
+  });
+  router.post('/connection', op('createConnection'), async (ctx) => {
+    ctx.body = await engine.createConnection(input(ctx).body as any);
+  });
+  router.get('/connection/:connection_id', op('getConnection'), async (ctx) => {
+    const { params, query } = input(ctx);
+    await engine.integrations.record(query.provider_config_key as string);
+    ctx.body = engine.connections.view(await engine.connections.get(query.provider_config_key as string, params.connection_id));
+  });
+  router.delete('/connection/:connection_id', op('deleteConnection'), async (ctx) => {
+    const { params, query } = input(ctx);
+    await engine.deleteConnection(query.provider_config_key as string, params.connection_id);
+    ctx.status = 204;
+  });
+
+  // Auth
+  router.get('/auth/token/:provider_config_key/:connection_id', op('getAuthToken'), async (ctx) => {
+    const { params, query } = input(ctx);
+    ctx.set('cache-control', 'no-store');
+    ctx.body = await engine.token(params.provider_config_key, params.connection_id, query.force_refresh === true);
+  });
+
+  // Actions
+  router.post('/action/trigger', op('triggerAction'), async (ctx) => {
+    const b = input(ctx).body as { provider_config_key: string; connection_id: string; action_name: string; input?: Record<string, unknown> };
+    ctx.body = await engine.runAction(b.provider_config_key, b.connection_id, b.action_name, b.input);
+  });
+
+  // Connect flow
+  router.post('/connect/sessions', op('createConnectSession'), async (ctx) => {
+    const session = await engine.connect.createSession(input(ctx).body as any);
+    ctx.body = { ...session, connect_url: `${engine.config.publicUrl}/oauth/connect/{provider_config_key}?connect_session_token=${session.token}` };
+  });
+  router.get('/oauth/connect/:provider_config_key', op('oauthConnect'), async (ctx) => {
+    const { params, query } = input(ctx);
+    ctx.redirect(await engine.connect.authorizationUrl(query.connect_session_token as string, params.provider_config_key));
+  });
+  router.get('/oauth/callback', op('oauthCallback'), async (ctx) => {
+    const outcome = await engine.connect.callback(input(ctx).query as Record<string, string>);
+    ctx.status = outcome.ok ? 200 : 400;
+    ctx.type = 'text/html';
+    ctx.set('cache-control', 'no-store');
+    ctx.body = callbackPage(outcome);
+  });
+  router.post('/connect/:provider_config_key/credentials', op('connectCredentials'), async (ctx) => {
+    const { params, query, body } = input(ctx);
+    ctx.body = await engine.connect.postCredentials(query.connect_session_token as string, params.provider_config_key, body);
+  });
+
+  app.use(router.routes());
+  app.use(router.allowedMethods());
+  app.use((ctx) => {
+    ctx.status = 404;
+    ctx.body = { error: 'not_found', message: `there is no ${ctx.method} ${ctx.path}: GET /openapi.yaml lists the API` };
+  });
+  return app;
+}

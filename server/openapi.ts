@@ -1,0 +1,93 @@
+import { readFileSync } from 'node:fs';
+import { Ajv, type ValidateFunction } from 'ajv';
+import ajvFormats from 'ajv-formats';
+import { parse } from 'yaml';
+import { badRequest } from '../core/errors.ts';
+
+export const OPENAPI_TEXT = readFileSync(new URL('./openapi.yaml', import.meta.url), 'utf8');
+export const openapi = parse(OPENAPI_TEXT) as {
+  paths: Record<string, Record<string, Operation>>;
+  components: { schemas: Record<string, object> };
+};
+
+interface Parameter {
+  name: string;
+  in: 'path' | 'query' | 'header';
+  required?: boolean;
+  schema: object;
+}
+interface Operation {
+  operationId: string;
+  parameters?: Parameter[];
+  requestBody?: { required?: boolean; content: Record<string, { schema: object }> };
+  security?: unknown[];
+}
+
+const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: true, useDefaults: true });
+ajvFormats.default(ajv);
+ajv.addSchema({ $id: 'openapi', components: openapi.components });
+const withRefs = (schema: object) => JSON.parse(JSON.stringify(schema).replace(/"#\/components\//g, '"openapi#/components/'));
+
+export interface Checked {
+  params: Record<string, string>;
+  query: Record<string, unknown>;
+  body: Record<string, unknown>;
+}
+
+/**
+ * A checker per operation of the served document: path and query parameters (coerced to their
+ * types) and the JSON body. A request that breaks the document is a 400 naming the field.
+ */
+export const operations = new Map<string, { check: (params: object, query: object, body: unknown) => Checked; public: boolean }>();
+
+for (const item of Object.values(openapi.paths)) {
+  for (const op of Object.values(item)) {
+    const groups: Record<'path' | 'query', { type: 'object'; properties: Record<string, object>; required: string[] }> = {
+      path: { type: 'object', properties: {}, required: [] },
+      query: { type: 'object', properties: {}, required: [] },
+    };
+    for (const p of op.parameters ?? []) {
+      if (p.in !== 'path' && p.in !== 'query') continue;
+      groups[p.in].properties[p.name] = withRefs(p.schema);
+      if (p.required) groups[p.in].required.push(p.name);
+    }
+    const pathCheck = ajv.compile(groups.path);
+    const queryCheck = ajv.compile(groups.query);
+    const bodySchema = op.requestBody?.content['application/json']?.schema;
+    const bodyCheck = bodySchema ? ajv.compile(withRefs(bodySchema)) : undefined;
+    operations.set(op.operationId, {
+      public: Array.isArray(op.security) && op.security.length === 0,
+      check(params, query, body) {
+        const p = { ...params } as Record<string, string>;
+        run(pathCheck, p, 'path');
+        // Repeated query parameters are not part of this API: the last one counts.
+        const q = Object.fromEntries(Object.entries(query).map(([k, v]) => [k, Array.isArray(v) ? v[v.length - 1] : v]));
+        run(queryCheck, q, 'query');
+        if (bodyCheck) run(bodyCheck, body ?? {}, 'body');
+        return { params: p, query: q, body: (body ?? {}) as Record<string, unknown> };
+      },
+    });
+  }
+}
+
+function run(check: ValidateFunction, data: unknown, where: 'path' | 'query' | 'body') {
+  if (check(data)) return;
+  const e = check.errors![0];
+  const field = [where, ...e.instancePath.split('/').filter(Boolean)].join('.');
+  const p = e.params as Record<string, any>;
+  let message: string;
+  switch (e.keyword) {
+    case 'required':
+      message = `${field}.${p.missingProperty} is required`;
+      break;
+    case 'additionalProperties':
+      message = `${field}.${p.additionalProperty} is not a field of this request`;
+      break;
+    case 'type':
+      message = `${field} must be ${p.type === 'object' || p.type === 'array' || p.type === 'integer' ? `an ${p.type}` : `a ${p.type}`}`;
+      break;
+    default:
+      message = `${field} ${e.message}`;
+  }
+  throw badRequest('invalid_request', message);
+}
