@@ -11,7 +11,21 @@ import type { Logger } from './logger.ts';
 import { apiRequest, templateValues } from './provider-request.ts';
 import { ProviderRegistry } from './provider-registry.ts';
 import { jsonSchemaAjv } from './provider-schema.ts';
-import type { Action } from './provider-types.ts';
+import type { Action, Provider, Sync } from './provider-types.ts';
+import { runSync } from './sync-runner.ts';
+
+export interface SyncState {
+  sync_name: string;
+  connection_id: string;
+  status: 'running' | 'success' | 'error' | 'paused';
+  last_sync_date?: string;
+  next_sync_date?: string;
+  records_count: number;
+  error?: string;
+  checkpoint?: unknown;
+}
+
+const frequencyMs = (f = '1h') => Number(f.slice(0, -1)) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[f.slice(-1) as 'm' | 'h' | 'd'];
 import { Store } from './store.ts';
 
 export interface AuthTokenView {
@@ -30,6 +44,7 @@ export class Engine {
   readonly auth: AuthEngine;
   readonly connect: ConnectFlow;
   private readonly inputValidators = new WeakMap<Action, ValidateFunction>();
+  private readonly running = new Map<string, Promise<void>>();
 
   private constructor(
     readonly config: Config,
@@ -58,6 +73,7 @@ export class Engine {
   }
 
   async stop(): Promise<void> {
+    await this.idle();
     this.registry.close();
     await this.lock.close();
     await this.store.disconnect();
@@ -133,6 +149,57 @@ export class Engine {
       case 'none':
         throw badRequest('no_credentials', `connection "${id}" uses a provider without credentials: there is no token`);
     }
+  }
+
+  /** triggerSync: starts each named sync now, in the background; getSyncStatus follows it. */
+  async triggerSyncs(integrationKey: string, id: string, names: string[]): Promise<{ success: true; syncs: { name: string; status: string }[] }> {
+    const { provider } = await this.integrations.withProvider(integrationKey);
+    if (!names.length) throw badRequest('invalid_request', 'body.syncs must name at least one sync');
+    for (const name of names) this.syncOf(provider, name);
+    const fresh = await this.auth.fresh(integrationKey, id);
+    const started = [];
+    for (const name of new Set(names)) {
+      const key = Store.key('sync', integrationKey, id, name);
+      if (!this.running.has(key)) {
+        const previous = await this.store.get<SyncState>(key);
+        const state: SyncState = { ...previous, sync_name: name, connection_id: id, status: 'running', records_count: previous?.records_count ?? 0 };
+        await this.store.set(key, state);
+        const run = runSync(fresh, this.syncOf(provider, name), previous?.checkpoint)
+          .then(async (result) => {
+            const now = new Date();
+            await this.store.set(key, { ...state, status: 'success', last_sync_date: now.toISOString(), next_sync_date: new Date(now.getTime() + frequencyMs(this.syncOf(provider, name).frequency)).toISOString(), records_count: result.records.length, checkpoint: result.checkpoint, error: undefined });
+          })
+          .catch(async (e) => {
+            this.log.warn({ integration: integrationKey, connection: id, sync: name, err: (e as Error).message }, 'sync failed');
+            await this.store.set(key, { ...state, status: 'error', last_sync_date: new Date().toISOString(), error: (e as Error).message }).catch(() => {});
+          })
+          .finally(() => this.running.delete(key));
+        this.running.set(key, run);
+      }
+      started.push({ name, status: 'running' });
+    }
+    return { success: true, syncs: started };
+  }
+
+  async syncStatus(integrationKey: string, id: string, name: string): Promise<Omit<SyncState, 'checkpoint'>> {
+    const { provider } = await this.integrations.withProvider(integrationKey);
+    this.syncOf(provider, name);
+    await this.connections.get(integrationKey, id);
+    const state = await this.store.get<SyncState>(Store.key('sync', integrationKey, id, name));
+    if (!state) throw notFound('sync_not_run', `sync "${name}" has not run yet for connection "${id}": POST /sync/trigger starts it`);
+    const { checkpoint: _checkpoint, ...view } = state;
+    return view;
+  }
+
+  /** Waits for the syncs running in this process (tests, shutdown). */
+  async idle(): Promise<void> {
+    await Promise.allSettled([...this.running.values()]);
+  }
+
+  private syncOf(provider: Provider, name: string): Sync {
+    const sync = provider.syncs?.[name];
+    if (!sync) throw notFound('unknown_sync', `provider "${provider.name}" has no sync "${name}"${provider.syncs ? `; its syncs are ${Object.keys(provider.syncs).join(', ')}` : ''}`);
+    return sync;
   }
 
   /** triggerAction: input checked against the action's schema, request built by JSONata. */

@@ -41,6 +41,8 @@ export class Template {
         if (typeof part === 'string') return part;
         const value = lookup(values, part.variable);
         if (i === 0) return origin(part.variable, value);
+        // Percent-encoding leaves `.` alone, and a whole segment of `.` or `..` would move the path.
+        if (value === '.' || value === '..') throw badRequest('invalid_value', `"${part.variable}" cannot be "${value}" in a URL`);
         return encodeURIComponent(value);
       })
       .join('');

@@ -131,6 +131,16 @@ export function createApp(engine: Engine): Koa {
     ctx.body = await engine.token(params.provider_config_key, params.connection_id, query.force_refresh === true);
   });
 
+  // Syncs
+  router.post('/sync/trigger', op('triggerSync'), async (ctx) => {
+    const b = input(ctx).body as { provider_config_key: string; connection_id: string; syncs: string[] };
+    ctx.body = await engine.triggerSyncs(b.provider_config_key, b.connection_id, b.syncs);
+  });
+  router.get('/sync/:connection_id/:sync_name', op('getSyncStatus'), async (ctx) => {
+    const { params, query } = input(ctx);
+    ctx.body = await engine.syncStatus(query.provider_config_key as string, params.connection_id, params.sync_name);
+  });
+
   // Actions
   router.post('/action/trigger', op('triggerAction'), async (ctx) => {
     const b = input(ctx).body as { provider_config_key: string; connection_id: string; action_name: string; input?: Record<string, unknown> };
