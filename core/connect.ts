@@ -52,12 +52,13 @@ export class ConnectFlow {
     private readonly connections: Connections,
     private readonly auth: AuthEngine,
     private readonly finish: FinishConnection,
-    private readonly publicUrl: string,
+    private readonly config: { publicUrl: string },
     private readonly log: Logger,
   ) {}
 
+  /** The redirect URI to register with each provider's OAuth app. */
   get callbackUrl() {
-    return `${this.publicUrl}/oauth/callback`;
+    return `${this.config.publicUrl}/oauth/callback`;
   }
 
   async createSession(input: { connection_id: string; allowed_integrations: string[]; connection_config?: Record<string, Record<string, string>>; metadata?: Record<string, unknown> }): Promise<{ token: string; expires_at: string }> {

@@ -1,0 +1,131 @@
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import pg from 'pg';
+import { loadConfig } from '../core/config.ts';
+import { Engine } from '../core/engine.ts';
+import { createLogger } from '../core/logger.ts';
+import { createApp } from '../server/app.ts';
+
+/** PostgreSQL for tests (PRODUCT.md): TERAPI_TEST_DATABASE_URL; in CI a missing URL fails, never skips. */
+export const PG_URL = process.env.TERAPI_TEST_DATABASE_URL;
+if (process.env.CI === 'true' && !PG_URL) throw new Error('CI=true but TERAPI_TEST_DATABASE_URL is not set: the PostgreSQL tests cannot run');
+export const pgSkip = PG_URL ? false : 'TERAPI_TEST_DATABASE_URL is not set (CI sets it)';
+
+/** A database of its own for one test file, dropped at the end. */
+export async function freshDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `terapi_test_${randomBytes(5).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(PG_URL!);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const c = new pg.Client({ connectionString: PG_URL });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+export const tempDir = (prefix = 'terapi-') => mkdtempSync(join(tmpdir(), prefix));
+
+/** Writes provider files into a new folder, for TERAPI_PROVIDERS_DIR. */
+export function providersDir(files: Record<string, string>): string {
+  const dir = tempDir('terapi-providers-');
+  mkdirSync(dir, { recursive: true });
+  for (const [name, text] of Object.entries(files)) writeFileSync(join(dir, `${name}.yaml`), text);
+  return dir;
+}
+
+export const TEST_ENCRYPTION_KEY = 'a'.repeat(64);
+
+export interface Running {
+  url: string;
+  secret: string;
+  engine: Engine;
+  logs: string[];
+  call: (method: string, path: string, body?: unknown, headers?: Record<string, string>) => Promise<{ status: number; body: any; headers: Headers; text: string }>;
+  close: () => Promise<void>;
+}
+
+/** The real app on 127.0.0.1 on a free port, with the embedded store or a PostgreSQL URL. */
+export async function startTerapi(options: { databaseUrl?: string; providersDirs?: string[]; env?: Record<string, string> } = {}): Promise<Running> {
+  const dataDir = tempDir('terapi-data-');
+  const secret = `sk_test_${randomBytes(8).toString('hex')}`;
+  const env: NodeJS.ProcessEnv = {
+    TERAPI_DATA_DIR: dataDir,
+    TERAPI_SECRET_KEY: secret,
+    TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY,
+    TERAPI_PROVIDERS_DIR: (options.providersDirs ?? []).join(':'),
+    ...(options.databaseUrl ? { TERAPI_DATABASE_URL: options.databaseUrl } : {}),
+    PORT: '0',
+    ...options.env,
+  };
+  const { config } = loadConfig({ embeddedKeys: true }, env);
+  const logs: string[] = [];
+  const log = createLogger('info', { write: (line: string) => void logs.push(line) });
+  const engine = await Engine.start(config, log);
+  const server: Server = createApp(engine).listen(0, '127.0.0.1');
+  await new Promise((r) => server.once('listening', r));
+  const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  engine.config.publicUrl = url;
+  const call: Running['call'] = async (method, path, body, headers = {}) => {
+    const res = await fetch(url + path, {
+      method,
+      redirect: 'manual',
+      headers: { authorization: `Bearer ${secret}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {}
+    return { status: res.status, body: parsed, headers: res.headers, text };
+  };
+  return {
+    url,
+    secret,
+    engine,
+    logs,
+    call,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      await engine.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A real HTTP server on 127.0.0.1 standing in for a provider's API. */
+export async function fakeApi(handler: (req: IncomingMessage & { body: any }, res: ServerResponse) => void | Promise<void>): Promise<{ url: string; requests: { method: string; url: string; headers: IncomingMessage['headers']; body: any }[]; close: () => Promise<void> }> {
+  const requests: { method: string; url: string; headers: IncomingMessage['headers']; body: any }[] = [];
+  const server = createServer(async (req, res) => {
+    let text = '';
+    for await (const chunk of req) text += chunk;
+    const body = text ? (() => { try { return JSON.parse(text); } catch { return text; } })() : undefined;
+    requests.push({ method: req.method!, url: req.url!, headers: req.headers, body });
+    await handler(Object.assign(req, { body }), res);
+  });
+  server.listen(0, '127.0.0.1');
+  await new Promise((r) => server.once('listening', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    requests,
+    close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }),
+  };
+}
+
+export const json = (res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  res.end(JSON.stringify(body));
+};
