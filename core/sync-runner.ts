@@ -15,7 +15,7 @@ const MAX_PAGES = 10_000;
  * Reads every page of a sync, following its pagination, and maps each record with its JSONata
  * mapping. Storing records and scheduling runs are the job of the records and scheduler modules.
  */
-export async function runSync(fresh: Fresh, sync: Sync, checkpoint?: unknown): Promise<SyncRun> {
+export async function runSync(fresh: Fresh, sync: Sync, since?: unknown): Promise<SyncRun> {
   const provider = fresh.provider;
   const values = templateValues(fresh.record.connection_config, fresh.credentials, fresh.integration.oauth_client_id);
   const config = fresh.record.connection_config;
@@ -26,14 +26,17 @@ export async function runSync(fresh: Fresh, sync: Sync, checkpoint?: unknown): P
   let page = p?.type === 'page' ? p.start ?? 1 : 0;
   let offset = 0;
   let pages = 0;
+  // Every page of a run asks with the checkpoint the run started from: a filter that moved between
+  // pages would no longer match the provider's cursor. The new checkpoint is kept for the next run.
+  let checkpoint = since;
   for (;;) {
     const searchParams: Record<string, string> = {};
-    if (sync.mode === 'incremental' && checkpoint !== undefined && sync.checkpoint?.param) searchParams[sync.checkpoint.param] = String(checkpoint);
+    if (sync.mode === 'incremental' && since !== undefined && sync.checkpoint?.param) searchParams[sync.checkpoint.param] = String(since);
     if (p?.page_size) searchParams[p.page_size.param] = String(p.page_size.value);
     if (p?.type === 'cursor' && p.param && cursor !== undefined) searchParams[p.param] = String(cursor);
     if (p?.type === 'offset') searchParams[p.param] = String(offset);
     if (p?.type === 'page') searchParams[p.param] = String(page);
-    const bindings = { cursor, checkpoint, config, page_size: p?.page_size?.value };
+    const bindings = { cursor, checkpoint: since, config, page_size: p?.page_size?.value };
     const json = sync.request.body ? await sync.request.body.evaluate({}, bindings) : undefined;
     const req = apiRequest(provider, values, sync.request, { json, searchParams });
     if (nextUrl) {
