@@ -10,7 +10,7 @@ import { LocalLock, PostgresLock, type Lock } from './lock.ts';
 import type { Logger } from './logger.ts';
 import { apiRequest, templateValues } from './provider-request.ts';
 import { ProviderRegistry } from './provider-registry.ts';
-import { jsonSchemaAjv } from './provider-schema.ts';
+import { compileInputSchema } from './provider-schema.ts';
 import type { Action, Provider, Sync } from './provider-types.ts';
 import { runSync } from './sync-runner.ts';
 
@@ -208,7 +208,7 @@ export class Engine {
     const action = provider.actions?.[name];
     if (!action) throw notFound('unknown_action', `provider "${provider.name}" has no action "${name}"${provider.actions ? `; its actions are ${Object.keys(provider.actions).join(', ')}` : ''}`);
     let validate = this.inputValidators.get(action);
-    if (!validate) this.inputValidators.set(action, (validate = jsonSchemaAjv.compile(action.input)));
+    if (!validate) this.inputValidators.set(action, (validate = compileInputSchema(action.input)));
     if (!validate(input)) {
       const problems = (validate.errors ?? []).map((e) => `input${e.instancePath.replace(/\//g, '.')} ${e.message}`).join('; ');
       throw badRequest('invalid_input', `the input of action "${name}" does not match its schema: ${problems}`);

@@ -1,7 +1,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import { Expression, ExpressionError } from './expression.ts';
-import { jsonSchemaAjv, validateProvider, type Marked } from './provider-schema.ts';
+import { compileInputSchema, validateProvider, type Marked } from './provider-schema.ts';
 import { CREDENTIAL_VARIABLES, type Provider } from './provider-types.ts';
 import { Template } from './template.ts';
 import { YamlSource, type SourceError } from './yaml-source.ts';
@@ -69,7 +69,14 @@ export function loadCatalog(layers: string[][]): Catalog {
         broken.add(name);
         continue;
       }
-      const data = source.toJS() as Record<string, unknown>;
+      let data: Record<string, unknown>;
+      try {
+        data = source.toJS() as Record<string, unknown>;
+      } catch (e) {
+        errors.push({ file, line: 1, col: 1, message: `the file cannot be read as data: ${(e as Error).message}` });
+        broken.add(name);
+        continue;
+      }
       const base = providers.get(name);
       const isOverride = base !== undefined || broken.has(name);
       const { errors: schemaErrors, marked } = validateProvider(source, data, isOverride);
@@ -126,7 +133,7 @@ function compileMarked(source: YamlSource, data: Record<string, unknown>, marked
         }
         setAt(data, m.path, template);
       } else if (m.kind === 'regexp') new RegExp(m.value as string);
-      else if (m.kind === 'json-schema') jsonSchemaAjv.compile(m.value as object);
+      else if (m.kind === 'json-schema') compileInputSchema(m.value as object);
     } catch (e) {
       if (e instanceof ExpressionError) {
         const col = e.position !== undefined ? ` (at character ${e.position} of the expression)` : '';

@@ -38,9 +38,20 @@ const full = ajv.compile(schema);
 // A file in TERAPI_PROVIDERS_DIR that shares a built-in's name only adds to it: nothing is required.
 const partial = ajv.compile({ ...schema, $id: `${schema.$id}#partial`, required: [] });
 
-/** The Ajv instance that also checks actions' input schemas. */
-export const jsonSchemaAjv = new Ajv({ allErrors: true, strict: false });
+const jsonSchemaAjv = new Ajv({ allErrors: true, strict: false });
 ajvFormats.default(jsonSchemaAjv);
+
+/**
+ * Compiles an action's input schema. The schema is dropped from Ajv's registry at once: the returned
+ * function keeps working, and a reload (or another action) may use the same $id again.
+ */
+export function compileInputSchema(schema: object): ValidateFunction {
+  try {
+    return jsonSchemaAjv.compile(schema);
+  } finally {
+    jsonSchemaAjv.removeSchema(schema);
+  }
+}
 
 export function validateProvider(source: YamlSource, data: unknown, isOverride: boolean): { errors: SourceError[]; marked: Marked[] } {
   const validate: ValidateFunction = isOverride ? partial : full;
