@@ -11,7 +11,9 @@ import type { Logger } from './logger.ts';
 import { apiRequest, templateValues } from './provider-request.ts';
 import { ProviderRegistry } from './provider-registry.ts';
 import { compileInputSchema } from './provider-schema.ts';
-import type { Action, Provider, Sync } from './provider-types.ts';
+import type { Action, Method, Provider, Sync } from './provider-types.ts';
+import { Template } from './template.ts';
+import type { HttpResponse } from './http.ts';
 import { runSync } from './sync-runner.ts';
 
 export interface SyncState {
@@ -200,6 +202,32 @@ export class Engine {
     const sync = provider.syncs?.[name];
     if (!sync) throw notFound('unknown_sync', `provider "${provider.name}" has no sync "${name}"${provider.syncs ? `; its syncs are ${Object.keys(provider.syncs).join(', ')}` : ''}`);
     return sync;
+  }
+
+  /**
+   * The proxy: any request to the provider's API, with the connection's credentials put where the
+   * provider file says. Only requests that cannot have been applied (429) are retried for POST and
+   * PATCH; the others follow the provider's retry rules.
+   */
+  async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }): Promise<HttpResponse> {
+    // Decoded first: a URL parser reads %2e%2e as .. too.
+    const segments = req.path.split('/').map((s) => {
+      try {
+        return decodeURIComponent(s);
+      } catch {
+        return '..';
+      }
+    });
+    if (segments.some((s) => s === '..' || s === '.') || /^[a-z][a-z0-9+.-]*:/i.test(req.path)) {
+      throw badRequest('invalid_request', 'the proxied path must be a path under the provider\'s base URL, without . or .. segments');
+    }
+    const fresh = await this.auth.fresh(integrationKey, id);
+    const values = templateValues(fresh.record.connection_config, fresh.credentials, fresh.integration.oauth_client_id);
+    const spec = { method: req.method as Method, path: Template.literal(`/${req.path.replace(/^\/+/, '')}`) };
+    const built = apiRequest(fresh.provider, values, spec, { json: req.body, searchParams: req.query, headers: req.headers });
+    const retry = fresh.provider.api.retry ?? {};
+    const safe = !['POST', 'PATCH'].includes(req.method);
+    return callProvider(built, safe ? retry : { ...retry, statuses: (retry.statuses ?? [429]).filter((s) => s === 429) });
   }
 
   /** triggerAction: input checked against the action's schema, request built by JSONata. */

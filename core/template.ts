@@ -25,6 +25,13 @@ export class Template {
     if (last < source.length) this.parts.push(source.slice(last));
   }
 
+  /** A template that is only text, even if it contains `${`: for paths given at run time (the proxy). */
+  static literal(text: string): Template {
+    const t = new Template('');
+    t.parts.push(text);
+    return t;
+  }
+
   /** Placeholder names that are not of the form `name` or `input.name`. */
   malformed(): string[] {
     return this.variables.filter((v) => !VARIABLE.test(v));

@@ -7,6 +7,9 @@ import { TerapiError } from '../core/errors.ts';
 import { OPENAPI_TEXT, operations, type Checked } from './openapi.ts';
 import { callbackPage } from './callback-page.ts';
 
+/** Headers of the caller that never reach the provider: ours, and those of this hop only. */
+const NOT_FORWARDED = new Set(['authorization', 'host', 'connection', 'content-length', 'provider-config-key', 'connection-id', 'cookie', 'keep-alive', 'transfer-encoding', 'upgrade', 'accept-encoding', 'te', 'trailer', 'proxy-authorization']);
+
 declare module 'koa' {
   interface DefaultState {
     input: Checked;
@@ -166,6 +169,34 @@ export function createApp(engine: Engine): Koa {
   router.post('/connect/:provider_config_key/credentials', op('connectCredentials'), async (ctx) => {
     const { params, query, body } = input(ctx);
     ctx.body = await engine.connect.postCredentials(query.connect_session_token as string, params.provider_config_key, body);
+  });
+
+  // The proxy: /proxy/<path under the provider's base URL>, any method.
+  const proxyOp = operations.get('proxyGet')!;
+  app.use(async (ctx, next) => {
+    if (!ctx.path.startsWith('/proxy/')) return next();
+    const header = ctx.get('authorization');
+    const given = header.startsWith('Bearer ') ? header.slice(7) : '';
+    if (!given || !safeEqual(given, secret)) throw new TerapiError(401, 'unauthorized', 'give your secret key as "Authorization: Bearer <TERAPI_SECRET_KEY>"');
+    const integration = ctx.get('provider-config-key');
+    const connection = ctx.get('connection-id');
+    proxyOp.check({ path: ctx.path.slice(7) }, {}, undefined);
+    if (!integration || !connection) throw new TerapiError(400, 'invalid_request', 'the proxy needs the headers Provider-Config-Key and Connection-Id');
+    const forwarded: Record<string, string> = {};
+    for (const [name, value] of Object.entries(ctx.headers)) {
+      if (typeof value === 'string' && !NOT_FORWARDED.has(name)) forwarded[name] = value;
+    }
+    const res = await engine.proxy(integration, connection, {
+      method: ctx.method,
+      path: ctx.path.slice(7),
+      query: Object.fromEntries(Object.entries(ctx.query).map(([k, v]) => [k, Array.isArray(v) ? v[v.length - 1] : (v ?? '')])),
+      headers: forwarded,
+      body: ['GET', 'HEAD', 'DELETE'].includes(ctx.method) || ctx.request.body === undefined || (typeof ctx.request.body === 'object' && !Object.keys(ctx.request.body as object).length && !ctx.get('content-length')) ? undefined : ctx.request.body,
+    });
+    ctx.status = res.status;
+    const type = res.headers['content-type'];
+    if (typeof type === 'string') ctx.type = type;
+    ctx.body = res.text;
   });
 
   app.use(router.routes());

@@ -9,6 +9,7 @@ import { Ajv } from 'ajv';
 import ajvFormats from 'ajv-formats';
 import { parse } from 'yaml';
 import pg from 'pg';
+import { request } from 'node:http';
 import { openapi } from '../server/openapi.ts';
 import { fakeApi, freshDatabase, json, PG_URL, pgSkip, providersDir, startTerapi, type Running } from './support.ts';
 
@@ -65,6 +66,7 @@ function suite(store: 'sqlite' | 'postgres') {
       api = await fakeApi((req, res) => {
         const auth = req.headers['x-api-key'];
         if (req.url === '/me') return json(res, auth === 'good-key' ? 200 : 401, {});
+        if (req.url?.startsWith('/echo')) return json(res, req.method === 'POST' ? 201 : 200, { method: req.method, url: req.url, key: auth, authorization: req.headers.authorization ?? null, custom: req.headers['x-custom'] ?? null, body: req.body ?? null });
         if (req.url === '/items' && req.method === 'POST') {
           if (req.body?.title === 'boom') return json(res, 500, { message: 'broken' });
           return json(res, 201, { item: { id: 'it_1', title: req.body.title, key: auth } });
@@ -369,6 +371,38 @@ api: { base_url: "https://\${subdomain}.example.com" }
       conforms('triggerSync', r);
       r = await t.call('GET', '/sync/u1/nope?provider_config_key=api');
       assert.equal(r.status, 404);
+    });
+
+    test('proxy: credentials injected, path, query, headers and body passed on, our secret never', async () => {
+      const headers = { 'provider-config-key': 'api', 'connection-id': 'u1', 'x-custom': 'yes' };
+      let r = await t.call('GET', '/proxy/echo/a/b?x=1&y=two', undefined, headers);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.deepEqual(r.body, { method: 'GET', url: '/echo/a/b?x=1&y=two', key: 'good-key', authorization: null, custom: 'yes', body: null });
+      r = await t.call('POST', '/proxy/echo/items', { title: 'via proxy' }, headers);
+      assert.equal(r.status, 201);
+      assert.deepEqual(r.body.body, { title: 'via proxy' });
+      r = await t.call('GET', '/proxy/nothing-here', undefined, headers);
+      assert.equal(r.status, 404, 'the provider\'s status comes back unchanged');
+      // Sent raw: fetch itself would resolve a dot segment, encoded or not, before sending.
+      for (const path of ['/proxy/echo/../me', '/proxy/echo/%2e%2e/me', '/proxy/echo/%2E./me']) {
+        const status = await new Promise<number>((resolve, reject) => {
+          const { hostname, port } = new URL(t.url);
+          const req = request({ hostname, port, path, headers: { ...headers, authorization: `Bearer ${t.secret}` } }, (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          });
+          req.on('error', reject);
+          req.end();
+        });
+        assert.equal(status, 400, path);
+      }
+      r = await t.call('GET', '/proxy/echo', undefined, { 'provider-config-key': 'api' });
+      assert.equal(r.status, 400);
+      assert.match(r.body.message, /Connection-Id/);
+      r = await t.call('GET', '/proxy/echo', undefined, { ...headers, 'connection-id': 'nobody' });
+      assert.equal(r.status, 404);
+      r = await t.call('GET', '/proxy/echo', undefined, { ...headers, authorization: '' });
+      assert.equal(r.status, 401);
     });
 
     test('delete connection and integration; connection_count stays right', async () => {
