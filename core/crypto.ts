@@ -1,3 +1,4 @@
+import { TerapiError } from './errors.ts';
 import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /**
@@ -25,7 +26,9 @@ export class Sealer {
   open<T = unknown>(sealed: string): T {
     const [version, id, iv, tag, data] = sealed.split('.');
     const key = this.keys.get(id);
-    if (version !== 'v1' || !key) throw new Error(`credentials were sealed with an unknown encryption key (${id}): add it to TERAPI_PREVIOUS_ENCRYPTION_KEYS`);
+    if (version !== 'v1' || !key) {
+      throw new TerapiError(500, 'encryption_key_missing', `these credentials were sealed with an encryption key this server does not have (${id}): add it to TERAPI_PREVIOUS_ENCRYPTION_KEYS`);
+    }
     const decipher = createDecipheriv('aes-256-gcm', key, Buffer.from(iv, 'base64'));
     decipher.setAuthTag(Buffer.from(tag, 'base64'));
     return JSON.parse(Buffer.concat([decipher.update(Buffer.from(data, 'base64')), decipher.final()]).toString('utf8'));

@@ -3,7 +3,25 @@ import KeyvPostgres from '@keyv/postgres';
 import KeyvSqlite from '@keyv/sqlite';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import pg from 'pg';
 import { TerapiError } from './errors.ts';
+
+/**
+ * The pool inside @keyv/postgres has no 'error' listener, so an idle connection that PostgreSQL
+ * drops (a restart, a network cut) would re-throw from the pool and end the process. The pool has
+ * already discarded that connection when it re-throws; catching it here lets the next query open a
+ * new one, which is how the server recovers by itself when the database returns.
+ */
+class SurvivingClient extends pg.Client {
+  emit(event: string | symbol, ...args: unknown[]): boolean {
+    try {
+      return super.emit(event, ...args);
+    } catch (e) {
+      if (event === 'error') return true;
+      throw e;
+    }
+  }
+}
 
 type Query = (sql: string, params: unknown[]) => Promise<Record<string, unknown>[]>;
 
@@ -34,7 +52,7 @@ export class Store {
 
   static async open(options: { databaseUrl?: string; dataDir: string }): Promise<Store> {
     if (options.databaseUrl) {
-      const adapter = new KeyvPostgres({ uri: options.databaseUrl, keySize: 1024, iterationLimit: 500, max: 20 } as any);
+      const adapter = new KeyvPostgres({ uri: options.databaseUrl, keySize: 1024, iterationLimit: 500, max: 20, Client: SurvivingClient } as any);
       const keyv = new Keyv({ store: adapter, namespace: '', throwOnErrors: true } as any);
       const store = new Store(keyv, (sql, params) => adapter.query(sql, params as any) as Promise<any>, 'postgres', () => adapter.disconnect());
       return store;

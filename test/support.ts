@@ -57,9 +57,10 @@ export interface Running {
 }
 
 /** The real app on 127.0.0.1 on a free port, with the embedded store or a PostgreSQL URL. */
-export async function startTerapi(options: { databaseUrl?: string; providersDirs?: string[]; env?: Record<string, string> } = {}): Promise<Running> {
-  const dataDir = tempDir('terapi-data-');
-  const secret = `sk_test_${randomBytes(8).toString('hex')}`;
+export async function startTerapi(options: { databaseUrl?: string; providersDirs?: string[]; env?: Record<string, string>; dataDir?: string } = {}): Promise<Running> {
+  // A given data directory outlives the server (restart tests); a fresh one is removed with it.
+  const dataDir = options.dataDir ?? tempDir('terapi-data-');
+  const secret = options.env?.TERAPI_SECRET_KEY ?? `sk_test_${randomBytes(8).toString('hex')}`;
   const env: NodeJS.ProcessEnv = {
     TERAPI_DATA_DIR: dataDir,
     TERAPI_SECRET_KEY: secret,
@@ -101,7 +102,7 @@ export async function startTerapi(options: { databaseUrl?: string; providersDirs
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
       await engine.stop();
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!options.dataDir) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

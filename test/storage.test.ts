@@ -1,0 +1,121 @@
+/**
+ * Durability: everything survives a restart, the encryption key can be rotated without losing
+ * connections, and a PostgreSQL outage is a 503 the server recovers from by itself.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, connect, type Server, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { rmSync } from 'node:fs';
+import { freshDatabase, pgSkip, startTerapi, tempDir, TEST_ENCRYPTION_KEY } from './support.ts';
+
+const KEY_B = 'b'.repeat(64);
+
+describe('embedded store: restart and key rotation', () => {
+  const dataDir = tempDir('terapi-restart-');
+  const secret = 'sk_restart_test';
+  after(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  const start = (env: Record<string, string> = {}) => startTerapi({ dataDir, env: { TERAPI_SECRET_KEY: secret, ...env } });
+
+  test('integrations, connections and tokens survive a restart', async () => {
+    let t = await start();
+    let r = await t.call('POST', '/integration', { provider_config_key: 'gh', provider: 'github', oauth_client_id: 'cid', oauth_client_secret: 'cs' });
+    assert.equal(r.status, 200);
+    r = await t.call('POST', '/connection', { connection_id: 'u1', provider_config_key: 'gh', credentials: { type: 'oauth2', access_token: 'tok-1', expires_at: '2099-01-01T00:00:00Z' }, metadata: { a: 1 } });
+    assert.equal(r.status, 200);
+    await t.close();
+    t = await start();
+    r = await t.call('GET', '/connection/u1?provider_config_key=gh');
+    assert.deepEqual(r.body.metadata, { a: 1 });
+    r = await t.call('GET', '/auth/token/gh/u1');
+    assert.equal(r.body.access_token, 'tok-1');
+    assert.equal((await t.call('GET', '/integration/gh')).body.connection_count, 1);
+    await t.close();
+  });
+
+  test('a new encryption key with the old one listed as previous keeps every connection', async () => {
+    let t = await start({ TERAPI_ENCRYPTION_KEY: KEY_B, TERAPI_PREVIOUS_ENCRYPTION_KEYS: TEST_ENCRYPTION_KEY });
+    let r = await t.call('GET', '/auth/token/gh/u1');
+    assert.equal(r.status, 200);
+    assert.equal(r.body.access_token, 'tok-1');
+    // Written again: now sealed with the new key only.
+    await t.call('DELETE', '/connection/u1?provider_config_key=gh');
+    await t.call('POST', '/connection', { connection_id: 'u1', provider_config_key: 'gh', credentials: { type: 'oauth2', access_token: 'tok-2' } });
+    await t.close();
+    t = await start({ TERAPI_ENCRYPTION_KEY: KEY_B });
+    r = await t.call('GET', '/auth/token/gh/u1');
+    assert.equal(r.body.access_token, 'tok-2');
+    await t.close();
+    t = await start({ TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY });
+    r = await t.call('GET', '/auth/token/gh/u1');
+    assert.equal(r.status, 500);
+    assert.equal(r.body.error, 'encryption_key_missing');
+    assert.match(r.body.message, /TERAPI_PREVIOUS_ENCRYPTION_KEYS/);
+    await t.close();
+  });
+});
+
+/** A TCP hop in front of PostgreSQL that the test can cut and restore: a real outage, seen from the server. */
+async function tcpHop(target: { host: string; port: number }) {
+  const sockets = new Set<Socket>();
+  let server: Server | undefined;
+  let port = 0;
+  const open = async () => {
+    server = createServer((client) => {
+      const upstream = connect(target.port, target.host);
+      sockets.add(client).add(upstream);
+      client.pipe(upstream).pipe(client);
+      const drop = () => { client.destroy(); upstream.destroy(); };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+    });
+    server.listen(port, '127.0.0.1');
+    await new Promise((r) => server!.once('listening', r));
+    port = (server.address() as AddressInfo).port;
+  };
+  await open();
+  return {
+    get port() { return port; },
+    cut: async () => {
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+      await new Promise((r) => server!.close(r));
+    },
+    restore: open,
+  };
+}
+
+describe('PostgreSQL outage', { skip: pgSkip }, () => {
+  let db: Awaited<ReturnType<typeof freshDatabase>>;
+  before(async () => { db = await freshDatabase(); });
+  after(async () => { await db?.drop(); });
+
+  test('calls answer 503 store_unavailable while the database is away, and work again when it returns', async () => {
+    const real = new URL(db.url);
+    const hop = await tcpHop({ host: real.hostname, port: Number(real.port || 5432) });
+    const url = new URL(db.url);
+    url.port = String(hop.port);
+    const t = await startTerapi({ databaseUrl: url.toString() });
+    try {
+      let r = await t.call('POST', '/integration', { provider_config_key: 'stripe', provider: 'stripe' });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      await hop.cut();
+      r = await t.call('GET', '/integration');
+      assert.equal(r.status, 503);
+      assert.equal(r.body.error, 'store_unavailable');
+      assert.match(r.body.message, /database cannot be reached/);
+      r = await t.call('GET', '/health', undefined, { authorization: '' });
+      assert.equal(r.status, 503);
+      await hop.restore();
+      r = await t.call('GET', '/integration');
+      assert.equal(r.status, 200);
+      assert.deepEqual(r.body.integrations.map((i: { unique_key: string }) => i.unique_key), ['stripe']);
+      r = await t.call('GET', '/health', undefined, { authorization: '' });
+      assert.equal(r.status, 200);
+    } finally {
+      await t.close();
+      await hop.cut().catch(() => {});
+    }
+  });
+});
