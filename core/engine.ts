@@ -93,12 +93,10 @@ export class Engine {
   private finishConnection = async (input: Parameters<FinishConnection>[0]): Promise<ConnectionView> => {
     const { integration, provider } = await this.integrations.withProvider(input.integration);
     if (!input.replace) await this.connections.assertNew(input.integration, input.connection_id);
-    let credentials: Credentials = input.credentials;
+    // A client-credentials connection gets its token on first use (AuthEngine.fresh), not here.
+    const credentials: Credentials = input.credentials;
     const config = { ...input.connection_config };
     const metadata = { ...input.metadata };
-    if (credentials.type === 'oauth2_client_credentials' && provider.auth.mode === 'oauth2_client_credentials') {
-      credentials = (await this.auth.clientCredentialsToken(provider, provider.auth, integration, config)).credentials;
-    }
     if (provider.post_connection) {
       const values = templateValues(config, credentials, integration.oauth_client_id);
       const res = await callProvider(apiRequest(provider, values, provider.post_connection.request), provider.api.retry);

@@ -66,6 +66,8 @@ function suite(store: 'sqlite' | 'postgres') {
       api = await fakeApi((req, res) => {
         const auth = req.headers['x-api-key'];
         if (req.url === '/me') return json(res, auth === 'good-key' ? 200 : 401, {});
+        if (req.url === '/resources') return json(res, 200, [{ id: 'cloud-7', name: 'Acme' }]);
+        if (req.url?.startsWith('/t/cloud-7/echo')) return json(res, 200, { url: req.url });
         if (req.url?.startsWith('/echo')) return json(res, req.method === 'POST' ? 201 : 200, { method: req.method, url: req.url, key: auth, authorization: req.headers.authorization ?? null, custom: req.headers['x-custom'] ?? null, body: req.body ?? null });
         if (req.url === '/items' && req.method === 'POST') {
           if (req.body?.title === 'boom') return json(res, 500, { message: 'broken' });
@@ -103,6 +105,21 @@ actions:
     input: { type: object, required: [title], properties: { title: { type: string } } }
     request: { method: POST, path: /items, body: "{ 'title': title }" }
     output: "{ 'id': item.id, 'title': item.title, 'key_seen': item.key }"
+`,
+        testpost: `
+display_name: Test Post-connection
+categories: [testing]
+docs: https://example.com/docs
+auth: { mode: api_key }
+connection_config:
+  cloud_id: { pattern: "[a-z0-9-]+" }
+post_connection:
+  request: { path: "${api.url}/resources" }
+  config: { cloud_id: "$[0].id" }
+  metadata: { site: "$[0].name" }
+api:
+  base_url: "${api.url}/t/\${cloud_id}"
+  credentials: { in: header, name: X-Api-Key, value: "\${api_key}" }
 `,
         testbasic: `
 display_name: Test Basic
@@ -373,6 +390,37 @@ api: { base_url: "https://\${subdomain}.example.com" }
       assert.equal(r.status, 404);
     });
 
+    test('post-connection request fills connection_config and metadata, used by later requests', async () => {
+      let r = await t.call('POST', '/integration', { provider_config_key: 'post', provider: 'testpost' });
+      assert.equal(r.status, 200);
+      r = await t.call('POST', '/connection', { connection_id: 'p1', provider_config_key: 'post', credentials: { type: 'api_key', api_key: 'k' } });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.deepEqual(r.body.connection_config, { cloud_id: 'cloud-7' });
+      assert.deepEqual(r.body.metadata, { site: 'Acme' });
+      r = await t.call('GET', '/proxy/echo/x', undefined, { 'provider-config-key': 'post', 'connection-id': 'p1' });
+      assert.deepEqual(r.body, { url: '/t/cloud-7/echo/x' });
+    });
+
+    test('connect session for an API key: the key is checked with the provider before it is kept', async () => {
+      let r = await t.call('POST', '/connect/sessions', { connection_id: 'browser-1', allowed_integrations: ['api'], metadata: { via: 'connect' } });
+      assert.equal(r.status, 200);
+      conforms('createConnectSession', r);
+      const token = r.body.token;
+      r = await t.call('POST', `/connect/api/credentials?connect_session_token=${token}`, { api_key: 'bad-key' }, { authorization: '' });
+      assert.equal(r.status, 400);
+      assert.equal(r.body.error, 'invalid_credentials');
+      assert.equal((await t.call('GET', '/connection/browser-1?provider_config_key=api')).status, 404);
+      r = await t.call('POST', `/connect/api/credentials?connect_session_token=${token}`, { api_key: 'good-key' }, { authorization: '' });
+      assert.equal(r.status, 200);
+      conforms('connectCredentials', r);
+      r = await t.call('GET', '/connection/browser-1?provider_config_key=api');
+      assert.deepEqual(r.body.metadata, { via: 'connect' });
+      r = await t.call('POST', `/connect/api/credentials?connect_session_token=nope`, { api_key: 'good-key' }, { authorization: '' });
+      assert.equal(r.status, 401);
+      r = await t.call('POST', `/connect/basic/credentials?connect_session_token=${token}`, { username: 'a', password: 'b' }, { authorization: '' });
+      assert.equal(r.status, 403);
+    });
+
     test('proxy: credentials injected, path, query, headers and body passed on, our secret never', async () => {
       const headers = { 'provider-config-key': 'api', 'connection-id': 'u1', 'x-custom': 'yes' };
       let r = await t.call('GET', '/proxy/echo/a/b?x=1&y=two', undefined, headers);
@@ -412,7 +460,7 @@ api: { base_url: "https://\${subdomain}.example.com" }
       assert.equal(r.status, 404);
       conforms('deleteConnection', r);
       r = await t.call('GET', '/integration/api');
-      assert.equal(r.body.connection_count, 0);
+      assert.equal(r.body.connection_count, 1, 'browser-1, made through the connect session, is left');
       r = await t.call('POST', '/connection', { connection_id: 'g2', provider_config_key: 'gh', credentials: { type: 'oauth2', access_token: 't2' } });
       assert.equal((await t.call('GET', '/integration/gh')).body.connection_count, 2);
       r = await t.call('DELETE', '/integration/gh');

@@ -52,6 +52,18 @@ auth:
 api: { base_url: "${mock.url}" }
 `;
 
+const clientCredentialsProvider = (mock: Mock) => `
+display_name: Mock client credentials
+categories: [testing]
+docs: https://example.com/docs
+auth:
+  mode: oauth2_client_credentials
+  token_url: ${mock.url}/token
+  scopes: [machine]
+  refresh_buffer_seconds: 60
+api: { base_url: "${mock.url}" }
+`;
+
 const count = (mock: Mock, grant: string) => mock.grants.filter((g) => g === grant).length;
 
 describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
@@ -60,7 +72,7 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
 
   before(async () => {
     mock = await startMock();
-    t = await startTerapi({ providersDirs: [providersDir({ mock: mockProvider(mock) })] });
+    t = await startTerapi({ providersDirs: [providersDir({ mock: mockProvider(mock), mockcc: clientCredentialsProvider(mock) })] });
     const r = await t.call('POST', '/integration', { provider_config_key: 'mock', provider: 'mock', oauth_client_id: 'client-1', oauth_client_secret: 'secret-1' });
     assert.equal(r.status, 200, JSON.stringify(r.body));
   });
@@ -210,6 +222,45 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
     assert.equal(r.status, 204);
     assert.equal(mock.revoked.length, before + 1);
     assert.ok(t.logs.some((l) => l.includes('grant revoked')));
+  });
+
+  test('client credentials: the token is fetched on first use, reused, and fetched again when it expires', async () => {
+    let r = await t.call('POST', '/integration', { provider_config_key: 'cc', provider: 'mockcc', oauth_client_id: 'machine-1', oauth_client_secret: 's' });
+    assert.equal(r.status, 200);
+    r = await t.call('POST', '/connection', { connection_id: 'svc', provider_config_key: 'cc', credentials: { type: 'oauth2', access_token: 'x' } });
+    assert.equal(r.status, 400, 'a client-credentials connection takes no credentials');
+    const before = count(mock, 'client_credentials');
+    r = await t.call('POST', '/connection', { connection_id: 'svc', provider_config_key: 'cc' });
+    assert.equal(r.status, 200);
+    assert.equal(count(mock, 'client_credentials'), before, 'nothing fetched before first use');
+    r = await t.call('GET', '/auth/token/cc/svc');
+    assert.equal(r.status, 200);
+    assert.equal(r.body.type, 'Bearer');
+    assert.equal(count(mock, 'client_credentials'), before + 1);
+    const first = r.body.access_token;
+    r = await t.call('GET', '/auth/token/cc/svc');
+    assert.equal(r.body.access_token, first);
+    assert.equal(count(mock, 'client_credentials'), before + 1);
+    // A token that lives less than the provider's buffer counts as expired at once.
+    mock.server.service.once('beforeResponse', (res: any) => (res.body.expires_in = 30));
+    r = await t.call('GET', '/auth/token/cc/svc?force_refresh=true');
+    const short = r.body.access_token;
+    r = await t.call('GET', '/auth/token/cc/svc');
+    assert.equal(count(mock, 'client_credentials'), before + 3);
+    assert.notEqual(r.body.access_token, short);
+  });
+
+  test('connection_config from the session goes into the authorization URL (Zendesk subdomain)', async () => {
+    await t.call('POST', '/integration', { provider_config_key: 'zd', provider: 'zendesk', oauth_client_id: 'zid', oauth_client_secret: 'zs' });
+    let r = await t.call('POST', '/connect/sessions', { connection_id: 'z1', allowed_integrations: ['zd'], connection_config: { zd: { subdomain: 'evil.com/x' } } });
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error, 'invalid_connection_config');
+    r = await t.call('POST', '/connect/sessions', { connection_id: 'z1', allowed_integrations: ['zd'], connection_config: { zd: { subdomain: 'acme' } } });
+    const start = await fetch(`${t.url}/oauth/connect/zd?connect_session_token=${r.body.token}`, { redirect: 'manual' });
+    assert.equal(start.status, 302);
+    const location = new URL(start.headers.get('location')!);
+    assert.equal(location.host, 'acme.zendesk.com');
+    assert.equal(location.searchParams.get('client_id'), 'zid');
   });
 
   test('connect sessions: unknown token 401, integration not allowed 403', async () => {
