@@ -30,7 +30,19 @@ export class ExpressionError extends Error {
 export class Expression {
   private readonly compiled: jsonata.Expression;
 
-  constructor(readonly source: string) {
+  /**
+   * `shared` lets one load compile each distinct source once (a catalogue repeats `data`, `id`...):
+   * a compiled expression holds no state of its own between evaluations, so sharing it is safe.
+   */
+  constructor(
+    readonly source: string,
+    shared?: Map<string, jsonata.Expression>,
+  ) {
+    const known = shared?.get(source);
+    if (known) {
+      this.compiled = known;
+      return;
+    }
     try {
       this.compiled = jsonata(source);
     } catch (e) {
@@ -40,9 +52,10 @@ export class Expression {
     this.compiled.assign(ENTRY as unknown as string, (_expr: unknown, _input: unknown, env: { lookup(name: string): unknown }) => {
       const limit = env.lookup(LIMIT) as Limit | undefined;
       if (limit && ++limit.steps % 256 === 0 && Date.now() > limit.deadline) {
-        throw new ExpressionError(`expression took longer than its time limit: ${this.source.slice(0, 80)}`);
+        throw new ExpressionError(`expression took longer than its time limit: ${source.slice(0, 80)}`);
       }
     });
+    shared?.set(source, this.compiled);
   }
 
   /** Evaluates against `input`; `bindings` become `$name` variables. */

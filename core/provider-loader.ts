@@ -1,7 +1,8 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
+import type jsonata from 'jsonata';
 import { Expression, ExpressionError } from './expression.ts';
-import { compileInputSchema, validateProvider, type Marked } from './provider-schema.ts';
+import { checkInputSchema, validateProvider, type Marked } from './provider-schema.ts';
 import { CREDENTIAL_VARIABLES, type Provider } from './provider-types.ts';
 import { Template } from './template.ts';
 import { YamlSource, type SourceError } from './yaml-source.ts';
@@ -43,6 +44,7 @@ export function loadCatalog(layers: string[][]): Catalog {
   const owners = new Map<string, Map<string, YamlSource>>();
   const broken = new Set<string>();
   const errors: SourceError[] = [];
+  const compiled = new Map<string, jsonata.Expression>();
 
   for (const files of layers) {
     const seenInLayer = new Set<string>();
@@ -80,7 +82,7 @@ export function loadCatalog(layers: string[][]): Catalog {
       const base = providers.get(name);
       const isOverride = base !== undefined || broken.has(name);
       const { errors: schemaErrors, marked } = validateProvider(source, data, isOverride);
-      const compileErrors = compileMarked(source, data, marked);
+      const compileErrors = compileMarked(source, data, marked, compiled);
       if (schemaErrors.length || compileErrors.length) {
         errors.push(...schemaErrors, ...compileErrors);
         broken.add(name);
@@ -118,30 +120,31 @@ function merge(base: Provider | undefined, data: Record<string, unknown>, name: 
 }
 
 /** Compiles what the schema marked, in place: the loaded provider holds compiled expressions and parsed templates. */
-function compileMarked(source: YamlSource, data: Record<string, unknown>, marked: Marked[]): SourceError[] {
+function compileMarked(source: YamlSource, data: Record<string, unknown>, marked: Marked[], compiled: Map<string, jsonata.Expression>): SourceError[] {
   const errors: SourceError[] = [];
   for (const m of marked) {
     if (typeof m.value !== 'string' && m.kind !== 'json-schema') continue;
-    const at = source.valueAt(m.path);
+    // Positions only when there is an error: locating builds the slower YAML document.
+    const at = () => source.valueAt(m.path);
     const where = `"${m.path.join('.')}"`;
     try {
-      if (m.kind === 'expression') setAt(data, m.path, new Expression(m.value as string));
+      if (m.kind === 'expression') setAt(data, m.path, new Expression(m.value as string, compiled));
       else if (m.kind === 'template') {
         const template = new Template(m.value as string);
         for (const bad of template.malformed()) {
-          errors.push({ ...at, message: `${where} has the placeholder \${${bad}}: a placeholder names one variable, like \${subdomain} or \${input.owner}; compute anything else with JSONata` });
+          errors.push({ ...at(), message: `${where} has the placeholder \${${bad}}: a placeholder names one variable, like \${subdomain} or \${input.owner}; compute anything else with JSONata` });
         }
         setAt(data, m.path, template);
       } else if (m.kind === 'regexp') new RegExp(m.value as string);
-      else if (m.kind === 'json-schema') compileInputSchema(m.value as object);
+      else if (m.kind === 'json-schema') checkInputSchema(m.value as object);
     } catch (e) {
       if (e instanceof ExpressionError) {
         const col = e.position !== undefined ? ` (at character ${e.position} of the expression)` : '';
-        errors.push({ ...at, message: `${where} is not a valid JSONata expression: ${e.message}${col}` });
+        errors.push({ ...at(), message: `${where} is not a valid JSONata expression: ${e.message}${col}` });
       } else if (m.kind === 'regexp') {
-        errors.push({ ...at, message: `${where} is not a valid regular expression: ${(e as Error).message}` });
+        errors.push({ ...at(), message: `${where} is not a valid regular expression: ${(e as Error).message}` });
       } else {
-        errors.push({ ...at, message: `${where} is not a valid JSON Schema: ${(e as Error).message}` });
+        errors.push({ ...at(), message: `${where} is not a valid JSON Schema: ${(e as Error).message}` });
       }
     }
   }
@@ -174,19 +177,19 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
         const input = provider.actions?.[m.path[1]]?.input as { properties?: object } | undefined;
         Object.keys(input?.properties ?? {}).forEach((p) => inScope.add(`input.${p}`));
       }
-      const at = source.valueAt(m.path);
+      const at = () => source.valueAt(m.path);
       const where = `"${m.path.join('.')}"`;
       for (const v of template.variables) {
         if (!inScope.has(v) && !template.malformed().includes(v)) {
           const known = [...inScope].join(', ') || 'none';
           const fix = v.startsWith('input.') ? `declare "${v.slice(6)}" under the action's input properties` : `declare it under connection_config`;
-          errors.push({ ...at, message: `${where} uses \${${v}}, which is not declared here: ${fix}, or use one of: ${known}` });
+          errors.push({ ...at(), message: `${where} uses \${${v}}, which is not declared here: ${fix}, or use one of: ${known}` });
         }
       }
       const first = template.parts[0];
       if (URL_KEYS.has(m.path[m.path.length - 1]) && typeof first === 'object' && inScope.has(first.variable)) {
         if (config[first.variable]?.format !== 'url') {
-          errors.push({ ...at, message: `${where} starts with \${${first.variable}}: only a connection_config field with "format: url" may open a URL, so that no value can choose the host` });
+          errors.push({ ...at(), message: `${where} starts with \${${first.variable}}: only a connection_config field with "format: url" may open a URL, so that no value can choose the host` });
         }
       }
     }

@@ -42,6 +42,15 @@ const jsonSchemaAjv = new Ajv({ allErrors: true, strict: false });
 ajvFormats.default(jsonSchemaAjv);
 
 /**
+ * Checks an action's input schema against the JSON Schema meta-schema: at load, where compiling
+ * every input schema would cost more than all the rest of loading (bench/load.ts). Compiling
+ * happens on the action's first run.
+ */
+export function checkInputSchema(schema: object): void {
+  if (!jsonSchemaAjv.validateSchema(schema)) throw new Error(jsonSchemaAjv.errorsText(jsonSchemaAjv.errors, { dataVar: 'input' }));
+}
+
+/**
  * Compiles an action's input schema. The schema is dropped from Ajv's registry at once: the returned
  * function keeps working, and a reload (or another action) may use the same $id again.
  */

@@ -366,7 +366,7 @@ const INVALID: Record<string, Case> = {
   'JSON Schema: an invalid action input (at the input value)': {
     text: edit(BASE, ['        title: { type: string }', '        title: { type: text }']),
     errors: [
-      `${F}:45:7: "actions.create-ticket.input" is not a valid JSON Schema: schema is invalid: data/properties/title/type must be equal to one of the allowed values, data/properties/title/type must be array, data/properties/title/type must match a schema in anyOf`,
+      `${F}:45:7: "actions.create-ticket.input" is not a valid JSON Schema: input/properties/title/type must be equal to one of the allowed values, input/properties/title/type must be array, input/properties/title/type must match a schema in anyOf`,
     ],
   },
   // Whole-provider checks.
