@@ -21,48 +21,73 @@ export class ExpressionError extends Error {
   }
 }
 
+function compile(source: string): jsonata.Expression {
+  try {
+    return jsonata(source);
+  } catch (e) {
+    const err = e as { message: string; position?: number };
+    throw new ExpressionError(err.message, err.position);
+  }
+}
+
 /**
- * A JSONata expression compiled once at load. Each evaluation carries its own deadline in its
- * bindings: evaluations interleave (JSONata is async), so the limit cannot live on the shared
- * compiled expression. The entry hook runs on every AST node; checking the clock every 256 steps
- * keeps its cost low.
+ * A JSONata expression from a provider file. Its syntax is checked at load (Expression.check), and
+ * it is compiled once, on its first evaluation: JSONata spends some 60 µs setting up its parser on
+ * every call, so checking a file's expressions in one parse and compiling each only when a sync or
+ * action first needs it keeps loading a large catalogue well under a second (bench/load.ts).
+ *
+ * Each evaluation carries its own deadline in its bindings: evaluations interleave (JSONata is
+ * async), so the limit cannot live on the shared compiled expression. The entry hook runs on every
+ * AST node; checking the clock every 256 steps keeps its cost low.
  */
 export class Expression {
-  private readonly compiled: jsonata.Expression;
+  private compiled?: jsonata.Expression;
+
+  constructor(readonly source: string) {}
 
   /**
-   * `shared` lets one load compile each distinct source once (a catalogue repeats `data`, `id`...):
-   * a compiled expression holds no state of its own between evaluations, so sharing it is safe.
+   * Checks many expressions at once; answers the error of each one that does not parse. They are
+   * parsed as one JSONata array `[(e1), (e2), ...]`, which is valid exactly when each `(e)` is one
+   * block holding a single expression (an `e` with a top-level `;` or unbalanced brackets gives
+   * another shape); in any other case each is parsed alone, for its own error and position.
    */
-  constructor(
-    readonly source: string,
-    shared?: Map<string, jsonata.Expression>,
-  ) {
-    const known = shared?.get(source);
-    if (known) {
-      this.compiled = known;
-      return;
-    }
+  static check(sources: string[]): Map<number, ExpressionError> {
+    const errors = new Map<number, ExpressionError>();
+    if (!sources.length) return errors;
     try {
-      this.compiled = jsonata(source);
-    } catch (e) {
-      const err = e as { message: string; position?: number };
-      throw new ExpressionError(err.message, err.position);
+      const ast = jsonata(`[${sources.map((s) => `(${s}\n)`).join(',')}]`).ast() as { type: string; value?: string; expressions?: { type: string; expressions?: unknown[] }[] };
+      const items = ast.type === 'unary' && ast.value === '[' ? ast.expressions ?? [] : [];
+      if (items.length === sources.length && items.every((i) => i.type === 'block' && i.expressions?.length === 1)) return errors;
+    } catch {
+      // One of them is wrong: find which, below.
     }
-    this.compiled.assign(ENTRY as unknown as string, (_expr: unknown, _input: unknown, env: { lookup(name: string): unknown }) => {
-      const limit = env.lookup(LIMIT) as Limit | undefined;
-      if (limit && ++limit.steps % 256 === 0 && Date.now() > limit.deadline) {
-        throw new ExpressionError(`expression took longer than its time limit: ${source.slice(0, 80)}`);
+    sources.forEach((source, i) => {
+      try {
+        compile(source);
+      } catch (e) {
+        errors.set(i, e as ExpressionError);
       }
     });
-    shared?.set(source, this.compiled);
+    return errors;
+  }
+
+  private program(): jsonata.Expression {
+    if (this.compiled) return this.compiled;
+    const compiled = compile(this.source);
+    compiled.assign(ENTRY as unknown as string, (_expr: unknown, _input: unknown, env: { lookup(name: string): unknown }) => {
+      const limit = env.lookup(LIMIT) as Limit | undefined;
+      if (limit && ++limit.steps % 256 === 0 && Date.now() > limit.deadline) {
+        throw new ExpressionError(`expression took longer than its time limit: ${this.source.slice(0, 80)}`);
+      }
+    });
+    return (this.compiled = compiled);
   }
 
   /** Evaluates against `input`; `bindings` become `$name` variables. */
   async evaluate(input: unknown, bindings: Record<string, unknown> = {}, timeLimitMs = DEFAULT_TIME_LIMIT_MS): Promise<unknown> {
     const limit: Limit = { deadline: Date.now() + timeLimitMs, steps: 0 };
     try {
-      return await this.compiled.evaluate(input, { ...bindings, [LIMIT]: limit });
+      return await this.program().evaluate(input, { ...bindings, [LIMIT]: limit });
     } catch (e) {
       if (e instanceof ExpressionError) throw e;
       const err = e as { message: string; position?: number };

@@ -42,7 +42,16 @@ const OAUTH_MODES = new Set(['oauth2', 'oauth2_client_credentials']);
 export const integrationKey = (key: string) => Store.key('integration', key);
 export const connectionsPrefix = (key: string) => `${Store.key('connection', key)}/`;
 
+/**
+ * How long an integration read from the store is trusted. Every request reads its integration, and
+ * integrations change rarely (a PATCH): this process forgets its copy when it writes one, and
+ * another server sharing PostgreSQL sees the change within this time.
+ */
+const CACHE_MS = 5_000;
+
 export class Integrations {
+  private readonly cache = new Map<string, { record: IntegrationRecord; until: number }>();
+
   constructor(
     private readonly store: Store,
     private readonly registry: ProviderRegistry,
@@ -74,12 +83,13 @@ export class Integrations {
       updated_at: now,
     };
     await this.store.set(integrationKey(record.unique_key), record);
+    this.cache.delete(record.unique_key);
     return this.view(record, 0);
   }
 
   /** Changes the OAuth client or scopes in place; connections are untouched. */
   async update(key: string, patch: Omit<Partial<IntegrationInput>, 'provider' | 'provider_config_key'>): Promise<IntegrationView> {
-    const record = await this.record(key);
+    const record = { ...(await this.record(key)) }; // a copy: the cached one must not change before the write does
     const provider = this.registry.get(record.provider);
     if (provider && !OAUTH_MODES.has(provider.auth.mode)) {
       throw badRequest('oauth_not_used', `provider "${record.provider}" uses ${provider.auth.mode} auth: there is no OAuth client to change`);
@@ -89,12 +99,16 @@ export class Integrations {
     if (patch.oauth_scopes !== undefined) record.oauth_scopes = parseScopes(patch.oauth_scopes);
     record.updated_at = new Date().toISOString();
     await this.store.set(integrationKey(key), record);
+    this.cache.delete(key);
     return this.view(record, await this.store.count(connectionsPrefix(key)));
   }
 
   async record(key: string): Promise<IntegrationRecord> {
+    const cached = this.cache.get(key);
+    if (cached && cached.until > Date.now()) return cached.record;
     const record = await this.store.get<IntegrationRecord>(integrationKey(key));
     if (!record) throw notFound('unknown_integration', `there is no integration "${key}": POST /integration creates one`);
+    this.cache.set(key, { record, until: Date.now() + CACHE_MS });
     return record;
   }
 
@@ -123,6 +137,7 @@ export class Integrations {
   async delete(key: string): Promise<void> {
     await this.record(key);
     await this.store.delete(integrationKey(key));
+    this.cache.delete(key);
   }
 
   private view(r: IntegrationRecord, connectionCount: number): IntegrationView {

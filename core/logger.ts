@@ -9,7 +9,10 @@ export type Logger = pino.Logger;
 export function createLogger(level = 'info', destination?: pino.DestinationStream): Logger {
   const options: pino.LoggerOptions = {
     level,
-    redact: { paths: ['authorization', '*.authorization', 'headers', '*.headers', 'credentials', '*.credentials', 'access_token', 'refresh_token', 'client_secret', '*.client_secret'], censor: '[redacted]' },
+    // Top-level paths only: wildcard paths cost several microseconds on every line (bench/api.ts).
+    redact: { paths: ['authorization', 'headers', 'credentials', 'access_token', 'refresh_token', 'client_secret', 'api_key', 'password'], censor: '[redacted]' },
   };
-  return destination ? pino(options, destination) : pino(options);
+  // Lines are written 4 KiB at a time rather than one write per line, which cost a tenth of a
+  // request's time (bench/api.ts); the server flushes what is left at shutdown.
+  return pino(options, destination ?? pino.destination({ dest: 1, minLength: 4096, sync: false }));
 }

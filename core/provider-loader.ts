@@ -1,13 +1,13 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
-import type jsonata from 'jsonata';
+import { fileURLToPath } from 'node:url';
 import { Expression, ExpressionError } from './expression.ts';
 import { checkInputSchema, validateProvider, type Marked } from './provider-schema.ts';
 import { CREDENTIAL_VARIABLES, type Provider } from './provider-types.ts';
 import { Template } from './template.ts';
 import { YamlSource, type SourceError } from './yaml-source.ts';
 
-export const BUILTIN_PROVIDERS_DIR = new URL('../providers/', import.meta.url).pathname;
+export const BUILTIN_PROVIDERS_DIR = fileURLToPath(new URL('../providers/', import.meta.url));
 
 const NAME = /^[a-z][a-z0-9-]{0,62}$/;
 const URL_KEYS = new Set(['authorization_url', 'token_url', 'refresh_url', 'url', 'base_url', 'path']);
@@ -44,7 +44,6 @@ export function loadCatalog(layers: string[][]): Catalog {
   const owners = new Map<string, Map<string, YamlSource>>();
   const broken = new Set<string>();
   const errors: SourceError[] = [];
-  const compiled = new Map<string, jsonata.Expression>();
 
   for (const files of layers) {
     const seenInLayer = new Set<string>();
@@ -82,7 +81,7 @@ export function loadCatalog(layers: string[][]): Catalog {
       const base = providers.get(name);
       const isOverride = base !== undefined || broken.has(name);
       const { errors: schemaErrors, marked } = validateProvider(source, data, isOverride);
-      const compileErrors = compileMarked(source, data, marked, compiled);
+      const compileErrors = compileMarked(source, data, marked);
       if (schemaErrors.length || compileErrors.length) {
         errors.push(...schemaErrors, ...compileErrors);
         broken.add(name);
@@ -120,15 +119,22 @@ function merge(base: Provider | undefined, data: Record<string, unknown>, name: 
 }
 
 /** Compiles what the schema marked, in place: the loaded provider holds compiled expressions and parsed templates. */
-function compileMarked(source: YamlSource, data: Record<string, unknown>, marked: Marked[], compiled: Map<string, jsonata.Expression>): SourceError[] {
+function compileMarked(source: YamlSource, data: Record<string, unknown>, marked: Marked[]): SourceError[] {
   const errors: SourceError[] = [];
+  const expressions = marked.filter((m) => m.kind === 'expression' && typeof m.value === 'string');
+  const syntax = Expression.check(expressions.map((m) => m.value as string));
+  const broken = new Map([...syntax].map(([i, e]) => [expressions[i], e]));
   for (const m of marked) {
     if (typeof m.value !== 'string' && m.kind !== 'json-schema') continue;
     // Positions only when there is an error: locating builds the slower YAML document.
     const at = () => source.valueAt(m.path);
     const where = `"${m.path.join('.')}"`;
     try {
-      if (m.kind === 'expression') setAt(data, m.path, new Expression(m.value as string, compiled));
+      if (m.kind === 'expression') {
+        const error = broken.get(m);
+        if (error) throw error;
+        setAt(data, m.path, new Expression(m.value as string));
+      }
       else if (m.kind === 'template') {
         const template = new Template(m.value as string);
         for (const bad of template.malformed()) {
@@ -182,7 +188,11 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
       for (const v of template.variables) {
         if (!inScope.has(v) && !template.malformed().includes(v)) {
           const known = [...inScope].join(', ') || 'none';
-          const fix = v.startsWith('input.') ? `declare "${v.slice(6)}" under the action's input properties` : `declare it under connection_config`;
+          const fix = !v.startsWith('input.')
+            ? 'declare it under connection_config'
+            : m.path[0] === 'actions'
+              ? `declare "${v.slice(6)}" under the action's input properties`
+              : 'only an action has input';
           errors.push({ ...at(), message: `${where} uses \${${v}}, which is not declared here: ${fix}, or use one of: ${known}` });
         }
       }

@@ -48,6 +48,32 @@ ajvFormats.default(jsonSchemaAjv);
  */
 export function checkInputSchema(schema: object): void {
   if (!jsonSchemaAjv.validateSchema(schema)) throw new Error(jsonSchemaAjv.errorsText(jsonSchemaAjv.errors, { dataVar: 'input' }));
+  // What the meta-schema cannot see but compiling would refuse: local references and patterns.
+  const walk = (node: unknown): void => {
+    if (!node || typeof node !== 'object') return;
+    if (Array.isArray(node)) return node.forEach(walk);
+    for (const [key, value] of Object.entries(node)) {
+      if (VALUES.has(key)) continue;
+      if (key === 'pattern' && typeof value === 'string') new RegExp(value, 'u');
+      else if (key === '$ref' && typeof value === 'string' && resolvePointer(schema, value) === undefined) {
+        throw new Error(`can't resolve reference ${value} from id #`);
+      } else walk(value);
+    }
+  };
+  walk(schema);
+}
+
+/** Keywords whose values are data, not schemas. */
+const VALUES = new Set(['enum', 'const', 'default', 'examples']);
+
+function resolvePointer(root: object, ref: string): unknown {
+  if (!ref.startsWith('#')) return undefined;
+  let node: unknown = root;
+  for (const part of ref.slice(1).split('/').filter(Boolean)) {
+    const key = decodeURIComponent(part).replace(/~1/g, '/').replace(/~0/g, '~');
+    node = node && typeof node === 'object' ? (node as Record<string, unknown>)[key] : undefined;
+  }
+  return node;
 }
 
 /**
@@ -122,7 +148,8 @@ function describe(source: YamlSource, e: ErrorObject): SourceError[] {
     case 'minLength':
       return at(source.valueAt(path), `${where} must not be empty`);
     case 'uniqueItems':
-      return at(source.valueAt([...path, p.i]), `${where} lists ${JSON.stringify((e.data as unknown[])[p.i])} twice: remove one`);
+      // At the second occurrence, as for a key given twice.
+      return at(source.valueAt([...path, Math.max(p.i, p.j)]), `${where} lists ${JSON.stringify((e.data as unknown[])[p.i])} twice: remove one`);
     case 'minimum':
     case 'maximum':
       return at(source.valueAt(path), `${where} must be ${e.keyword === 'minimum' ? 'at least' : 'at most'} ${p.limit}; got ${JSON.stringify(e.data)}`);

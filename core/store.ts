@@ -5,6 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { TerapiError } from './errors.ts';
+import { ReadCache } from './read-cache.ts';
 
 /**
  * The pool inside @keyv/postgres has no 'error' listener, so an idle connection that PostgreSQL
@@ -44,6 +45,8 @@ export class Store {
     private readonly query: Query,
     readonly dialect: 'sqlite' | 'postgres',
     private readonly close: () => Promise<void>,
+    /** Embedded store only: see ReadCache. Reads by key are behind every API request. */
+    private readonly cache?: ReadCache,
   ) {
     // With throwOnErrors an outage reaches the caller as an error; the listener keeps keyv from
     // also raising it as an unhandled 'error' event.
@@ -65,7 +68,7 @@ export class Store {
     await run('PRAGMA journal_mode=WAL', []);
     await run('PRAGMA synchronous=NORMAL', []);
     const keyv = new Keyv({ store: adapter, namespace: '', throwOnErrors: true } as any);
-    return new Store(keyv, run, 'sqlite', () => (adapter as any).close());
+    return new Store(keyv, run, 'sqlite', () => (adapter as any).close(), new ReadCache());
   }
 
   static key(...parts: string[]): string {
@@ -73,14 +76,23 @@ export class Store {
   }
 
   async get<T>(key: string): Promise<T | undefined> {
-    return this.guard(() => this.keyv.get(key)) as Promise<T | undefined>;
+    const cached = this.cache?.get<T>(key);
+    if (cached) return cached.value;
+    if (!this.cache) return (await this.guard(() => this.keyv.get(key))) as T | undefined;
+    const raw = (await this.guard(() => this.keyv.get(key, { raw: true }))) as { value: T; expires?: number | null } | undefined;
+    if (raw === undefined) return undefined;
+    this.cache.set(key, raw.value, typeof raw.expires === 'number' ? raw.expires - Date.now() : undefined);
+    return this.cache.get<T>(key)?.value ?? raw.value;
   }
 
   async set<T>(key: string, value: T, ttlMs?: number): Promise<void> {
+    this.cache?.delete(key);
     await this.guard(() => this.keyv.set(key, value, ttlMs));
+    this.cache?.set(key, value, ttlMs);
   }
 
   async delete(key: string): Promise<boolean> {
+    this.cache?.delete(key);
     return this.guard(() => this.keyv.delete(key));
   }
 
@@ -90,7 +102,8 @@ export class Store {
     const rows = await this.guard(() =>
       this.query(`SELECT key, value FROM keyv WHERE substr(key, 1, ${p[0]}) = ${p[1]} ORDER BY key`, [prefix.length, prefix]),
     );
-    return rows.map((r) => this.live<T>(r.value as string)).filter((v): v is T => v !== undefined);
+    const values = await Promise.all(rows.map((r) => this.live<T>(r.value as string)));
+    return values.filter((v) => v !== undefined) as T[];
   }
 
   /** How many live values have keys starting with `prefix`. */
@@ -101,12 +114,14 @@ export class Store {
   /** Deletes every value whose key starts with `prefix`. */
   async deletePrefix(prefix: string): Promise<void> {
     const p = this.dialect === 'postgres' ? ['$1', '$2'] : ['?', '?'];
+    this.cache?.deletePrefix(prefix);
     await this.guard(() => this.query(`DELETE FROM keyv WHERE substr(key, 1, ${p[0]}) = ${p[1]}`, [prefix.length, prefix]));
   }
 
   /** Reads and deletes in one statement: of any number of concurrent callers, one gets the value. */
   async take<T>(key: string): Promise<T | undefined> {
     const p = this.dialect === 'postgres' ? '$1' : '?';
+    this.cache?.delete(key);
     const rows = await this.guard(() => this.query(`DELETE FROM keyv WHERE key = ${p} RETURNING value`, [key]));
     return rows.length ? this.live<T>(rows[0].value as string) : undefined;
   }
@@ -120,8 +135,10 @@ export class Store {
     await this.close();
   }
 
-  private live<T>(raw: string): T | undefined {
-    const data = JSON.parse(raw) as { value: T; expires?: number | null };
+  /** Reads a raw row as keyv wrote it: keyv's own serializer escapes some strings (a leading `:`). */
+  private async live<T>(raw: string): Promise<T | undefined> {
+    const data = (await this.keyv.deserialize!(raw)) as { value: T; expires?: number | null } | undefined;
+    if (!data) return undefined;
     if (typeof data.expires === 'number' && data.expires < Date.now()) return undefined;
     return data.value;
   }

@@ -1,7 +1,7 @@
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
-import { safeEqual } from '../core/crypto.ts';
+import { secretChecker } from '../core/crypto.ts';
 import type { Engine } from '../core/engine.ts';
 import { TerapiError } from '../core/errors.ts';
 import { OPENAPI_TEXT, operations, type Checked } from './openapi.ts';
@@ -24,7 +24,12 @@ export function createApp(engine: Engine): Koa {
   const app = new Koa();
   const router = new Router();
   const log = engine.log;
-  const secret = engine.config.secretKey;
+  const isSecret = secretChecker(engine.config.secretKey);
+  const requireSecret = (ctx: Context) => {
+    const header = ctx.get('authorization');
+    const given = header.startsWith('Bearer ') ? header.slice(7) : '';
+    if (!given || !isSecret(given)) throw new TerapiError(401, 'unauthorized', 'give your secret key as "Authorization: Bearer <TERAPI_SECRET_KEY>"');
+  };
 
   app.use(async (ctx, next) => {
     const started = performance.now();
@@ -49,11 +54,7 @@ export function createApp(engine: Engine): Koa {
     const operation = operations.get(id);
     if (!operation) throw new Error(`no operation ${id} in openapi.yaml`);
     return async (ctx: Context, next: Next) => {
-      if (!operation.public) {
-        const header = ctx.get('authorization');
-        const given = header.startsWith('Bearer ') ? header.slice(7) : '';
-        if (!given || !safeEqual(given, secret)) throw new TerapiError(401, 'unauthorized', 'give your secret key as "Authorization: Bearer <TERAPI_SECRET_KEY>"');
-      }
+      if (!operation.public) requireSecret(ctx);
       ctx.state.input = operation.check(ctx.params, ctx.query, ctx.request.body);
       await next();
     };
@@ -175,9 +176,7 @@ export function createApp(engine: Engine): Koa {
   const proxyOp = operations.get('proxyGet')!;
   app.use(async (ctx, next) => {
     if (!ctx.path.startsWith('/proxy/')) return next();
-    const header = ctx.get('authorization');
-    const given = header.startsWith('Bearer ') ? header.slice(7) : '';
-    if (!given || !safeEqual(given, secret)) throw new TerapiError(401, 'unauthorized', 'give your secret key as "Authorization: Bearer <TERAPI_SECRET_KEY>"');
+    requireSecret(ctx);
     const integration = ctx.get('provider-config-key');
     const connection = ctx.get('connection-id');
     proxyOp.check({ path: ctx.path.slice(7) }, {}, undefined);

@@ -38,7 +38,7 @@ async function main() {
   const stop = () => {
     server.close();
     server.closeAllConnections();
-    engine.stop().finally(() => process.exit(0));
+    engine.stop().finally(() => log.flush(() => process.exit(0)));
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

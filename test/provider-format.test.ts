@@ -304,9 +304,9 @@ const INVALID: Record<string, Case> = {
     errors: [`${F}:4:7: "docs" must be a valid uri; got "developer acme docs"`],
   },
   // At the FIRST occurrence (Ajv's params.i), unlike duplicate keys, which are at the second: see the report.
-  'uniqueItems: a category listed twice (at its first occurrence)': {
+  'uniqueItems: a category listed twice (at its second occurrence)': {
     text: edit(BASE, ['categories: [ticketing]', 'categories: [crm, ticketing, support, ticketing]']),
-    errors: [`${F}:3:19: "categories" lists "ticketing" twice: remove one`],
+    errors: [`${F}:3:39: "categories" lists "ticketing" twice: remove one`],
   },
   'minimum: a negative refresh buffer': {
     text: edit(BASE, ['  scopes:', '  refresh_buffer_seconds: -1\n  scopes:']),
@@ -597,6 +597,21 @@ test('a file with too many aliases is an error of that file, not an exception', 
   assert.doesNotThrow(() => (result = loadOne(text)));
   assert.equal(result!.providers.size, 0);
   assert.deepEqual(result!.errors, [`${F}:1:1: the file cannot be read as data: Excessive alias count indicates a resource exhaustion attack`]);
+});
+
+// Input schemas that pass the meta-schema but could not be compiled: the loader still refuses them,
+// though it compiles input schemas only on an action's first run.
+
+test('invalid: JSON Schema: an action input with an unresolvable $ref', () => {
+  const { providers, errors } = loadOne(edit(BASE, ['        title: { type: string }', '        title: { $ref: "#/definitions/nope" }']));
+  assert.deepEqual(errors, [`${F}:45:7: "actions.create-ticket.input" is not a valid JSON Schema: can't resolve reference #/definitions/nope from id #`]);
+  assert.equal(providers.size, 0);
+});
+
+test('invalid: JSON Schema: an action input with an invalid pattern', () => {
+  const { providers, errors } = loadOne(edit(BASE, ['        title: { type: string }', '        title: { type: string, pattern: "[a-" }']));
+  assert.deepEqual(errors, [`${F}:45:7: "actions.create-ticket.input" is not a valid JSON Schema: Invalid regular expression: /[a-/u: Unterminated character class`]);
+  assert.equal(providers.size, 0);
 });
 
 // ---------------------------------------------------------------------------------------------
