@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { AuthEngine, OAuthError, verifyCredentials } from './auth.ts';
-import type { Connections, Credentials } from './connections.ts';
+import type { Credentials } from './connections.ts';
 import { checkConnectionConfig, parseCredentials } from './connections.ts';
 import { badRequest, TerapiError } from './errors.ts';
 import { checkKey, type Integrations } from './integrations.ts';
@@ -49,7 +49,6 @@ export class ConnectFlow {
   constructor(
     private readonly store: Store,
     private readonly integrations: Integrations,
-    private readonly connections: Connections,
     private readonly auth: AuthEngine,
     private readonly finish: FinishConnection,
     private readonly config: { publicUrl: string },

@@ -59,7 +59,7 @@ export class Engine {
     this.integrations = new Integrations(store, registry, sealer);
     this.connections = new Connections(store, sealer);
     this.auth = new AuthEngine(this.integrations, this.connections, lock, log);
-    this.connect = new ConnectFlow(store, this.integrations, this.connections, this.auth, this.finishConnection, config, log);
+    this.connect = new ConnectFlow(store, this.integrations, this.auth, this.finishConnection, config, log);
   }
 
   /** Loads the providers (throws ProviderLoadError listing every error) and opens the store. */

@@ -103,13 +103,6 @@ export class YamlSource {
     return this.at(range?.[0] ?? 0);
   }
 
-  /** Whether the value at `path` is a plain scalar or a quoted one (the offset of its text). */
-  textOffset(path: readonly (string | number)[]): number {
-    const { value } = this.find(path);
-    if (isScalar(value) && (value.type === 'QUOTE_DOUBLE' || value.type === 'QUOTE_SINGLE')) return 1;
-    return 0;
-  }
-
   toJS(): unknown {
     const quick = this.quick();
     return 'data' in quick ? quick.data : this.doc.toJS({ maxAliasCount: 100 });
