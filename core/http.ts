@@ -39,10 +39,9 @@ export async function send(req: HttpRequest, retry: Retry = {}, sleep = (ms: num
   for (let attempt = 1; ; attempt++) {
     let res;
     try {
-      res = await got(req.url, {
+      res = await got(withQuery(req.url, req.searchParams), {
         method: req.method as GotMethod,
         headers: req.headers,
-        searchParams: req.searchParams,
         json: req.json,
         form: req.form,
         throwHttpErrors: false,
@@ -61,6 +60,14 @@ export async function send(req: HttpRequest, retry: Retry = {}, sleep = (ms: num
     if (wait > MAX_WAIT_MS) return response;
     await sleep(wait);
   }
+}
+
+/** Adds parameters to a URL's own query: got's `searchParams` would replace the query (a next-page URL's). */
+function withQuery(url: string, params: Record<string, string> | undefined): string {
+  if (!params || !Object.keys(params).length) return url;
+  const u = new URL(url);
+  for (const [k, v] of Object.entries(params)) u.searchParams.set(k, v);
+  return u.toString();
 }
 
 function parse(text: string, contentType: string | undefined): unknown {

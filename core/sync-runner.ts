@@ -58,17 +58,23 @@ export async function runSync(fresh: Fresh, sync: Sync, since?: unknown): Promis
     if (!p || !items.length || pages >= MAX_PAGES) break;
     if (p.stop && (await p.stop.evaluate(res.body))) break;
     if (p.type === 'cursor') {
-      cursor = await p.cursor.evaluate(res.body);
-      if (cursor === undefined || cursor === null || cursor === '') break;
+      const next = await p.cursor.evaluate(res.body);
+      if (next === undefined || next === null || next === '') break;
+      if (next === cursor) throw stuck(provider.display_name);
+      cursor = next;
     } else if (p.type === 'next_url') {
-      nextUrl = p.from === 'link_header' ? linkNext(res.headers.link) : ((await p.path?.evaluate(res.body)) as string | undefined);
-      if (!nextUrl) break;
+      const next = p.from === 'link_header' ? linkNext(res.headers.link) : ((await p.path?.evaluate(res.body)) as string | undefined);
+      if (!next) break;
+      if (next === nextUrl) throw stuck(provider.display_name);
+      nextUrl = next;
     } else if (p.type === 'offset') {
       offset += items.length;
     } else page++;
   }
   return { records, checkpoint, pages };
 }
+
+const stuck = (name: string) => providerFailed(`${name} gave the same next page twice: the sync's pagination does not advance (check its cursor or next URL)`);
 
 /** The rel="next" target of an RFC 8288 Link header. */
 export function linkNext(header: string | string[] | undefined): string | undefined {
