@@ -95,7 +95,9 @@ export function validateProvider(source: YamlSource, data: unknown, isOverride: 
   const found = marked;
   marked = [];
   const errors = (validate.errors ?? []).flatMap((e) => describe(source, e));
-  return { errors: dedupe(errors), marked: found };
+  // A value the schema already refused is not compiled too: one mistake, one error.
+  const refused = new Set((validate.errors ?? []).map((e) => e.instancePath));
+  return { errors: dedupe(errors), marked: found.filter((m) => !refused.has(m.path.map((p) => `/${p}`).join(''))) };
 }
 
 const TAGS: Record<string, string[]> = {

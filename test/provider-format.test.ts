@@ -743,3 +743,9 @@ test('cli: terapi validate exits 0 for a good file', async () => {
   assert.equal(code, 0);
   assert.match(stdout, /^\d+ files? valid: \d+ providers?\n$/);
 });
+
+test('a value the schema refuses is reported once, not compiled as well', () => {
+  const { errors } = loadOne(edit(BASE, ['    records: tickets', "    records: ''"]));
+  assert.equal(errors.length, 1, errors.join('\n'));
+  assert.match(errors[0], /"syncs\.tickets\.records" must not be empty$/);
+});
