@@ -4,7 +4,7 @@ import { send, ProviderUnreachable, type HttpRequest, type HttpResponse } from '
 import type { IntegrationRecord, Integrations } from './integrations.ts';
 import type { Lock } from './lock.ts';
 import { apiRequest, templateValues } from './provider-request.ts';
-import type { ClientCredentialsAuth, OAuth2Auth, Provider, RequestSpec } from './provider-types.ts';
+import type { ClientCredentialsAuth, OAuth2Auth, Provider } from './provider-types.ts';
 import type { Logger } from './logger.ts';
 
 export const reauthNeeded = (id: string, reason: string) =>
@@ -28,6 +28,9 @@ export interface Fresh {
   provider: Provider;
   integration: IntegrationRecord;
 }
+
+/** The values a fresh connection's templates may name: its configuration and credentials. */
+export const freshValues = (fresh: Fresh) => templateValues(fresh.record.connection_config, fresh.credentials, fresh.integration.oauth_client_id);
 
 /** What a token response gives, read with the provider's token_response expressions. */
 export interface TokenResult {
@@ -165,12 +168,6 @@ export class AuthEngine {
     } catch (e) {
       this.log.warn({ connection: record.id, err: (e as Error).message }, 'revocation failed');
     }
-  }
-
-  /** Sends a request to the provider's API with the connection's credentials. */
-  async request(fresh: Fresh, spec: Pick<RequestSpec, 'method' | 'path' | 'params' | 'headers'>, extra: Parameters<typeof apiRequest>[3] = {}): Promise<HttpResponse> {
-    const values = templateValues(fresh.record.connection_config, fresh.credentials, fresh.integration.oauth_client_id);
-    return callProvider(apiRequest(fresh.provider, values, spec, extra), fresh.provider.api.retry);
   }
 }
 

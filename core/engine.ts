@@ -1,5 +1,5 @@
 import type { ValidateFunction } from 'ajv';
-import { AuthEngine, callProvider, providerFailed } from './auth.ts';
+import { AuthEngine, callProvider, freshValues, providerFailed } from './auth.ts';
 import { ConnectFlow, type FinishConnection } from './connect.ts';
 import { checkConnectionConfig, Connections, parseCredentials, type ConnectionView, type Credentials } from './connections.ts';
 import type { Config } from './config.ts';
@@ -220,7 +220,7 @@ export class Engine {
       throw badRequest('invalid_request', 'the proxied path must be a path under the provider\'s base URL, without . or .. segments');
     }
     const fresh = await this.auth.fresh(integrationKey, id);
-    const values = templateValues(fresh.record.connection_config, fresh.credentials, fresh.integration.oauth_client_id);
+    const values = freshValues(fresh);
     const spec = { method: req.method as Method, path: Template.literal(`/${req.path.replace(/^\/+/, '')}`) };
     const built = apiRequest(fresh.provider, values, spec, { json: req.body, searchParams: req.query, headers: req.headers });
     const retry = fresh.provider.api.retry ?? {};
@@ -240,7 +240,7 @@ export class Engine {
       throw badRequest('invalid_input', `the input of action "${name}" does not match its schema: ${problems}`);
     }
     const fresh = await this.auth.fresh(integrationKey, id);
-    const values = { ...templateValues(fresh.record.connection_config, fresh.credentials, fresh.integration.oauth_client_id), input };
+    const values = { ...freshValues(fresh), input };
     const json = action.request.body ? await action.request.body.evaluate(input, { input, config: fresh.record.connection_config }) : undefined;
     const res = await callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);
     if (res.status >= 400) {

@@ -1,5 +1,5 @@
-import { callProvider, providerFailed, type Fresh } from './auth.ts';
-import { apiRequest, templateValues } from './provider-request.ts';
+import { callProvider, freshValues, providerFailed, type Fresh } from './auth.ts';
+import { apiRequest } from './provider-request.ts';
 import type { Sync } from './provider-types.ts';
 
 /** What one run of a sync read: the mapped records, and the checkpoint after its last page. */
@@ -17,7 +17,7 @@ const MAX_PAGES = 10_000;
  */
 export async function runSync(fresh: Fresh, sync: Sync, since?: unknown): Promise<SyncRun> {
   const provider = fresh.provider;
-  const values = templateValues(fresh.record.connection_config, fresh.credentials, fresh.integration.oauth_client_id);
+  const values = freshValues(fresh);
   const config = fresh.record.connection_config;
   const records: Record<string, unknown>[] = [];
   const p = sync.pagination;
