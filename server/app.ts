@@ -190,7 +190,7 @@ export function createApp(engine: Engine): Koa {
       path: ctx.path.slice(7),
       query: Object.fromEntries(Object.entries(ctx.query).map(([k, v]) => [k, Array.isArray(v) ? v[v.length - 1] : (v ?? '')])),
       headers: forwarded,
-      body: ['GET', 'HEAD', 'DELETE'].includes(ctx.method) || ctx.request.body === undefined || (typeof ctx.request.body === 'object' && !Object.keys(ctx.request.body as object).length && !ctx.get('content-length')) ? undefined : ctx.request.body,
+      body: ctx.request.is('application/json') ? ctx.request.body : undefined,
     });
     ctx.status = res.status;
     const type = res.headers['content-type'];
