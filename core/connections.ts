@@ -41,6 +41,9 @@ export interface ConnectionView {
   updated_at: string;
 }
 
+const exists = (integration: string, id: string) =>
+  conflict('connection_exists', `connection "${id}" already exists in integration "${integration}": delete it first, or use another connection_id`);
+
 export const connectionKey = (integration: string, id: string) => Store.key('connection', integration, id);
 
 export class Connections {
@@ -62,13 +65,14 @@ export class Connections {
 
   async assertNew(integration: string, id: string): Promise<void> {
     checkKey(id, 'connection_id');
-    if (await this.store.get(connectionKey(integration, id))) {
-      throw conflict('connection_exists', `connection "${id}" already exists in integration "${integration}": delete it first, or use another connection_id`);
-    }
+    if (await this.store.get(connectionKey(integration, id))) throw exists(integration, id);
   }
 
-  /** Writes a connection; its credentials are sealed here and nowhere else. */
-  async save(record: Omit<ConnectionRecord, 'credentials' | 'credentials_type' | 'expires_at'>, credentials: Credentials): Promise<ConnectionRecord> {
+  /**
+   * Writes a connection; its credentials are sealed here and nowhere else. With `onlyIfNew`, the
+   * write happens only if no connection has that id (atomically), else it is a 409.
+   */
+  async save(record: Omit<ConnectionRecord, 'credentials' | 'credentials_type' | 'expires_at'>, credentials: Credentials, onlyIfNew = false): Promise<ConnectionRecord> {
     const full: ConnectionRecord = {
       ...record,
       credentials: this.sealer.seal(credentials),
@@ -76,7 +80,9 @@ export class Connections {
       expires_at: 'expires_at' in credentials ? credentials.expires_at : undefined,
       updated_at: new Date().toISOString(),
     };
-    await this.store.set(connectionKey(record.provider_config_key, record.id), full);
+    const key = connectionKey(record.provider_config_key, record.id);
+    if (!onlyIfNew) await this.store.set(key, full);
+    else if (!(await this.store.add(key, full))) throw exists(record.provider_config_key, record.id);
     return full;
   }
 

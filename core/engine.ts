@@ -92,6 +92,7 @@ export class Engine {
   /** Stores a new connection, after the provider's post-connection request where it has one. */
   private finishConnection = async (input: Parameters<FinishConnection>[0]): Promise<ConnectionView> => {
     const { integration, provider } = await this.integrations.withProvider(input.integration);
+    // Checked now to fail before any request to the provider; the write itself is atomic too.
     if (!input.replace) await this.connections.assertNew(input.integration, input.connection_id);
     // A client-credentials connection gets its token on first use (AuthEngine.fresh), not here.
     const credentials: Credentials = input.credentials;
@@ -113,6 +114,7 @@ export class Engine {
     const record = await this.connections.save(
       { id: input.connection_id, provider_config_key: input.integration, provider: provider.name, metadata, connection_config: config, created_at: previous?.created_at ?? now, updated_at: now },
       credentials,
+      !input.replace,
     );
     return this.connections.view(record);
   };

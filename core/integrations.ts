@@ -69,9 +69,6 @@ export class Integrations {
     if (!oauth && (input.oauth_client_id || input.oauth_client_secret || input.oauth_scopes)) {
       throw badRequest('oauth_not_used', `provider "${provider.name}" uses ${provider.auth.mode} auth: remove oauth_client_id, oauth_client_secret and oauth_scopes`);
     }
-    if (await this.store.get(integrationKey(input.provider_config_key))) {
-      throw conflict('integration_exists', `an integration "${input.provider_config_key}" already exists: choose another provider_config_key or PATCH it`);
-    }
     const now = new Date().toISOString();
     const record: IntegrationRecord = {
       unique_key: input.provider_config_key,
@@ -82,7 +79,9 @@ export class Integrations {
       created_at: now,
       updated_at: now,
     };
-    await this.store.set(integrationKey(record.unique_key), record);
+    if (!(await this.store.add(integrationKey(record.unique_key), record))) {
+      throw conflict('integration_exists', `an integration "${input.provider_config_key}" already exists: choose another provider_config_key or PATCH it`);
+    }
     this.cache.delete(record.unique_key);
     return this.view(record, 0);
   }

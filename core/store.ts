@@ -91,6 +91,18 @@ export class Store {
     this.cache?.set(key, value, ttlMs);
   }
 
+  /**
+   * Writes a value only if the key is free, in one statement: of two concurrent creations of the
+   * same integration or connection, one succeeds and the other learns the key is taken.
+   */
+  async add<T>(key: string, value: T): Promise<boolean> {
+    const p = this.dialect === 'postgres' ? ['$1', '$2'] : ['?', '?'];
+    const raw = await this.keyv.serialize!({ value, expires: undefined });
+    const rows = await this.guard(() => this.query(`INSERT INTO keyv (key, value) VALUES (${p[0]}, ${p[1]}) ON CONFLICT (key) DO NOTHING RETURNING key`, [key, raw]));
+    if (rows.length) this.cache?.set(key, value);
+    return rows.length > 0;
+  }
+
   async delete(key: string): Promise<boolean> {
     this.cache?.delete(key);
     return this.guard(() => this.keyv.delete(key));

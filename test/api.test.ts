@@ -474,6 +474,15 @@ api: { base_url: "https://\${subdomain}.example.com" }
       assert.equal(r.body.connection_count, 0, 'a re-created integration starts with no connections');
     });
 
+    test('concurrent creations of one key: exactly one succeeds, the others get 409', async () => {
+      const integrations = await Promise.all(Array.from({ length: 8 }, () => t.call('POST', '/integration', { provider_config_key: 'race', provider: 'testapi' })));
+      assert.deepEqual(integrations.map((r) => r.status).sort(), [200, 409, 409, 409, 409, 409, 409, 409]);
+      const connections = await Promise.all(Array.from({ length: 8 }, (_, i) => t.call('POST', '/connection', { connection_id: 'racer', provider_config_key: 'race', credentials: { type: 'api_key', api_key: `k${i}` } })));
+      assert.deepEqual(connections.map((r) => r.status).sort(), [200, 409, 409, 409, 409, 409, 409, 409]);
+      const winner = connections.find((r) => r.status === 200)!;
+      assert.equal((await t.call('GET', '/auth/token/race/racer')).body.access_token, `k${connections.indexOf(winner)}`, 'the stored key is the one whose creation answered 200');
+    });
+
     test('health, openapi.yaml and unknown routes', async () => {
       let r = await t.call('GET', '/health', undefined, { authorization: '' });
       assert.equal(r.status, 200);
