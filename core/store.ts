@@ -71,6 +71,11 @@ export class Store {
     return new Store(keyv, run, 'sqlite', () => (adapter as any).close(), new ReadCache());
   }
 
+  /** The first n parameter placeholders in this database's SQL. */
+  private params(n: number): string[] {
+    return Array.from({ length: n }, (_, i) => (this.dialect === 'postgres' ? `$${i + 1}` : '?'));
+  }
+
   static key(...parts: string[]): string {
     return parts.map(encodeURIComponent).join('/');
   }
@@ -96,7 +101,7 @@ export class Store {
    * same integration or connection, one succeeds and the other learns the key is taken.
    */
   async add<T>(key: string, value: T): Promise<boolean> {
-    const p = this.dialect === 'postgres' ? ['$1', '$2'] : ['?', '?'];
+    const p = this.params(2);
     const raw = await this.keyv.serialize!({ value, expires: undefined });
     const rows = await this.guard(() => this.query(`INSERT INTO keyv (key, value) VALUES (${p[0]}, ${p[1]}) ON CONFLICT (key) DO NOTHING RETURNING key`, [key, raw]));
     if (rows.length) this.cache?.set(key, value);
@@ -110,7 +115,7 @@ export class Store {
 
   /** Every live value whose key starts with `prefix` (a key from Store.key plus '/'), in key order. */
   async list<T>(prefix: string): Promise<T[]> {
-    const p = this.dialect === 'postgres' ? ['$1', '$2'] : ['?', '?'];
+    const p = this.params(2);
     const rows = await this.guard(() =>
       this.query(`SELECT key, value FROM keyv WHERE substr(key, 1, ${p[0]}) = ${p[1]} ORDER BY key`, [prefix.length, prefix]),
     );
@@ -118,23 +123,24 @@ export class Store {
     return values.filter((v) => v !== undefined) as T[];
   }
 
-  /** How many live values have keys starting with `prefix`. */
+  /** How many values have keys starting with `prefix`; for prefixes whose values have no TTL (connections). */
   async count(prefix: string): Promise<number> {
-    return (await this.list(prefix)).length;
+    const p = this.params(2);
+    const rows = await this.guard(() => this.query(`SELECT count(*) AS n FROM keyv WHERE substr(key, 1, ${p[0]}) = ${p[1]}`, [prefix.length, prefix]));
+    return Number(rows[0].n);
   }
 
   /** Deletes every value whose key starts with `prefix`. */
   async deletePrefix(prefix: string): Promise<void> {
-    const p = this.dialect === 'postgres' ? ['$1', '$2'] : ['?', '?'];
+    const p = this.params(2);
     this.cache?.deletePrefix(prefix);
     await this.guard(() => this.query(`DELETE FROM keyv WHERE substr(key, 1, ${p[0]}) = ${p[1]}`, [prefix.length, prefix]));
   }
 
   /** Reads and deletes in one statement: of any number of concurrent callers, one gets the value. */
   async take<T>(key: string): Promise<T | undefined> {
-    const p = this.dialect === 'postgres' ? '$1' : '?';
     this.cache?.delete(key);
-    const rows = await this.guard(() => this.query(`DELETE FROM keyv WHERE key = ${p} RETURNING value`, [key]));
+    const rows = await this.guard(() => this.query(`DELETE FROM keyv WHERE key = ${this.params(1)[0]} RETURNING value`, [key]));
     return rows.length ? this.live<T>(rows[0].value as string) : undefined;
   }
 
