@@ -4,7 +4,7 @@ import { send, ProviderUnreachable, type HttpRequest, type HttpResponse } from '
 import type { IntegrationRecord, Integrations } from './integrations.ts';
 import type { Lock } from './lock.ts';
 import { apiRequest, templateValues } from './provider-request.ts';
-import type { ClientCredentialsAuth, OAuth2Auth, Provider } from './provider-types.ts';
+import type { ClientAuth, ClientCredentialsAuth, OAuth2Auth, Provider } from './provider-types.ts';
 import type { Logger } from './logger.ts';
 
 export const reauthNeeded = (id: string, reason: string) =>
@@ -126,22 +126,28 @@ export class AuthEngine {
   }
 
   private async tokenRequest(provider: Provider, auth: OAuth2Auth | ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>, params: Record<string, string>, url = auth.token_url): Promise<TokenResult> {
-    const clientId = integration.oauth_client_id ?? '';
-    const clientSecret = this.integrations.clientSecret(integration) ?? '';
-    const body = { ...params };
-    const headers: Record<string, string> = { accept: 'application/json' };
-    if ((auth.client_auth ?? 'body') === 'basic') {
-      headers.authorization = `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`;
-    } else Object.assign(body, { client_id: clientId, client_secret: clientSecret });
-    const req: HttpRequest = { method: 'POST', url: url.renderUrl(config), headers };
-    if (auth.token_request_format === 'json') req.json = body;
-    else req.form = body;
+    const req = this.clientRequest(integration, auth.client_auth, auth.token_request_format, 'POST', url.renderUrl(config), params);
     const res = await callProvider(req, { statuses: [500, 502, 503, 504], max_attempts: 2 });
     const data = (typeof res.body === 'object' && res.body ? res.body : {}) as Record<string, unknown>;
     if (res.status >= 400 || typeof data.error === 'string') {
       throw new OAuthError(typeof data.error === 'string' ? data.error : 'token_request_failed', typeof data.error_description === 'string' ? data.error_description : undefined, res.status);
     }
     return readTokenResponse(provider, auth, data, auth.mode);
+  }
+
+  /**
+   * A request to the provider's OAuth server (token or revocation URL) carrying the integration's
+   * client id and secret: in the body, or as basic auth with both form-encoded (RFC 6749, 2.3.1).
+   */
+  private clientRequest(integration: IntegrationRecord, clientAuth: ClientAuth = 'body', format: 'form' | 'json' = 'form', method: string, url: string, params: Record<string, string>): HttpRequest {
+    const clientId = integration.oauth_client_id ?? '';
+    const clientSecret = this.integrations.clientSecret(integration) ?? '';
+    const body = { ...params };
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (clientAuth === 'basic') {
+      headers.authorization = `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`;
+    } else Object.assign(body, { client_id: clientId, client_secret: clientSecret });
+    return format === 'json' ? { method, url, headers, json: body } : { method, url, headers, form: body };
   }
 
   /** Revokes a connection's grant where the provider has a revocation URL. Best effort: logged, never thrown. */
@@ -152,16 +158,9 @@ export class AuthEngine {
       const credentials = this.connections.credentials(record);
       if (credentials.type !== 'oauth2') return;
       const token = revocation.token === 'refresh_token' ? credentials.refresh_token ?? credentials.access_token : credentials.access_token;
-      const clientId = integration.oauth_client_id ?? '';
-      const clientSecret = this.integrations.clientSecret(integration) ?? '';
-      const body: Record<string, string> = { [revocation.token_param ?? 'token']: token };
-      const headers: Record<string, string> = {};
-      if ((revocation.client_auth ?? provider.auth.client_auth ?? 'body') === 'basic') {
-        headers.authorization = `Basic ${Buffer.from(`${clientId}:${clientSecret}`).toString('base64')}`;
-      } else Object.assign(body, { client_id: clientId, client_secret: clientSecret });
-      const req: HttpRequest = { method: revocation.method ?? 'POST', url: revocation.url.renderUrl(record.connection_config), headers };
-      if (revocation.format === 'json') req.json = body;
-      else req.form = body;
+      const req = this.clientRequest(integration, revocation.client_auth ?? provider.auth.client_auth, revocation.format, revocation.method ?? 'POST', revocation.url.renderUrl(record.connection_config), {
+        [revocation.token_param ?? 'token']: token,
+      });
       const res = await send(req, { max_attempts: 2 });
       if (res.status >= 400) this.log.warn({ connection: record.id, status: res.status }, 'revocation refused by the provider');
       else this.log.info({ connection: record.id }, 'grant revoked');
