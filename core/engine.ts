@@ -8,7 +8,7 @@ import { badRequest, notFound } from './errors.ts';
 import { Integrations } from './integrations.ts';
 import { LocalLock, PostgresLock, type Lock } from './lock.ts';
 import type { Logger } from './logger.ts';
-import { apiRequest, templateValues } from './provider-request.ts';
+import { apiRequest, basicAuth, templateValues } from './provider-request.ts';
 import { ProviderRegistry } from './provider-registry.ts';
 import { compileInputSchema } from './provider-schema.ts';
 import type { Action, Method, Provider, Sync } from './provider-types.ts';
@@ -147,7 +147,7 @@ export class Engine {
       case 'api_key':
         return { type: 'ApiKey', access_token: credentials.api_key };
       case 'basic':
-        return { type: 'Basic', access_token: Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64') };
+        return { type: 'Basic', access_token: basicAuth(credentials.username, credentials.password) };
       case 'none':
         throw badRequest('no_credentials', `connection "${id}" uses a provider without credentials: there is no token`);
     }
@@ -163,13 +163,14 @@ export class Engine {
     for (const name of new Set(names)) {
       const key = Store.key('sync', integrationKey, id, name);
       if (!this.running.has(key)) {
+        const sync = this.syncOf(provider, name);
         const previous = await this.store.get<SyncState>(key);
         const state: SyncState = { ...previous, sync_name: name, connection_id: id, status: 'running', records_count: previous?.records_count ?? 0 };
         await this.store.set(key, state);
-        const run = runSync(fresh, this.syncOf(provider, name), previous?.checkpoint)
+        const run = runSync(fresh, sync, previous?.checkpoint)
           .then(async (result) => {
             const now = new Date();
-            await this.store.set(key, { ...state, status: 'success', last_sync_date: now.toISOString(), next_sync_date: new Date(now.getTime() + frequencyMs(this.syncOf(provider, name).frequency)).toISOString(), records_count: result.records.length, checkpoint: result.checkpoint, error: undefined });
+            await this.store.set(key, { ...state, status: 'success', last_sync_date: now.toISOString(), next_sync_date: new Date(now.getTime() + frequencyMs(sync.frequency)).toISOString(), records_count: result.records.length, checkpoint: result.checkpoint, error: undefined });
           })
           .catch(async (e) => {
             this.log.warn({ integration: integrationKey, connection: id, sync: name, err: (e as Error).message }, 'sync failed');

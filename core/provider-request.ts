@@ -2,6 +2,9 @@ import type { Credentials } from './connections.ts';
 import type { HttpRequest } from './http.ts';
 import type { Provider, RequestSpec } from './provider-types.ts';
 
+/** HTTP basic credentials: base64 of `username:password`. */
+export const basicAuth = (username: string, password: string) => Buffer.from(`${username}:${password}`).toString('base64');
+
 /** The values templates may name for a connection: its configuration and its credentials. */
 export function templateValues(config: Record<string, string>, credentials: Credentials, clientId?: string): Record<string, unknown> {
   const values: Record<string, unknown> = { ...config };
@@ -17,7 +20,7 @@ export function templateValues(config: Record<string, string>, credentials: Cred
     case 'basic':
       values.username = credentials.username;
       values.password = credentials.password;
-      values.basic_auth = Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64');
+      values.basic_auth = basicAuth(credentials.username, credentials.password);
       break;
   }
   return values;
