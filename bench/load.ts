@@ -21,10 +21,10 @@ import { Ajv } from 'ajv';
 import ajvFormats from 'ajv-formats';
 import { parse } from 'yaml';
 import jsonata from 'jsonata';
-import { Expression } from '../core/expression.ts';
-import { BUILTIN_PROVIDERS_DIR, loadCatalog, providerFiles } from '../core/provider-loader.ts';
-import { validateProvider } from '../core/provider-schema.ts';
-import { formatError, YamlSource } from '../core/yaml-source.ts';
+import { Expression } from '../core/expression/expression.ts';
+import { BUILTIN_PROVIDERS_DIR, loadCatalog, providerFiles } from '../core/format/provider-loader.ts';
+import { validateProvider } from '../core/format/provider-schema.ts';
+import { formatError, YamlSource } from '../core/format/yaml-source.ts';
 
 const BAR_MS = 1000;
 

@@ -1,20 +1,22 @@
 import type { ValidateFunction } from 'ajv';
-import { AuthEngine, callProvider, freshValues, providerFailed } from './auth.ts';
-import { ConnectFlow, type FinishConnection } from './connect.ts';
-import { checkConnectionConfig, Connections, parseCredentials, type ConnectionView, type Credentials } from './connections.ts';
+import { AuthEngine, freshValues } from './auth/tokens.ts';
+import { callProvider, providerFailed } from './http/send.ts';
+import { ConnectFlow, type FinishConnection } from './auth/connect.ts';
+import { checkConnectionConfig, Connections, parseCredentials, type ConnectionView, type Credentials } from './auth/connections.ts';
 import type { Config } from './config.ts';
-import { Sealer } from './crypto.ts';
+import { Sealer } from './auth/crypto.ts';
 import { badRequest, notFound } from './errors.ts';
-import { Integrations } from './integrations.ts';
-import { LocalLock, PostgresLock, type Lock } from './lock.ts';
+import { Integrations } from './auth/integrations.ts';
+import { LocalLock, PostgresLock, type Lock } from './store/lock.ts';
 import type { Logger } from './logger.ts';
-import { apiRequest, basicAuth, templateValues } from './provider-request.ts';
-import { ProviderRegistry } from './provider-registry.ts';
-import { compileInputSchema } from './provider-schema.ts';
-import type { Action, Method, Provider, Sync } from './provider-types.ts';
-import { Template } from './template.ts';
-import type { HttpResponse } from './http.ts';
-import { runSync } from './sync-runner.ts';
+import { apiRequest, basicAuth, templateValues } from './http/provider-request.ts';
+import { ProviderRegistry } from './format/provider-registry.ts';
+import { compileInputSchema } from './format/provider-schema.ts';
+import type { Action, Method, Provider, Sync } from './format/provider-types.ts';
+import { Template } from './format/template.ts';
+import type { HttpResponse } from './http/send.ts';
+import { runSync } from './sync/runner.ts';
+import { Store } from './store/store.ts';
 
 export interface SyncState {
   sync_name: string;
@@ -28,8 +30,6 @@ export interface SyncState {
 }
 
 const frequencyMs = (f = '1h') => Number(f.slice(0, -1)) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[f.slice(-1) as 'm' | 'h' | 'd'];
-import { Store } from './store.ts';
-
 export interface AuthTokenView {
   type: 'Bearer' | 'ApiKey' | 'Basic';
   access_token: string;

@@ -1,7 +1,7 @@
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
-import { secretChecker } from '../core/crypto.ts';
+import { secretChecker } from '../core/auth/crypto.ts';
 import type { Engine } from '../core/engine.ts';
 import { TerapiError } from '../core/errors.ts';
 import { OPENAPI_TEXT, operations, type Checked } from './openapi.ts';

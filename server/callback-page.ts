@@ -1,4 +1,4 @@
-import type { ConnectOutcome } from '../core/connect.ts';
+import type { ConnectOutcome } from '../core/auth/connect.ts';
 
 const escape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 

@@ -4,8 +4,8 @@
  *                              built-in catalogue (a file named like a built-in merges into it).
  */
 import { resolve } from 'node:path';
-import { BUILTIN_PROVIDERS_DIR, loadCatalog, providerFiles } from '../core/provider-loader.ts';
-import { formatError } from '../core/yaml-source.ts';
+import { BUILTIN_PROVIDERS_DIR, loadCatalog, providerFiles } from '../core/format/provider-loader.ts';
+import { formatError } from '../core/format/yaml-source.ts';
 import { loadConfig } from '../core/config.ts';
 
 const [command, ...args] = process.argv.slice(2);

@@ -1,7 +1,7 @@
 import { ConfigError, loadConfig } from '../core/config.ts';
 import { Engine } from '../core/engine.ts';
 import { createLogger } from '../core/logger.ts';
-import { ProviderLoadError } from '../core/provider-registry.ts';
+import { ProviderLoadError } from '../core/format/provider-registry.ts';
 import { createApp } from './app.ts';
 
 /** `npm start`: the server on PORT (3003), on the embedded store unless TERAPI_DATABASE_URL is set. */

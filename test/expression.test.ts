@@ -1,7 +1,7 @@
 /** JSONata expressions of provider files: checked together at load, run under a time limit. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Expression } from '../core/expression.ts';
+import { Expression } from '../core/expression/expression.ts';
 
 test('check: valid expressions pass in one parse; each broken one is named with its own error', () => {
   assert.equal(Expression.check(['data.items', "{ 'id': $string(id) }", '$[0].id', '($x := 1; $x + 1)']).size, 0);

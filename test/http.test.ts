@@ -1,7 +1,7 @@
 /** Outgoing requests: retries on the statuses a provider file lists, waiting as its headers say. */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { send, waitFromHeaders } from '../core/http.ts';
+import { send, waitFromHeaders } from '../core/http/send.ts';
 import { fakeApi, json } from './support.ts';
 
 let api: Awaited<ReturnType<typeof fakeApi>>;

@@ -22,12 +22,12 @@ import { tmpdir } from 'node:os';
 import { basename, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
-import { Expression } from '../core/expression.ts';
-import { BUILTIN_PROVIDERS_DIR, loadCatalog, providerFiles } from '../core/provider-loader.ts';
-import { ProviderRegistry } from '../core/provider-registry.ts';
-import type { Provider } from '../core/provider-types.ts';
-import { Template } from '../core/template.ts';
-import { formatError, type SourceError } from '../core/yaml-source.ts';
+import { Expression } from '../core/expression/expression.ts';
+import { BUILTIN_PROVIDERS_DIR, loadCatalog, providerFiles } from '../core/format/provider-loader.ts';
+import { ProviderRegistry } from '../core/format/provider-registry.ts';
+import type { Provider } from '../core/format/provider-types.ts';
+import { Template } from '../core/format/template.ts';
+import { formatError, type SourceError } from '../core/format/yaml-source.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = join(ROOT, 'test/fixtures/providers/acme-tickets.yaml');

@@ -1,9 +1,9 @@
 /** A sync's run: every pagination style of the format, against a real HTTP server on 127.0.0.1. */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { Fresh } from '../core/auth.ts';
-import { loadCatalog, providerFiles } from '../core/provider-loader.ts';
-import { linkNext, runSync } from '../core/sync-runner.ts';
+import type { Fresh } from '../core/auth/tokens.ts';
+import { loadCatalog, providerFiles } from '../core/format/provider-loader.ts';
+import { linkNext, runSync } from '../core/sync/runner.ts';
 import { fakeApi, json, providersDir } from './support.ts';
 
 const ITEMS = Array.from({ length: 7 }, (_, i) => ({ id: i + 1, updated: `2026-01-0${i + 1}` }));

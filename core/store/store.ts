@@ -4,7 +4,7 @@ import KeyvSqlite from '@keyv/sqlite';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
-import { TerapiError } from './errors.ts';
+import { TerapiError } from '../errors.ts';
 import { ReadCache } from './read-cache.ts';
 
 /**

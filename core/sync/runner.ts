@@ -1,6 +1,7 @@
-import { callProvider, freshValues, providerFailed, type Fresh } from './auth.ts';
-import { apiRequest } from './provider-request.ts';
-import type { Sync } from './provider-types.ts';
+import { freshValues, type Fresh } from '../auth/tokens.ts';
+import { callProvider, providerFailed } from '../http/send.ts';
+import { apiRequest } from '../http/provider-request.ts';
+import type { Sync } from '../format/provider-types.ts';
 
 /** What one run of a sync read: the mapped records, and the checkpoint after its last page. */
 export interface SyncRun {

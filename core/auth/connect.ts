@@ -1,12 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { AuthEngine, OAuthError, verifyCredentials } from './auth.ts';
+import { AuthEngine, OAuthError, verifyCredentials } from './tokens.ts';
 import type { Credentials } from './connections.ts';
 import { checkConnectionConfig, parseCredentials } from './connections.ts';
-import { badRequest, TerapiError } from './errors.ts';
+import { badRequest, TerapiError } from '../errors.ts';
 import { checkKey, type Integrations } from './integrations.ts';
-import type { Logger } from './logger.ts';
-import type { OAuth2Auth } from './provider-types.ts';
-import { Store } from './store.ts';
+import type { Logger } from '../logger.ts';
+import type { OAuth2Auth } from '../format/provider-types.ts';
+import { Store } from '../store/store.ts';
 
 export const SESSION_TTL_MS = 30 * 60_000;
 export const STATE_TTL_MS = 10 * 60_000;

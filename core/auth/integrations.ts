@@ -1,8 +1,8 @@
 import type { Sealer } from './crypto.ts';
-import { badRequest, conflict, notFound } from './errors.ts';
-import type { ProviderRegistry } from './provider-registry.ts';
-import type { Provider } from './provider-types.ts';
-import { Store } from './store.ts';
+import { badRequest, conflict, notFound } from '../errors.ts';
+import type { ProviderRegistry } from '../format/provider-registry.ts';
+import type { Provider } from '../format/provider-types.ts';
+import { Store } from '../store/store.ts';
 
 /** An integration as stored: the client secret is sealed like every credential. */
 export interface IntegrationRecord {

@@ -1,5 +1,6 @@
 import got, { type Method as GotMethod } from 'got';
-import type { Retry } from './provider-types.ts';
+import { TerapiError } from '../errors.ts';
+import type { Retry } from '../format/provider-types.ts';
 
 export interface HttpRequest {
   method: string;
@@ -19,6 +20,9 @@ export interface HttpResponse {
 }
 
 export class ProviderUnreachable extends Error {}
+
+/** The provider failed or could not be reached: the API answers 502. */
+export const providerFailed = (message: string) => new TerapiError(502, 'provider_error', message);
 
 const DEFAULT_RETRY: Required<Pick<Retry, 'statuses' | 'max_attempts' | 'retry_after_header' | 'reset_format'>> = {
   statuses: [429, 500, 502, 503, 504],
@@ -109,5 +113,15 @@ export function waitFromHeaders(headers: HttpResponse['headers'], retry: Retry, 
       return Math.max(0, value * 1000);
     case 'iso_date':
       return Math.max(0, Date.parse(reset) - now);
+  }
+}
+
+/** Sends a request, turning an unreachable provider into a 502 the API can answer with. */
+export async function callProvider(req: HttpRequest, retry: Parameters<typeof send>[1]): Promise<HttpResponse> {
+  try {
+    return await send(req, retry);
+  } catch (e) {
+    if (e instanceof ProviderUnreachable) throw providerFailed(e.message);
+    throw e;
   }
 }

@@ -1,8 +1,8 @@
 import type { Sealer } from './crypto.ts';
-import { badRequest, conflict, notFound } from './errors.ts';
+import { badRequest, conflict, notFound } from '../errors.ts';
 import { checkKey } from './integrations.ts';
-import type { AuthMode, Provider } from './provider-types.ts';
-import { Store } from './store.ts';
+import type { AuthMode, Provider } from '../format/provider-types.ts';
+import { Store } from '../store/store.ts';
 
 /** Credentials as sealed at rest, by auth mode (PRODUCT.md, "Credentials in createConnection"). */
 export type Credentials =

@@ -3,7 +3,7 @@ import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import ajvFormats from 'ajv-formats';
 import { pointerPath, type SourceError, type YamlSource } from './yaml-source.ts';
 
-export const PROVIDER_SCHEMA_PATH = new URL('../schemas/provider.schema.json', import.meta.url);
+export const PROVIDER_SCHEMA_PATH = new URL('../../schemas/provider.schema.json', import.meta.url);
 
 /** What the schema marks with `x-kind`: strings that are compiled at load, not used as they are. */
 export type Kind = 'expression' | 'template' | 'regexp' | 'json-schema';

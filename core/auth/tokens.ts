@@ -1,15 +1,14 @@
-import { TerapiError, badRequest } from './errors.ts';
+import { TerapiError, badRequest } from '../errors.ts';
 import type { ConnectionRecord, Connections, Credentials } from './connections.ts';
-import { send, ProviderUnreachable, type HttpRequest, type HttpResponse } from './http.ts';
+import { callProvider, providerFailed, send, type HttpRequest } from '../http/send.ts';
 import type { IntegrationRecord, Integrations } from './integrations.ts';
-import type { Lock } from './lock.ts';
-import { apiRequest, templateValues } from './provider-request.ts';
-import type { ClientAuth, ClientCredentialsAuth, OAuth2Auth, Provider } from './provider-types.ts';
-import type { Logger } from './logger.ts';
+import type { Lock } from '../store/lock.ts';
+import { apiRequest, templateValues } from '../http/provider-request.ts';
+import type { ClientAuth, ClientCredentialsAuth, OAuth2Auth, Provider } from '../format/provider-types.ts';
+import type { Logger } from '../logger.ts';
 
 export const reauthNeeded = (id: string, reason: string) =>
   new TerapiError(424, 'connection_needs_reauth', `connection "${id}" needs the end user to connect again: ${reason}`);
-export const providerFailed = (message: string) => new TerapiError(502, 'provider_error', message);
 
 /** An OAuth error answer from a token URL (RFC 6749 section 5.2). */
 export class OAuthError extends Error {
@@ -170,15 +169,6 @@ export class AuthEngine {
   }
 }
 
-/** Sends a request, turning an unreachable provider into a 502 the API can answer with. */
-export async function callProvider(req: HttpRequest, retry: Parameters<typeof send>[1]): Promise<HttpResponse> {
-  try {
-    return await send(req, retry);
-  } catch (e) {
-    if (e instanceof ProviderUnreachable) throw providerFailed(e.message);
-    throw e;
-  }
-}
 
 export async function readTokenResponse(provider: Provider, auth: OAuth2Auth | ClientCredentialsAuth, data: Record<string, unknown>, type: 'oauth2' | 'oauth2_client_credentials'): Promise<TokenResult> {
   const pick = auth.token_response ?? {};

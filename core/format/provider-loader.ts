@@ -1,13 +1,13 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Expression, ExpressionError } from './expression.ts';
+import { Expression, ExpressionError } from '../expression/expression.ts';
 import { checkInputSchema, validateProvider, type Marked } from './provider-schema.ts';
 import { CREDENTIAL_VARIABLES, type Provider } from './provider-types.ts';
 import { Template } from './template.ts';
 import { YamlSource, type SourceError } from './yaml-source.ts';
 
-export const BUILTIN_PROVIDERS_DIR = fileURLToPath(new URL('../providers/', import.meta.url));
+export const BUILTIN_PROVIDERS_DIR = fileURLToPath(new URL('../../providers/', import.meta.url));
 
 const NAME = /^[a-z][a-z0-9-]{0,62}$/;
 const URL_KEYS = new Set(['authorization_url', 'token_url', 'refresh_url', 'url', 'base_url', 'path']);

@@ -1,6 +1,6 @@
-import type { Credentials } from './connections.ts';
-import type { HttpRequest } from './http.ts';
-import type { Provider, RequestSpec } from './provider-types.ts';
+import type { Credentials } from '../auth/connections.ts';
+import type { HttpRequest } from './send.ts';
+import type { Provider, RequestSpec } from '../format/provider-types.ts';
 
 /** HTTP basic credentials: base64 of `username:password`. */
 export const basicAuth = (username: string, password: string) => Buffer.from(`${username}:${password}`).toString('base64');

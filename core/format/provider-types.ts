@@ -2,7 +2,7 @@
  * The provider format as the engine sees it after loading: schemas/provider.schema.json is the
  * contract, and these types mirror it, with every expression compiled and every template parsed.
  */
-import type { Expression } from './expression.ts';
+import type { Expression } from '../expression/expression.ts';
 import type { Template } from './template.ts';
 
 export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';

@@ -1,4 +1,4 @@
-import { TerapiError } from './errors.ts';
+import { TerapiError } from '../errors.ts';
 import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 /**

@@ -1,4 +1,4 @@
-import { badRequest } from './errors.ts';
+import { badRequest } from '../errors.ts';
 
 const PLACEHOLDER = /\$\{([^}]*)\}/g;
 const VARIABLE = /^(input\.)?[a-z][a-z0-9_]*$/;
