@@ -16,9 +16,19 @@ export class ExpressionError extends Error {
     message: string,
     /** Offset in the expression's source (0-based) where JSONata stopped, when it says. */
     readonly position?: number,
+    /** JSONata's error code (T2001, D3001...), when it gives one. */
+    readonly code?: string,
   ) {
     super(message);
   }
+}
+
+/** Where an expression stands in a provider file, for errors at run time; located only when needed. */
+export interface ExpressionOrigin {
+  /** The key path in the file, e.g. ['syncs', 'issues', 'mapping']. */
+  path: string[];
+  /** file:line:col of the expression's value (computed on demand: positions cost a YAML parse). */
+  locate(): { file: string; line: number; col: number };
 }
 
 function compile(source: string): jsonata.Expression {
@@ -43,7 +53,17 @@ function compile(source: string): jsonata.Expression {
 export class Expression {
   private compiled?: jsonata.Expression;
 
-  constructor(readonly source: string) {}
+  constructor(
+    readonly source: string,
+    readonly origin?: ExpressionOrigin,
+  ) {}
+
+  /** `file:line:col: "syncs.x.mapping"`, or the start of the source when the expression has no origin. */
+  describe(): string {
+    if (!this.origin) return `expression ${JSON.stringify(this.source.slice(0, 60))}`;
+    const { file, line, col } = this.origin.locate();
+    return `${file}:${line}:${col}: "${this.origin.path.join('.')}"`;
+  }
 
   /**
    * Checks many expressions at once; answers the error of each one that does not parse. They are
@@ -90,8 +110,18 @@ export class Expression {
       return await this.program().evaluate(input, { ...bindings, [LIMIT]: limit });
     } catch (e) {
       if (e instanceof ExpressionError) throw e;
-      const err = e as { message: string; position?: number };
-      throw new ExpressionError(err.message, err.position);
+      const err = e as { message: string; position?: number; code?: string };
+      throw new ExpressionError(err.message, err.position, err.code);
     }
+  }
+
+  /**
+   * Evaluates once per item (a page of records), each under its own time limit. One call per page
+   * lets a compiled mapping run without a round of promises per record.
+   */
+  async evaluateEach(items: unknown[], bindings: Record<string, unknown> = {}, timeLimitMs = DEFAULT_TIME_LIMIT_MS): Promise<unknown[]> {
+    const out = new Array(items.length);
+    for (let i = 0; i < items.length; i++) out[i] = await this.evaluate(items[i], bindings, timeLimitMs);
+    return out;
   }
 }

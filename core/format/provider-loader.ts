@@ -18,6 +18,12 @@ interface Loaded {
   marked: Marked[];
 }
 
+/** A provider file given by its text (deployed through the API, or handed to a worker thread). */
+export interface SourceFile {
+  file: string;
+  text: string;
+}
+
 export interface Catalog {
   providers: Map<string, Provider>;
   errors: SourceError[];
@@ -37,7 +43,7 @@ export function providerFiles(dir: string): string[] {
  * actions are added or replace those of the same name, any other top-level key replaces the
  * earlier one. Every error of every file is returned, each at the key or value it is about.
  */
-export function loadCatalog(layers: string[][]): Catalog {
+export function loadCatalog(layers: (string | SourceFile)[][]): Catalog {
   const providers = new Map<string, Provider>();
   const contributions = new Map<string, Loaded[]>();
   /** Which file each top-level key (and each sync and action) of a provider now comes from. */
@@ -47,11 +53,12 @@ export function loadCatalog(layers: string[][]): Catalog {
 
   for (const files of layers) {
     const seenInLayer = new Set<string>();
-    for (const file of files) {
+    for (const entry of files) {
+      const file = typeof entry === 'string' ? entry : entry.file;
       const name = basename(file, extname(file));
       let text: string;
       try {
-        text = readFileSync(file, 'utf8');
+        text = typeof entry === 'string' ? readFileSync(file, 'utf8') : entry.text;
       } catch (e) {
         errors.push({ file, line: 1, col: 1, message: `cannot read the file: ${(e as Error).message}` });
         continue;
@@ -95,7 +102,7 @@ export function loadCatalog(layers: string[][]): Catalog {
           for (const item of Object.keys(value as object)) own.set(`${key}.${item}`, source);
         } else own.set(key, source);
       }
-      providers.set(name, merge(base, data, name, file));
+      providers.set(name, merge(base, data, name, { file, text }));
       contributions.set(name, [...(contributions.get(name) ?? []), { source, marked }]);
     }
   }
@@ -110,8 +117,8 @@ export function loadCatalog(layers: string[][]): Catalog {
   return { providers, errors };
 }
 
-function merge(base: Provider | undefined, data: Record<string, unknown>, name: string, file: string): Provider {
-  const merged: Record<string, unknown> = { ...base, name, files: [...(base?.files ?? []), file] };
+function merge(base: Provider | undefined, data: Record<string, unknown>, name: string, source: SourceFile): Provider {
+  const merged: Record<string, unknown> = { ...base, name, files: [...(base?.files ?? []), source.file], sources: [...(base?.sources ?? []), source] };
   for (const [key, value] of Object.entries(data)) {
     merged[key] = key === 'syncs' || key === 'actions' ? { ...(base?.[key] ?? {}), ...(value as object) } : value;
   }
@@ -133,7 +140,7 @@ function compileMarked(source: YamlSource, data: Record<string, unknown>, marked
       if (m.kind === 'expression') {
         const error = broken.get(m);
         if (error) throw error;
-        setAt(data, m.path, new Expression(m.value as string));
+        setAt(data, m.path, new Expression(m.value as string, { path: m.path, locate: at }));
       }
       else if (m.kind === 'template') {
         const template = new Template(m.value as string);

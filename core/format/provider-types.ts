@@ -153,6 +153,11 @@ export interface Provider {
   actions?: Record<string, Action>;
   /** The files this provider was assembled from, built-in first. */
   files: string[];
+  /**
+   * Their texts, one per layer: `loadCatalog(sources.map((s) => [s]))` loads this provider again
+   * exactly (a worker thread does, from what a task carries).
+   */
+  sources: { file: string; text: string }[];
 }
 
 /** Variables that credentials bring to templates, by auth mode. */
