@@ -13,6 +13,10 @@ export interface Config {
   publicUrl: string;
   webhookUrl?: string;
   logLevel: string;
+  /** A run's hold on its sync lasts this long without renewal; a run whose process died is given up after it. */
+  syncLeaseMs: number;
+  /** How long one sync run may wait, in all, for a provider's rate limits before it ends and resumes later. */
+  syncWaitBudgetMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -75,6 +79,14 @@ export function loadConfig(options: { embeddedKeys: boolean } = { embeddedKeys: 
       publicUrl: (env.TERAPI_PUBLIC_URL ?? `http://localhost:${port}`).replace(/\/$/, ''),
       webhookUrl: env.TERAPI_WEBHOOK_URL || undefined,
       logLevel: env.TERAPI_LOG_LEVEL ?? 'info',
+      syncLeaseMs: seconds(env, 'TERAPI_SYNC_LEASE_SECONDS', 60) * 1000,
+      syncWaitBudgetMs: seconds(env, 'TERAPI_SYNC_WAIT_BUDGET_SECONDS', 300) * 1000,
     },
   };
+}
+
+function seconds(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const value = Number(env[name] ?? fallback);
+  if (!Number.isFinite(value) || value <= 0) throw new ConfigError(`${name} must be a number of seconds above 0, not "${env[name]}"`);
+  return value;
 }

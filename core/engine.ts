@@ -15,21 +15,12 @@ import { compileInputSchema } from './format/provider-schema.ts';
 import type { Action, Method, Provider, Sync } from './format/provider-types.ts';
 import { Template } from './format/template.ts';
 import type { HttpResponse } from './http/send.ts';
-import { runSync } from './sync/runner.ts';
+import { acquirePools, releasePools, type WorkerPools } from './jobs/pools.ts';
+import { openSql, type Sql } from './store/sql.ts';
+import { SyncStore } from './sync/sync-store.ts';
+import { Syncs, type RecordsQuery, type SyncStatusView } from './sync/syncs.ts';
 import { Store } from './store/store.ts';
 
-export interface SyncState {
-  sync_name: string;
-  connection_id: string;
-  status: 'running' | 'success' | 'error' | 'paused';
-  last_sync_date?: string;
-  next_sync_date?: string;
-  records_count: number;
-  error?: string;
-  checkpoint?: unknown;
-}
-
-const frequencyMs = (f = '1h') => Number(f.slice(0, -1)) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[f.slice(-1) as 'm' | 'h' | 'd'];
 export interface AuthTokenView {
   type: 'Bearer' | 'ApiKey' | 'Basic';
   access_token: string;
@@ -45,13 +36,15 @@ export class Engine {
   readonly connections: Connections;
   readonly auth: AuthEngine;
   readonly connect: ConnectFlow;
+  readonly syncs: Syncs;
   private readonly inputValidators = new WeakMap<Action, ValidateFunction>();
-  private readonly running = new Map<string, Promise<void>>();
 
   private constructor(
     readonly config: Config,
     readonly registry: ProviderRegistry,
     readonly store: Store,
+    private readonly sql: Sql,
+    private readonly pools: WorkerPools,
     private readonly lock: Lock,
     readonly log: Logger,
   ) {
@@ -60,6 +53,7 @@ export class Engine {
     this.connections = new Connections(store, sealer);
     this.auth = new AuthEngine(this.integrations, this.connections, lock, log);
     this.connect = new ConnectFlow(store, this.integrations, this.auth, this.finishConnection, config, log);
+    this.syncs = new Syncs(new SyncStore(sql), pools, this.integrations, this.connections, this.auth, { databaseUrl: config.databaseUrl, dataDir: config.dataDir }, { leaseMs: config.syncLeaseMs, waitBudgetMs: config.syncWaitBudgetMs }, log);
   }
 
   /** Loads the providers (throws ProviderLoadError listing every error) and opens the store. */
@@ -70,14 +64,21 @@ export class Engine {
     registry.on('reloaded', (count) => log.info({ providers: count }, 'provider files reloaded'));
     registry.on('rejected', (errors) => log.error({ errors }, 'provider change rejected: the previous version stays live'));
     const store = await Store.open(config);
+    const sql = openSql(config);
+    await new SyncStore(sql).migrate();
     const lock = config.databaseUrl ? new PostgresLock(config.databaseUrl) : new LocalLock();
-    return new Engine(config, registry, store, lock, log);
+    const engine = new Engine(config, registry, store, sql, acquirePools(), lock, log);
+    // Embedded: this process owns the store alone, so a run still marked running died with the last one.
+    await engine.syncs.recover(!config.databaseUrl);
+    return engine;
   }
 
   async stop(): Promise<void> {
     await this.idle();
     this.registry.close();
+    await releasePools(this.pools);
     await this.lock.close();
+    await this.sql.close();
     await this.store.disconnect();
   }
 
@@ -123,6 +124,9 @@ export class Engine {
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
     const record = await this.connections.get(integrationKey, id);
     await this.connections.delete(record);
+    // After the connection's row: a page being stored now either finishes first (and is deleted
+    // here) or finds the connection gone and stores nothing.
+    await this.syncs.deleteConnection(integrationKey, id);
     await this.auth.revoke(provider, integration, record);
   }
 
@@ -134,6 +138,7 @@ export class Engine {
       await this.connections.delete(record);
       if (provider) await this.auth.revoke(provider, integration, record);
     }
+    await this.syncs.deleteIntegration(key);
     await this.integrations.delete(key);
   }
 
@@ -153,56 +158,23 @@ export class Engine {
     }
   }
 
-  /** triggerSync: starts each named sync now, in the background; getSyncStatus follows it. */
+  /** triggerSync: starts each named sync now, in a worker thread; getSyncStatus follows it. */
   async triggerSyncs(integrationKey: string, id: string, names: string[]): Promise<{ success: true; syncs: { name: string; status: string }[] }> {
-    const { provider } = await this.integrations.withProvider(integrationKey);
-    if (!names.length) throw badRequest('invalid_request', 'body.syncs must name at least one sync');
-    for (const name of names) this.syncOf(provider, name);
-    const fresh = await this.auth.fresh(integrationKey, id);
-    const started = [];
-    for (const name of new Set(names)) {
-      const key = Store.key('sync', integrationKey, id, name);
-      if (!this.running.has(key)) {
-        const sync = this.syncOf(provider, name);
-        const previous = await this.store.get<SyncState>(key);
-        const state: SyncState = { ...previous, sync_name: name, connection_id: id, status: 'running', records_count: previous?.records_count ?? 0 };
-        await this.store.set(key, state);
-        const run = runSync(fresh, sync, previous?.checkpoint)
-          .then(async (result) => {
-            const now = new Date();
-            await this.store.set(key, { ...state, status: 'success', last_sync_date: now.toISOString(), next_sync_date: new Date(now.getTime() + frequencyMs(sync.frequency)).toISOString(), records_count: result.records.length, checkpoint: result.checkpoint, error: undefined });
-          })
-          .catch(async (e) => {
-            this.log.warn({ integration: integrationKey, connection: id, sync: name, err: (e as Error).message }, 'sync failed');
-            await this.store.set(key, { ...state, status: 'error', last_sync_date: new Date().toISOString(), error: (e as Error).message }).catch(() => {});
-          })
-          .finally(() => this.running.delete(key));
-        this.running.set(key, run);
-      }
-      started.push({ name, status: 'running' });
-    }
-    return { success: true, syncs: started };
+    return { success: true, syncs: await this.syncs.trigger(integrationKey, id, names) };
   }
 
-  async syncStatus(integrationKey: string, id: string, name: string): Promise<Omit<SyncState, 'checkpoint'>> {
-    const { provider } = await this.integrations.withProvider(integrationKey);
-    this.syncOf(provider, name);
-    await this.connections.get(integrationKey, id);
-    const state = await this.store.get<SyncState>(Store.key('sync', integrationKey, id, name));
-    if (!state) throw notFound('sync_not_run', `sync "${name}" has not run yet for connection "${id}": POST /sync/trigger starts it`);
-    const { checkpoint: _checkpoint, ...view } = state;
-    return view;
+  syncStatus(integrationKey: string, id: string, name: string): Promise<SyncStatusView> {
+    return this.syncs.status(integrationKey, id, name);
+  }
+
+  /** GET /records. */
+  records(query: RecordsQuery) {
+    return this.syncs.records(query);
   }
 
   /** Waits for the syncs running in this process (tests, shutdown). */
   async idle(): Promise<void> {
-    await Promise.allSettled([...this.running.values()]);
-  }
-
-  private syncOf(provider: Provider, name: string): Sync {
-    const sync = provider.syncs?.[name];
-    if (!sync) throw notFound('unknown_sync', `provider "${provider.name}" has no sync "${name}"${provider.syncs ? `; its syncs are ${Object.keys(provider.syncs).join(', ')}` : ''}`);
-    return sync;
+    await this.syncs.idle();
   }
 
   /**
@@ -234,7 +206,7 @@ export class Engine {
   /** triggerAction: input checked against the action's schema, request built by JSONata. */
   async runAction(integrationKey: string, id: string, name: string, input: Record<string, unknown> = {}): Promise<{ success: true; action_name: string; output: Record<string, unknown> }> {
     const { provider } = await this.integrations.withProvider(integrationKey);
-    const action = provider.actions?.[name];
+    const action = Object.hasOwn(provider.actions ?? {}, name) ? provider.actions![name] : undefined;
     if (!action) throw notFound('unknown_action', `provider "${provider.name}" has no action "${name}"${provider.actions ? `; its actions are ${Object.keys(provider.actions).join(', ')}` : ''}`);
     let validate = this.inputValidators.get(action);
     if (!validate) this.inputValidators.set(action, (validate = compileInputSchema(action.input)));

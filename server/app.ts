@@ -145,6 +145,10 @@ export function createApp(engine: Engine): Koa {
     ctx.body = await engine.syncStatus(query.provider_config_key as string, params.connection_id, params.sync_name);
   });
 
+  router.get('/records', op('listRecords'), async (ctx) => {
+    ctx.body = await engine.records(input(ctx).query as any);
+  });
+
   // Actions
   router.post('/action/trigger', op('triggerAction'), async (ctx) => {
     const b = input(ctx).body as { provider_config_key: string; connection_id: string; action_name: string; input?: Record<string, unknown> };

@@ -198,14 +198,14 @@ const INVALID: Record<string, Case> = {
   'unknown key: a typo of an optional key, with "did you mean"': {
     text: edit(BASE, ['    description: Every ticket', '    descripton: Every ticket']),
     errors: [
-      `${F}:23:5: unknown key "descripton" in "syncs.tickets": did you mean "description"? allowed keys are description, mode, frequency, request, pagination, records, mapping, model, checkpoint`,
+      `${F}:23:5: unknown key "descripton" in "syncs.tickets": did you mean "description"? allowed keys are description, mode, frequency, request, pagination, records, filter, mapping, model, checkpoint, invalid_records`,
     ],
   },
   'unknown key: a typo of a required key also reports it missing (at the parent key)': {
     text: edit(BASE, ['    records: tickets', '    record: tickets']),
     errors: [
       `${F}:22:3: "syncs.tickets" is missing the required key "records": add it`,
-      `${F}:34:5: unknown key "record" in "syncs.tickets": did you mean "records"? allowed keys are description, mode, frequency, request, pagination, records, mapping, model, checkpoint`,
+      `${F}:34:5: unknown key "record" in "syncs.tickets": did you mean "records"? allowed keys are description, mode, frequency, request, pagination, records, filter, mapping, model, checkpoint, invalid_records`,
     ],
   },
   'unknown key: nothing near enough, no suggestion': {

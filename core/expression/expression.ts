@@ -31,6 +31,27 @@ export interface ExpressionOrigin {
   locate(): { file: string; line: number; col: number };
 }
 
+/**
+ * Where evaluations run when not on this thread. The thread that serves the API sets one that sends
+ * them to worker threads (core/jobs/pools.ts): an expression from a provider file must never stall
+ * or take down the API. Worker threads evaluate here.
+ */
+export type Executor = (expr: Expression, input: unknown, bindings: Record<string, unknown>, timeLimitMs: number) => Promise<unknown>;
+let executor: Executor | undefined;
+export function runEvaluationsWith(run: Executor | undefined): void {
+  executor = run;
+}
+
+/**
+ * A worker thread's report to its watchdog: the deadline of the evaluation in progress (0 when
+ * none), in memory both threads see, and which expression it is when that changes. A builtin that
+ * runs long is one step for JSONata's own hook; the watchdog stops the thread instead.
+ */
+let watch: { slot: Float64Array; onExpression: (expr: Expression) => void; last?: Expression } | undefined;
+export function reportDeadlines(slot: Float64Array | undefined, onExpression: (expr: Expression) => void = () => {}): void {
+  watch = slot ? { slot, onExpression } : undefined;
+}
+
 function compile(source: string): jsonata.Expression {
   try {
     return jsonata(source);
@@ -105,13 +126,20 @@ export class Expression {
 
   /** Evaluates against `input`; `bindings` become `$name` variables. */
   async evaluate(input: unknown, bindings: Record<string, unknown> = {}, timeLimitMs = DEFAULT_TIME_LIMIT_MS): Promise<unknown> {
+    if (executor) return executor(this, input, bindings, timeLimitMs);
     const limit: Limit = { deadline: Date.now() + timeLimitMs, steps: 0 };
+    if (watch) {
+      watch.slot[0] = limit.deadline;
+      if (watch.last !== this) watch.onExpression((watch.last = this));
+    }
     try {
       return await this.program().evaluate(input, { ...bindings, [LIMIT]: limit });
     } catch (e) {
       if (e instanceof ExpressionError) throw e;
       const err = e as { message: string; position?: number; code?: string };
       throw new ExpressionError(err.message, err.position, err.code);
+    } finally {
+      if (watch) watch.slot[0] = 0;
     }
   }
 

@@ -105,6 +105,7 @@ export interface Api {
   headers?: Record<string, Template>;
   credentials?: { in: 'header' | 'query'; name: string; value: Template };
   retry?: Retry;
+  timeout_seconds?: number;
 }
 
 export interface PageSize {
@@ -125,8 +126,10 @@ export interface Sync {
   request: RequestSpec;
   pagination?: Pagination;
   records: Expression;
+  filter?: Expression;
   mapping: Expression;
   model: { name: string; id?: string; schema?: object };
+  invalid_records?: 'skip' | 'fail';
   checkpoint?: { value: Expression; param?: string };
 }
 

@@ -42,7 +42,7 @@ export function apiRequest(provider: Provider, values: Record<string, unknown>, 
   for (const [k, t] of Object.entries(spec.params ?? {})) searchParams[k] = t.renderText(values);
   Object.assign(searchParams, extra.searchParams);
   injectCredentials(provider, values, headers, searchParams);
-  return { method: spec.method ?? 'GET', url, headers, searchParams, json: extra.json };
+  return { method: spec.method ?? 'GET', url, headers, searchParams, json: extra.json, timeoutMs: provider.api.timeout_seconds === undefined ? undefined : provider.api.timeout_seconds * 1000 };
 }
 
 function injectCredentials(provider: Provider, values: Record<string, unknown>, headers: Record<string, string>, searchParams: Record<string, string>) {

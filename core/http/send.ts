@@ -5,6 +5,8 @@ import type { Retry } from '../format/provider-types.ts';
 export interface HttpRequest {
   method: string;
   url: string;
+  /** How long the request may take before it is given up (and retried); 30 s by default. */
+  timeoutMs?: number;
   headers?: Record<string, string>;
   searchParams?: Record<string, string>;
   json?: unknown;
@@ -34,12 +36,48 @@ const DEFAULT_RETRY: Required<Pick<Retry, 'statuses' | 'max_attempts' | 'retry_a
 /** Longest wait before a retry; a provider asking for more gets its error passed on instead. */
 const MAX_WAIT_MS = 60_000;
 
+/** A provider's body that does not parse as the format the request expects (cut off, or an HTML error page). */
+export class MalformedBody extends Error {}
+
+/**
+ * The provider asked to wait longer than a run may: the run ends as rate-limited and resumes at
+ * `resumeAt` from its checkpoint, rather than fail or hold a worker.
+ */
+export class RateLimited extends Error {
+  constructor(
+    readonly waitMs: number,
+    readonly host: string,
+  ) {
+    super(`${host} is rate-limiting: it asked to wait ${Math.ceil(waitMs / 1000)} s, more than this run may wait`);
+  }
+  get resumeAt(): Date {
+    return new Date(Date.now() + this.waitMs);
+  }
+}
+
+/** How long a run may still spend waiting for rate limits, across all its requests. */
+export interface WaitBudget {
+  remainingMs: number;
+}
+
+export interface SendOptions {
+  /** `json`: a body that does not parse as JSON is retried like a 5xx, then fails (syncs). */
+  expect?: 'json';
+  /** Waits come out of this budget (however long each is); one longer than what is left ends in RateLimited. Without one, a wait over a minute returns the answer as it is. */
+  budget?: WaitBudget;
+  sleep?: (ms: number) => Promise<void>;
+}
+
 /**
  * Sends one request to a provider, retrying on the statuses its file lists: it waits as long as
- * Retry-After or the reset header says, else backs off exponentially with full jitter.
+ * Retry-After or the reset header says, else backs off exponentially with full jitter. Network
+ * errors and timeouts are retried the same way, and so is a body that does not parse when the
+ * caller expects JSON.
  */
-export async function send(req: HttpRequest, retry: Retry = {}, sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))): Promise<HttpResponse> {
+export async function send(req: HttpRequest, retry: Retry = {}, options: SendOptions | SendOptions['sleep'] = {}): Promise<HttpResponse> {
+  const { expect, budget, sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms)) } = typeof options === 'function' ? { sleep: options } : options;
   const policy = { ...DEFAULT_RETRY, ...retry };
+  const host = new URL(req.url).host;
   for (let attempt = 1; ; attempt++) {
     let res;
     try {
@@ -50,18 +88,29 @@ export async function send(req: HttpRequest, retry: Retry = {}, sleep = (ms: num
         form: req.form,
         throwHttpErrors: false,
         retry: { limit: 0 },
-        timeout: { request: 30_000 },
+        timeout: { request: req.timeoutMs ?? 30_000 },
         followRedirect: false,
       });
     } catch (e) {
-      if (attempt >= policy.max_attempts) throw new ProviderUnreachable(`${new URL(req.url).host} could not be reached: ${(e as Error).message}`);
+      if (attempt >= policy.max_attempts) throw new ProviderUnreachable(`${host} could not be reached: ${(e as Error).message}`);
       await sleep(backoff(attempt));
       continue;
     }
-    const response: HttpResponse = { status: res.statusCode, headers: res.headers, text: res.body, body: parse(res.body, res.headers['content-type']) };
+    const body = parse(res.body, res.headers['content-type']);
+    if (expect === 'json' && res.statusCode < 300 && (body === undefined || typeof body === 'string')) {
+      if (attempt >= policy.max_attempts) {
+        throw new MalformedBody(`${host} answered HTTP ${res.statusCode} with a body that is not valid JSON (${res.body.length} bytes: cut off, or not an API answer), ${attempt} times`);
+      }
+      await sleep(backoff(attempt));
+      continue;
+    }
+    const response: HttpResponse = { status: res.statusCode, headers: res.headers, text: res.body, body };
     if (!policy.statuses.includes(res.statusCode) || attempt >= policy.max_attempts) return response;
     const wait = waitFromHeaders(res.headers, policy) ?? backoff(attempt);
-    if (wait > MAX_WAIT_MS) return response;
+    if (budget) {
+      if (wait > budget.remainingMs) throw new RateLimited(wait, host);
+      budget.remainingMs -= wait;
+    } else if (wait > MAX_WAIT_MS) return response;
     await sleep(wait);
   }
 }

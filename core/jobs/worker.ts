@@ -1,0 +1,130 @@
+/**
+ * What a worker thread does (loaded through worker-entry.mjs): sync runs, and evaluations of
+ * provider expressions for the thread that serves the API. Runs here cannot stall the API, and the
+ * thread's memory is capped: a runaway ends this thread, never the process.
+ */
+import { createHash } from 'node:crypto';
+import type { MessagePort } from 'node:worker_threads';
+import type { Fresh } from '../auth/tokens.ts';
+import { TerapiError } from '../errors.ts';
+import { Expression, ExpressionError, reportDeadlines } from '../expression/expression.ts';
+import { loadCatalog, type SourceFile } from '../format/provider-loader.ts';
+import type { Provider } from '../format/provider-types.ts';
+import { openSql, type Sql } from '../store/sql.ts';
+import { runSync, type RunResult, type RunTask } from '../sync/run.ts';
+import { ConnectionGone, RunLost, SyncStore } from '../sync/sync-store.ts';
+
+export interface StoreOptions {
+  databaseUrl?: string;
+  dataDir: string;
+}
+
+export interface SyncTask {
+  kind: 'sync';
+  store: StoreOptions;
+  /** The provider's files by text: the worker loads exactly what the API thread has. */
+  sources: SourceFile[];
+  provider: string;
+  sync: string;
+  run: RunTask;
+  /** Requests for fresh credentials go to the API thread, which owns refreshes (single flight). */
+  port: MessagePort;
+  /** The watchdog's slot: the deadline of the evaluation in progress. */
+  deadline: Float64Array;
+}
+
+export interface EvaluateTask {
+  kind: 'evaluate';
+  source: string;
+  input: unknown;
+  bindings: Record<string, unknown>;
+  limitMs: number;
+}
+
+export type Task = SyncTask | EvaluateTask;
+
+/** A sync task's answer: the run's result, or why it stopped without one. */
+export type SyncOutcome = { ok: true; result: RunResult } | { ok: false; lost: 'run' | 'connection'; message: string };
+/** A value travels as JSON text: what is sent or stored from it is JSON anyway, and a JSONata function in it could not cross threads. */
+export type EvaluateOutcome = { ok: true; json?: string } | { ok: false; message: string; position?: number; code?: string };
+
+/** Messages a sync task sends on its port. */
+export type WorkerMessage = { kind: 'fresh'; id: number } | { kind: 'evaluating'; where: string };
+/** Answers to them. */
+export type FreshAnswer = { id: number; fresh?: Omit<Fresh, 'provider'>; error?: { status: number; code: string; message: string } };
+
+export default async function work(task: Task): Promise<SyncOutcome | EvaluateOutcome> {
+  return task.kind === 'sync' ? sync(task) : evaluate(task);
+}
+
+const stores = new Map<string, SyncStore>();
+function storeFor(options: StoreOptions): SyncStore {
+  const key = options.databaseUrl ?? options.dataDir;
+  let store = stores.get(key);
+  if (!store) stores.set(key, (store = new SyncStore(openSql({ ...options, poolSize: 2 }) as Sql)));
+  return store;
+}
+
+const providers = new Map<string, Provider>();
+function providerFor(name: string, sources: SourceFile[]): Provider {
+  const hash = createHash('sha256');
+  for (const s of sources) hash.update(s.file).update('\0').update(s.text).update('\0');
+  const key = hash.digest('hex');
+  let provider = providers.get(key);
+  if (!provider) {
+    const { providers: loaded, errors } = loadCatalog(sources.map((s) => [s]));
+    provider = loaded.get(name);
+    if (!provider) throw new Error(`provider "${name}" did not load in the worker: ${errors.map((e) => e.message).join('; ')}`);
+    if (providers.size >= 200) providers.delete(providers.keys().next().value!);
+    providers.set(key, provider);
+  }
+  return provider;
+}
+
+async function sync(task: SyncTask): Promise<SyncOutcome> {
+  const provider = providerFor(task.provider, task.sources);
+  const definition = Object.hasOwn(provider.syncs ?? {}, task.sync) ? provider.syncs![task.sync] : undefined;
+  if (!definition) throw new Error(`provider "${task.provider}" has no sync "${task.sync}"`);
+  const port = task.port;
+  const waiting = new Map<number, (a: FreshAnswer) => void>();
+  let next = 0;
+  port.on('message', (a: FreshAnswer) => waiting.get(a.id)?.(a));
+  const fresh = () =>
+    new Promise<Fresh>((resolve, reject) => {
+      const id = next++;
+      waiting.set(id, (a) => {
+        waiting.delete(id);
+        if (a.fresh) resolve({ ...a.fresh, provider });
+        else reject(new TerapiError(a.error!.status, a.error!.code, a.error!.message));
+      });
+      port.postMessage({ kind: 'fresh', id } satisfies WorkerMessage);
+    });
+  reportDeadlines(task.deadline, (expr) => port.postMessage({ kind: 'evaluating', where: expr.describe() } satisfies WorkerMessage));
+  try {
+    return { ok: true, result: await runSync({ store: storeFor(task.store), fresh }, definition, task.run) };
+  } catch (e) {
+    if (e instanceof RunLost) return { ok: false, lost: 'run', message: e.message };
+    if (e instanceof ConnectionGone) return { ok: false, lost: 'connection', message: e.message };
+    throw e;
+  } finally {
+    reportDeadlines(undefined);
+    port.close();
+  }
+}
+
+/** Compiled expressions by source, so that an action's body is compiled once per thread. */
+const compiled = new Map<string, Expression>();
+async function evaluate(task: EvaluateTask): Promise<EvaluateOutcome> {
+  let expr = compiled.get(task.source);
+  if (!expr) {
+    if (compiled.size >= 1000) compiled.delete(compiled.keys().next().value!);
+    compiled.set(task.source, (expr = new Expression(task.source)));
+  }
+  try {
+    const value = await expr.evaluate(task.input, task.bindings, task.limitMs);
+    return { ok: true, json: value === undefined ? undefined : JSON.stringify(value) };
+  } catch (e) {
+    if (e instanceof ExpressionError) return { ok: false, message: e.message, position: e.position, code: e.code };
+    throw e;
+  }
+}

@@ -1,0 +1,124 @@
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import sqlite3 from 'sqlite3';
+
+/**
+ * Plain SQL on the store's database, for what a key-value store cannot express: synced records
+ * (ordered cursor reads, batch upserts with change detection) and sync state written in the same
+ * transaction (PRODUCT.md, "Storage"). The driver is the one keyv's adapter already brings.
+ *
+ * SQL is written once, PostgreSQL style: `$1`, `$2` parameters, which SQLite reads as `?1`, `?2`
+ * (the same numbered binding, a parameter used twice is one value).
+ */
+export interface Sql {
+  readonly dialect: 'sqlite' | 'postgres';
+  query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<T[]>;
+  /** Runs `fn` in one transaction: all of it commits, or none of it. */
+  transaction<T>(fn: (tx: SqlTx) => Promise<T>): Promise<T>;
+  close(): Promise<void>;
+}
+
+export type SqlTx = Pick<Sql, 'dialect' | 'query'>;
+
+export function openSql(options: { databaseUrl?: string; dataDir: string; poolSize?: number }): Sql {
+  if (options.databaseUrl) return new PostgresSql(options.databaseUrl, options.poolSize ?? 10);
+  mkdirSync(options.dataDir, { recursive: true });
+  return new SqliteSql(join(options.dataDir, 'terapi.sqlite'));
+}
+
+class PostgresSql implements Sql {
+  readonly dialect = 'postgres';
+  private readonly pool: pg.Pool;
+
+  constructor(url: string, max: number) {
+    this.pool = new pg.Pool({ connectionString: url, max });
+    // An idle client that PostgreSQL drops is discarded by the pool; without a listener the
+    // pool would re-throw and end the process. The next query opens a new connection.
+    this.pool.on('error', () => {});
+  }
+
+  async query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
+    return (await this.pool.query(sql, params)).rows as T[];
+  }
+
+  async transaction<T>(fn: (tx: SqlTx) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    // A link cut while the client is checked out is an 'error' event on the client itself.
+    const onError = () => {};
+    client.on('error', onError);
+    let broken = false;
+    try {
+      await client.query('BEGIN');
+      const result = await fn({ dialect: 'postgres', query: async (sql, params = []) => (await client.query(sql, params)).rows as any });
+      await client.query('COMMIT');
+      return result;
+    } catch (e) {
+      await client.query('ROLLBACK').catch(() => (broken = true));
+      throw e;
+    } finally {
+      client.off('error', onError);
+      client.release(broken);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end();
+  }
+}
+
+/**
+ * One SQLite handle. Statements on a handle share its transaction, so everything that goes
+ * through this one is queued: a transaction holds the queue until it ends, and no other caller's
+ * statement can slip into it. Other handles (keyv's, another thread's) wait for the write lock
+ * (busy timeout) rather than fail.
+ */
+class SqliteSql implements Sql {
+  readonly dialect = 'sqlite';
+  private readonly db: sqlite3.Database;
+  private tail: Promise<unknown> = Promise.resolve();
+  private readonly ready: Promise<void>;
+
+  constructor(file: string) {
+    this.db = new sqlite3.Database(file);
+    this.ready = (async () => {
+      await this.raw('PRAGMA busy_timeout = 10000');
+      await this.raw('PRAGMA journal_mode = WAL');
+      await this.raw('PRAGMA synchronous = NORMAL');
+    })();
+  }
+
+  private raw<T>(sql: string, params: unknown[] = []): Promise<T[]> {
+    const text = sql.replace(/\$(\d+)/g, '?$1');
+    return new Promise((resolve, reject) => this.db.all(text, params, (err, rows) => (err ? reject(err) : resolve(rows as T[]))));
+  }
+
+  private queued<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(() => this.ready).then(fn);
+    this.tail = run.catch(() => {});
+    return run;
+  }
+
+  query<T>(sql: string, params: unknown[] = []): Promise<T[]> {
+    return this.queued(() => this.raw<T>(sql, params));
+  }
+
+  transaction<T>(fn: (tx: SqlTx) => Promise<T>): Promise<T> {
+    return this.queued(async () => {
+      // IMMEDIATE: take the write lock now, so the reads inside see what the writes will build on.
+      await this.raw('BEGIN IMMEDIATE');
+      try {
+        const result = await fn({ dialect: 'sqlite', query: (sql, params) => this.raw(sql, params) });
+        await this.raw('COMMIT');
+        return result;
+      } catch (e) {
+        await this.raw('ROLLBACK').catch(() => {});
+        throw e;
+      }
+    });
+  }
+
+  close(): Promise<void> {
+    return this.queued(() => new Promise<void>((resolve, reject) => this.db.close((err) => (err ? reject(err) : resolve()))));
+  }
+}

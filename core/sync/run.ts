@@ -1,0 +1,158 @@
+import { createHash } from 'node:crypto';
+import type { ValidateFunction } from 'ajv';
+import type { Fresh } from '../auth/tokens.ts';
+import { TerapiError } from '../errors.ts';
+import { ExpressionError, type Expression } from '../expression/expression.ts';
+import { compileInputSchema } from '../format/provider-schema.ts';
+import type { Sync } from '../format/provider-types.ts';
+import { MalformedBody, RateLimited, type WaitBudget } from '../http/send.ts';
+import { readPages, type Position } from './pages.ts';
+import { ConnectionGone, RunLost, type PreparedRecord, type Resume, type RunHandle, type RunSummary, type SyncStore } from './sync-store.ts';
+
+/** What a run needs from where it runs: the store, and fresh credentials from the process that owns refreshes. */
+export interface RunDeps {
+  store: SyncStore;
+  fresh: () => Promise<Fresh>;
+  /** Told after every stored page (progress for logs and dry runs). */
+  onPage?: (page: { number: number; records: number; summary: RunSummary }) => void;
+}
+
+export interface RunTask {
+  handle: RunHandle;
+  /** Incremental: the checkpoint the run starts from. */
+  since?: unknown;
+  /** Full: where an unfinished run stopped. */
+  resume?: Resume | null;
+  leaseMs: number;
+  /** How long the run may wait for rate limits in all. */
+  waitBudgetMs: number;
+  /** When the next run is due after a successful one (the scheduler's business; absent for manual runs). */
+  nextRunAt?: string;
+}
+
+export interface RunResult {
+  summary: RunSummary;
+  records_count?: number;
+  /** Set when the run ended as rate-limited: when to try again. */
+  resume_at?: string;
+}
+
+/** Examples of invalid records kept on the status: enough to see the problem, never the whole page. */
+const EXAMPLES = 5;
+
+/**
+ * One run of a sync, page by page: map, check against the model, store with the checkpoint, and at
+ * the end of a complete full run mark what was not seen as deleted. It holds one page at a time,
+ * whatever the number of records. Every failure ends the run with its error on the status and
+ * every page stored before it kept.
+ */
+export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise<RunResult> {
+  const { handle } = task;
+  const full = sync.mode === 'full';
+  const summary: RunSummary = {
+    run_id: handle.runId,
+    started_at: new Date().toISOString(),
+    outcome: 'running',
+    pages: 0,
+    added: 0,
+    updated: 0,
+    deleted: 0,
+    unchanged: 0,
+    invalid: { count: 0, examples: [] },
+  };
+  const budget: WaitBudget = { remainingMs: task.waitBudgetMs };
+  const check = sync.model.schema ? schemaCheck(sync) : undefined;
+  let checkpoint = task.since;
+  let resume = full ? task.resume ?? null : null;
+  try {
+    const pages = readPages(deps.fresh, sync, { since: task.since, start: resume?.position as Position | undefined, startPage: resume?.pages, budget });
+    for await (const page of pages) {
+      const fresh = await deps.fresh();
+      const where = `sync "${handle.sync}", page ${page.number}`;
+      const mapped = page.items.length ? await evaluating(sync.mapping, where, () => sync.mapping.evaluateEach(page.items, { config: fresh.record.connection_config })) : [];
+      const { records, valid } = prepare(sync, mapped, where, page.number, summary, check);
+      if (sync.mode === 'incremental' && sync.checkpoint && valid.length) {
+        const value = sync.checkpoint.value;
+        checkpoint = await evaluating(value, where, () => value.evaluate(valid, { checkpoint }));
+      }
+      resume = full && page.next ? { run: handle.run, position: page.next, pages: page.number } : null;
+      summary.pages = page.number;
+      const counts = await deps.store.writePage(handle, records, { checkpoint, resume, full, summary }, task.leaseMs);
+      summary.added += counts.added;
+      summary.updated += counts.updated;
+      summary.unchanged += counts.unchanged;
+      deps.onPage?.({ number: page.number, records: records.length, summary });
+    }
+    summary.outcome = 'success';
+    const done = await deps.store.finish(handle, summary, { full, resume: null, nextRunAt: task.nextRunAt });
+    summary.deleted = done.deleted;
+    return { summary: { ...summary, finished_at: new Date().toISOString() }, records_count: done.records_count };
+  } catch (e) {
+    if (e instanceof RunLost || e instanceof ConnectionGone) throw e; // nothing of this run's may be written now
+    const limited = e instanceof RateLimited ? e : undefined;
+    summary.outcome = limited ? 'rate_limited' : 'error';
+    summary.error = describeFailure(e);
+    const resumeAt = limited?.resumeAt.toISOString();
+    // A full run carries on where it stopped only after a rate limit, soon after; after an error
+    // the next run starts over (a page position may not mean the same thing later).
+    const done = await deps.store.finish(handle, summary, { full, resume: limited ? resume : null, nextRunAt: resumeAt });
+    return { summary: { ...summary, finished_at: new Date().toISOString() }, records_count: done.records_count, resume_at: resumeAt };
+  }
+}
+
+/**
+ * Checks each mapped record and gives it its id, JSON text and hash. A record without an id, or
+ * an id twice in a page, fails the run; one that does not fit the model's schema is skipped or
+ * fails the run, as the sync declares.
+ */
+function prepare(sync: Sync, mapped: unknown[], where: string, page: number, summary: RunSummary, check?: ValidateFunction) {
+  const idField = sync.model.id ?? 'id';
+  const records: PreparedRecord[] = [];
+  const valid: unknown[] = [];
+  const seen = new Set<string>();
+  mapped.forEach((m, i) => {
+    if (!m || typeof m !== 'object' || Array.isArray(m)) {
+      throw new RunFailure(`${where}: the mapping gave ${m === undefined ? 'nothing' : Array.isArray(m) ? 'an array' : typeof m} for record ${i + 1}, not an object`);
+    }
+    const raw = (m as Record<string, unknown>)[idField];
+    const id = typeof raw === 'number' && Number.isFinite(raw) ? String(raw) : raw;
+    if (typeof id !== 'string' || !id) throw new RunFailure(`${where}: mapped record ${i + 1} has no "${idField}" (the model's id): every record needs one, a non-empty string or a number`);
+    if (seen.has(id)) throw new RunFailure(`${where}: two records have the id ${JSON.stringify(id)}: the model's id must identify one record`);
+    seen.add(id);
+    if (check && !check(m)) {
+      const problem = (check.errors ?? []).map((e) => `${e.instancePath.replace(/\//g, '.').slice(1) || 'the record'} ${e.message}`).join('; ');
+      if (sync.invalid_records === 'fail') throw new RunFailure(`${where}: record ${JSON.stringify(id)} does not fit model ${sync.model.name}: ${problem}`);
+      summary.invalid.count++;
+      if (summary.invalid.examples.length < EXAMPLES) summary.invalid.examples.push({ id, page, problem });
+      return;
+    }
+    const data = JSON.stringify(m);
+    records.push({ id, data, hash: createHash('sha1').update(data).digest('base64url') });
+    valid.push(m);
+  });
+  return { records, valid };
+}
+
+class RunFailure extends Error {}
+
+const checks = new WeakMap<Sync, ValidateFunction>();
+function schemaCheck(sync: Sync): ValidateFunction {
+  let check = checks.get(sync);
+  if (!check) checks.set(sync, (check = compileInputSchema(sync.model.schema!)));
+  return check;
+}
+
+/** Runs an evaluation; its error names the provider file's place, the sync and the page. */
+async function evaluating<T>(expr: Expression, where: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof ExpressionError) throw new RunFailure(`${expr.describe()}: ${e.message} (${where})`);
+    throw e;
+  }
+}
+
+function describeFailure(e: unknown): string {
+  if (e instanceof RunFailure || e instanceof TerapiError || e instanceof MalformedBody || e instanceof RateLimited) return e.message;
+  return `the run failed: ${(e as Error)?.message ?? String(e)}`;
+}

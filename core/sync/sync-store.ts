@@ -1,0 +1,413 @@
+import { badRequest } from '../errors.ts';
+import type { Sql, SqlTx } from '../store/sql.ts';
+import { Store } from '../store/store.ts';
+
+/**
+ * Synced records and the state of each sync, in SQL tables of their own beside keyv's table
+ * (PRODUCT.md, "Storage"). A page of records and the sync's checkpoint are written in one
+ * transaction, so they never disagree; cursors are handed out under the sync's row lock, one writer
+ * per connection and model, so they increase in commit order: a reader that follows them never
+ * misses a change committed after its read.
+ */
+
+export interface SyncKey {
+  integration: string;
+  connection: string;
+  sync: string;
+}
+
+/** A run that holds a sync: `run` is what its pages mark records with (a resumed full run keeps the first one's). */
+export interface RunHandle extends SyncKey {
+  model: string;
+  runId: string;
+  run: string;
+}
+
+/** A mapped record ready to store: its id, its data as JSON text, and a hash of that text. */
+export interface PreparedRecord {
+  id: string;
+  data: string;
+  hash: string;
+}
+
+export interface PageCounts {
+  added: number;
+  updated: number;
+  unchanged: number;
+}
+
+/** What a run did, kept on the sync's status. */
+export interface RunSummary {
+  run_id: string;
+  started_at: string;
+  finished_at?: string;
+  outcome: 'running' | 'success' | 'error' | 'interrupted' | 'rate_limited';
+  pages: number;
+  added: number;
+  updated: number;
+  deleted: number;
+  unchanged: number;
+  invalid: { count: number; examples: { id?: string; page: number; problem: string }[] };
+  error?: string;
+}
+
+export interface SyncRow extends SyncKey {
+  model: string;
+  status: 'idle' | 'running' | 'success' | 'error';
+  paused: boolean;
+  run_id: string | null;
+  lease_until: string | null;
+  started_at: string | null;
+  finished_at: string | null;
+  next_run_at: string | null;
+  checkpoint: unknown;
+  resume: Resume | null;
+  last_cursor: number;
+  records_count: number;
+  error: string | null;
+  last_run: RunSummary | null;
+}
+
+/**
+ * Where an unfinished full run stopped (its process died, or a rate limit ended it): the next run
+ * carries on from there as the same run, so that what the first part saw is not deleted.
+ */
+export interface Resume {
+  run: string;
+  position: unknown;
+  pages: number;
+}
+
+export interface StoredRecord {
+  id: string;
+  data: string;
+  first_seen_at: string;
+  last_modified_at: string;
+  last_action: 'added' | 'updated' | 'deleted';
+  deleted_at: string | null;
+  cursor: number;
+}
+
+export class RunLost extends Error {
+  constructor(key: SyncKey) {
+    super(`sync "${key.sync}" of connection "${key.connection}" was taken over by another run (this one's lease ran out)`);
+  }
+}
+
+export class ConnectionGone extends Error {
+  constructor(key: SyncKey) {
+    super(`connection "${key.connection}" of integration "${key.integration}" was deleted during the run: nothing more is stored`);
+  }
+}
+
+const TABLES = (bigint: string) => [
+  `CREATE TABLE IF NOT EXISTS terapi_records (
+    integration TEXT NOT NULL,
+    connection TEXT NOT NULL,
+    model TEXT NOT NULL,
+    id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    first_seen_at TEXT NOT NULL,
+    last_modified_at TEXT NOT NULL,
+    last_action TEXT NOT NULL,
+    deleted_at TEXT,
+    cursor ${bigint} NOT NULL,
+    run TEXT NOT NULL,
+    PRIMARY KEY (integration, connection, model, id)
+  )`,
+  `CREATE INDEX IF NOT EXISTS terapi_records_by_cursor ON terapi_records (integration, connection, model, cursor)`,
+  `CREATE TABLE IF NOT EXISTS terapi_syncs (
+    integration TEXT NOT NULL,
+    connection TEXT NOT NULL,
+    sync TEXT NOT NULL,
+    model TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'idle',
+    paused SMALLINT NOT NULL DEFAULT 0,
+    run_id TEXT,
+    lease_until TEXT,
+    started_at TEXT,
+    finished_at TEXT,
+    next_run_at TEXT,
+    checkpoint TEXT,
+    resume TEXT,
+    last_cursor ${bigint} NOT NULL DEFAULT 0,
+    records_count ${bigint} NOT NULL DEFAULT 0,
+    error TEXT,
+    last_run TEXT,
+    PRIMARY KEY (integration, connection, sync)
+  )`,
+  `CREATE INDEX IF NOT EXISTS terapi_syncs_due ON terapi_syncs (next_run_at)`,
+];
+
+const KEY = 'integration = $1 AND connection = $2';
+const json = (v: unknown) => (v === undefined ? null : JSON.stringify(v));
+const parse = <T>(v: unknown): T | null => (typeof v === 'string' ? (JSON.parse(v) as T) : null);
+
+export class SyncStore {
+  constructor(readonly sql: Sql) {}
+
+  /** Creates the tables where they are missing; safe to run from every process at once. */
+  async migrate(): Promise<void> {
+    const pg = this.sql.dialect === 'postgres';
+    if (pg) {
+      // Two servers starting together would race on CREATE TABLE IF NOT EXISTS: one lock serialises them.
+      await this.sql.transaction(async (tx) => {
+        await tx.query(`SELECT pg_advisory_xact_lock(hashtext('terapi_migrate'))`);
+        for (const statement of TABLES('BIGINT')) await tx.query(statement);
+      });
+    } else for (const statement of TABLES('INTEGER')) await this.sql.query(statement);
+  }
+
+  async get(key: SyncKey): Promise<SyncRow | undefined> {
+    const rows = await this.sql.query(`SELECT * FROM terapi_syncs WHERE ${KEY} AND sync = $3`, [key.integration, key.connection, key.sync]);
+    return rows.length ? row(rows[0]) : undefined;
+  }
+
+  async list(integration: string, connection?: string): Promise<SyncRow[]> {
+    const rows = connection === undefined
+      ? await this.sql.query(`SELECT * FROM terapi_syncs WHERE integration = $1 ORDER BY connection, sync`, [integration])
+      : await this.sql.query(`SELECT * FROM terapi_syncs WHERE ${KEY} ORDER BY sync`, [integration, connection]);
+    return rows.map(row);
+  }
+
+  /**
+   * Takes the sync for a new run, unless a run holds it and its lease is still good: of any number
+   * of concurrent claims, across processes, one wins. Answers the run to carry out, or undefined.
+   */
+  async claim(key: SyncKey, model: string, runId: string, leaseMs: number, full: boolean): Promise<{ handle: RunHandle; row: SyncRow } | undefined> {
+    const now = new Date().toISOString();
+    const params = [key.integration, key.connection, key.sync];
+    return this.sql.transaction(async (tx) => {
+      await tx.query(`INSERT INTO terapi_syncs (integration, connection, sync, model) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`, [...params, model]);
+      const lock = tx.dialect === 'postgres' ? ' FOR UPDATE' : '';
+      const [current] = (await tx.query(`SELECT * FROM terapi_syncs WHERE ${KEY} AND sync = $3${lock}`, params)).map(row);
+      if (current.status === 'running' && current.lease_until && current.lease_until > now) return undefined;
+      const resume = full && current.resume ? current.resume : null;
+      const summary: RunSummary = { run_id: runId, started_at: now, outcome: 'running', pages: 0, added: 0, updated: 0, deleted: 0, unchanged: 0, invalid: { count: 0, examples: [] } };
+      await tx.query(
+        `UPDATE terapi_syncs SET status = 'running', model = $4, run_id = $5, lease_until = $6, started_at = $7, resume = $8, last_run = $9 WHERE ${KEY} AND sync = $3`,
+        [...params, model, runId, new Date(Date.now() + leaseMs).toISOString(), now, json(resume), json(summary)],
+      );
+      const handle: RunHandle = { ...key, model, runId, run: resume?.run ?? runId };
+      return { handle, row: { ...current, status: 'running', run_id: runId, resume } };
+    });
+  }
+
+  /** Extends a run's lease; false when the run no longer holds the sync. */
+  async renew(handle: RunHandle, leaseMs: number): Promise<boolean> {
+    const rows = await this.sql.query(
+      `UPDATE terapi_syncs SET lease_until = $5 WHERE ${KEY} AND sync = $3 AND run_id = $4 AND status = 'running' RETURNING sync`,
+      [handle.integration, handle.connection, handle.sync, handle.runId, new Date(Date.now() + leaseMs).toISOString()],
+    );
+    return rows.length > 0;
+  }
+
+  /**
+   * Stores one page in one transaction: its records (one batched read of their hashes, one batched
+   * write of those that changed), the checkpoint after it and where an unfinished run would resume.
+   * Refused when the run lost the sync or the connection was deleted (a delete is final).
+   */
+  async writePage(handle: RunHandle, records: PreparedRecord[], state: { checkpoint?: unknown; resume?: Resume | null; full: boolean; summary: RunSummary }, leaseMs: number): Promise<PageCounts> {
+    const now = new Date().toISOString();
+    return this.sql.transaction(async (tx) => {
+      const lastCursor = await this.hold(tx, handle);
+      const base = [handle.integration, handle.connection, handle.model];
+      const ids = records.map((r) => r.id);
+      const existing = new Map<string, { hash: string; deleted: boolean }>();
+      if (ids.length) {
+        const found = await tx.query<{ id: string; hash: string; deleted_at: string | null }>(
+          tx.dialect === 'postgres'
+            ? `SELECT id, hash, deleted_at FROM terapi_records WHERE ${KEY} AND model = $3 AND id = ANY($4::text[])`
+            : `SELECT id, hash, deleted_at FROM terapi_records WHERE ${KEY} AND model = $3 AND id IN (SELECT value FROM json_each($4))`,
+          [...base, tx.dialect === 'postgres' ? ids : JSON.stringify(ids)],
+        );
+        for (const f of found) existing.set(f.id, { hash: f.hash, deleted: f.deleted_at !== null });
+      }
+      const changed: { r: PreparedRecord; action: 'added' | 'updated'; cursor: number }[] = [];
+      const unchanged: string[] = [];
+      let cursor = lastCursor;
+      for (const r of records) {
+        const before = existing.get(r.id);
+        if (before && !before.deleted && before.hash === r.hash) unchanged.push(r.id);
+        else changed.push({ r, action: !before || before.deleted ? 'added' : 'updated', cursor: ++cursor });
+      }
+      if (changed.length) await this.upsert(tx, handle, changed, now);
+      // A full run marks what it saw, so that what it did not see can be deleted at its end.
+      if (state.full && unchanged.length) {
+        await tx.query(
+          tx.dialect === 'postgres'
+            ? `UPDATE terapi_records SET run = $4 WHERE ${KEY} AND model = $3 AND id = ANY($5::text[])`
+            : `UPDATE terapi_records SET run = $4 WHERE ${KEY} AND model = $3 AND id IN (SELECT value FROM json_each($5))`,
+          [...base, handle.run, tx.dialect === 'postgres' ? unchanged : JSON.stringify(unchanged)],
+        );
+      }
+      const counts = { added: changed.filter((c) => c.action === 'added').length, updated: changed.filter((c) => c.action === 'updated').length, unchanged: unchanged.length };
+      const summary = { ...state.summary, added: state.summary.added + counts.added, updated: state.summary.updated + counts.updated, unchanged: state.summary.unchanged + counts.unchanged };
+      await tx.query(
+        `UPDATE terapi_syncs SET last_cursor = $4, records_count = records_count + $5, checkpoint = $6, resume = $7, lease_until = $8, last_run = $9 WHERE ${KEY} AND sync = $3`,
+        [handle.integration, handle.connection, handle.sync, cursor, counts.added, json(state.checkpoint), json(state.resume ?? null), new Date(Date.now() + leaseMs).toISOString(), json(summary)],
+      );
+      return counts;
+    });
+  }
+
+  /**
+   * Ends a run. A complete, successful full run first marks every live record it did not see as
+   * deleted (never after a failed or partial run).
+   */
+  async finish(handle: RunHandle, summary: RunSummary, result: { full: boolean; checkpoint?: unknown; nextRunAt?: string; resume?: Resume | null }): Promise<{ deleted: number; records_count: number }> {
+    const now = new Date().toISOString();
+    return this.sql.transaction(async (tx) => {
+      const lastCursor = await this.hold(tx, handle);
+      let deleted = 0;
+      if (result.full && summary.outcome === 'success') deleted = await this.deleteUnseen(tx, handle, lastCursor, now);
+      const done = { ...summary, deleted: summary.deleted + deleted, finished_at: now };
+      const status = summary.outcome === 'success' ? 'success' : 'error';
+      const rows = await tx.query<{ records_count: number | string }>(
+        `UPDATE terapi_syncs SET status = $4, run_id = NULL, lease_until = NULL, finished_at = $5, last_cursor = $6, records_count = records_count - $7,
+           resume = $8, error = $9, last_run = $10, next_run_at = COALESCE($11, next_run_at)${result.checkpoint !== undefined ? ', checkpoint = $12' : ''}
+         WHERE ${KEY} AND sync = $3 RETURNING records_count`,
+        [handle.integration, handle.connection, handle.sync, status, now, lastCursor + deleted, deleted, json(result.resume ?? null), summary.error ?? null, json(done), result.nextRunAt ?? null, ...(result.checkpoint !== undefined ? [json(result.checkpoint)] : [])],
+      );
+      return { deleted, records_count: Number(rows[0].records_count) };
+    });
+  }
+
+  /**
+   * Runs whose lease ran out while they were marked running: their process died (SIGKILL, a crash).
+   * Each is marked interrupted, keeping what it stored and where a full run would resume.
+   */
+  async expireLeases(now = new Date()): Promise<SyncKey[]> {
+    const at = now.toISOString();
+    const rows = await this.sql.query<Record<string, unknown>>(`SELECT * FROM terapi_syncs WHERE status = 'running' AND (lease_until IS NULL OR lease_until < $1)`, [at]);
+    const expired: SyncKey[] = [];
+    for (const r of rows.map(row)) {
+      const message = 'the run was interrupted (its process stopped before the run ended); the next run resumes from the last stored checkpoint';
+      const summary = { ...(r.last_run ?? emptySummary(r.run_id ?? '', at)), outcome: 'interrupted' as const, finished_at: at, error: message };
+      const done = await this.sql.query(
+        `UPDATE terapi_syncs SET status = 'error', run_id = NULL, lease_until = NULL, finished_at = $5, error = $6, last_run = $7
+         WHERE ${KEY} AND sync = $3 AND run_id = $4 AND status = 'running' RETURNING sync`,
+        [r.integration, r.connection, r.sync, r.run_id, at, message, json(summary)],
+      );
+      if (done.length) expired.push({ integration: r.integration, connection: r.connection, sync: r.sync });
+    }
+    return expired;
+  }
+
+  /** Records of a connection and model in cursor order, for GET /records. */
+  async read(q: { integration: string; connection: string; model: string; after: number; limit: number; modifiedAfter?: string; actions?: string[] }): Promise<StoredRecord[]> {
+    const params: unknown[] = [q.integration, q.connection, q.model, q.after, q.limit];
+    let where = `${KEY} AND model = $3 AND cursor > $4`;
+    if (q.modifiedAfter) {
+      params.push(q.modifiedAfter);
+      where += ` AND last_modified_at > $${params.length}`;
+    }
+    if (q.actions?.length) {
+      where += ` AND last_action IN (${q.actions.map((a) => (params.push(a), `$${params.length}`)).join(', ')})`;
+    }
+    const rows = await this.sql.query<StoredRecord>(
+      `SELECT id, data, first_seen_at, last_modified_at, last_action, deleted_at, cursor FROM terapi_records WHERE ${where} ORDER BY cursor LIMIT $5`,
+      params,
+    );
+    return rows.map((r) => ({ ...r, cursor: Number(r.cursor) }));
+  }
+
+  /** Everything stored for a connection: its records and its syncs' state. */
+  async deleteConnection(integration: string, connection: string): Promise<void> {
+    await this.sql.transaction(async (tx) => {
+      await tx.query(`DELETE FROM terapi_records WHERE ${KEY}`, [integration, connection]);
+      await tx.query(`DELETE FROM terapi_syncs WHERE ${KEY}`, [integration, connection]);
+    });
+  }
+
+  async deleteIntegration(integration: string): Promise<void> {
+    await this.sql.transaction(async (tx) => {
+      await tx.query(`DELETE FROM terapi_records WHERE integration = $1`, [integration]);
+      await tx.query(`DELETE FROM terapi_syncs WHERE integration = $1`, [integration]);
+    });
+  }
+
+  /**
+   * Inside a page's transaction: locks the sync's row (PostgreSQL; SQLite's write lock is already
+   * held) and checks that this run still holds it and that its connection still exists, locking
+   * the connection's row for share so that a delete waits for this page and then removes it too.
+   */
+  private async hold(tx: SqlTx, handle: RunHandle): Promise<number> {
+    const pg = tx.dialect === 'postgres';
+    const [sync] = await tx.query<{ run_id: string | null; last_cursor: number | string }>(
+      `SELECT run_id, last_cursor FROM terapi_syncs WHERE ${KEY} AND sync = $3${pg ? ' FOR UPDATE' : ''}`,
+      [handle.integration, handle.connection, handle.sync],
+    );
+    if (!sync || sync.run_id !== handle.runId) throw sync ? new RunLost(handle) : new ConnectionGone(handle);
+    const connection = await tx.query(`SELECT 1 FROM keyv WHERE key = $1${pg ? ' FOR SHARE' : ''}`, [Store.key('connection', handle.integration, handle.connection)]);
+    if (!connection.length) throw new ConnectionGone(handle);
+    return Number(sync.last_cursor);
+  }
+
+  private async upsert(tx: SqlTx, handle: RunHandle, changed: { r: PreparedRecord; action: string; cursor: number }[], now: string) {
+    const conflict = `ON CONFLICT (integration, connection, model, id) DO UPDATE SET data = excluded.data, hash = excluded.hash, last_modified_at = excluded.last_modified_at,
+      last_action = excluded.last_action, deleted_at = NULL, cursor = excluded.cursor, run = excluded.run`;
+    const columns = `INSERT INTO terapi_records (integration, connection, model, id, data, hash, first_seen_at, last_modified_at, last_action, deleted_at, cursor, run)`;
+    if (tx.dialect === 'postgres') {
+      await tx.query(
+        `${columns} SELECT $1, $2, $3, u.id, u.data, u.hash, $4, $4, u.action, NULL, u.cursor, $5
+         FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[]) AS u(id, data, hash, action, cursor) ${conflict}`,
+        [handle.integration, handle.connection, handle.model, now, handle.run, changed.map((c) => c.r.id), changed.map((c) => c.r.data), changed.map((c) => c.r.hash), changed.map((c) => c.action), changed.map((c) => c.cursor)],
+      );
+    } else {
+      // One JSON parameter expanded by json_each: one statement for the page, whatever its size.
+      await tx.query(
+        `${columns} SELECT $1, $2, $3, j.value ->> 0, j.value ->> 1, j.value ->> 2, $4, $4, j.value ->> 3, NULL, j.value ->> 4, $5
+         FROM json_each($6) AS j WHERE true ${conflict}`,
+        [handle.integration, handle.connection, handle.model, now, handle.run, JSON.stringify(changed.map((c) => [c.r.id, c.r.data, c.r.hash, c.action, c.cursor]))],
+      );
+    }
+  }
+
+  private async deleteUnseen(tx: SqlTx, handle: RunHandle, lastCursor: number, now: string): Promise<number> {
+    // Each deleted record gets a cursor of its own, after every cursor handed out so far.
+    const gone = `SELECT id, row_number() OVER (ORDER BY cursor) AS n FROM terapi_records WHERE ${KEY} AND model = $3 AND deleted_at IS NULL AND run <> $4`;
+    const set = `SET last_action = 'deleted', deleted_at = $5, last_modified_at = $5, cursor = $6 + gone.n FROM (${gone}) AS gone
+      WHERE terapi_records.integration = $1 AND terapi_records.connection = $2 AND terapi_records.model = $3 AND terapi_records.id = gone.id`;
+    const rows = await tx.query(`UPDATE terapi_records ${set} RETURNING 1`, [handle.integration, handle.connection, handle.model, handle.run, now, lastCursor]);
+    return rows.length;
+  }
+}
+
+function emptySummary(runId: string, at: string): RunSummary {
+  return { run_id: runId, started_at: at, outcome: 'running', pages: 0, added: 0, updated: 0, deleted: 0, unchanged: 0, invalid: { count: 0, examples: [] } };
+}
+
+function row(r: Record<string, unknown>): SyncRow {
+  return {
+    integration: r.integration as string,
+    connection: r.connection as string,
+    sync: r.sync as string,
+    model: r.model as string,
+    status: r.status as SyncRow['status'],
+    paused: Number(r.paused) === 1,
+    run_id: (r.run_id as string) ?? null,
+    lease_until: (r.lease_until as string) ?? null,
+    started_at: (r.started_at as string) ?? null,
+    finished_at: (r.finished_at as string) ?? null,
+    next_run_at: (r.next_run_at as string) ?? null,
+    checkpoint: parse(r.checkpoint) ?? undefined,
+    resume: parse<Resume>(r.resume),
+    last_cursor: Number(r.last_cursor),
+    records_count: Number(r.records_count),
+    error: (r.error as string) ?? null,
+    last_run: parse<RunSummary>(r.last_run),
+  };
+}
+
+/** Record cursors as the API shows them: opaque, and checked when given back. */
+export const recordCursor = {
+  encode: (n: number) => Buffer.from(`r${n}`).toString('base64url'),
+  decode(text: string): number {
+    const plain = /^[A-Za-z0-9_-]{1,24}$/.test(text) ? Buffer.from(text, 'base64url').toString() : '';
+    const m = /^r(0|[1-9][0-9]{0,15})$/.exec(plain);
+    if (!m) throw badRequest('invalid_cursor', 'cursor is not one this server gave: pass back a next_cursor or a record\'s _terapi_metadata.cursor unchanged');
+    return Number(m[1]);
+  },
+};

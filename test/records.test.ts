@@ -1,0 +1,326 @@
+/**
+ * Syncs that deliver data: every mapped record lands in the records store page by page, and
+ * GET /records reads what changed, in change order. Against a real paginated HTTP server on
+ * 127.0.0.1 with faults injected, on the embedded store and on PostgreSQL.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { fakeApi, freshDatabase, json, pgSkip, providersDir, startTerapi, type Running } from './support.ts';
+
+interface Item {
+  id: number;
+  name: string;
+  updated_at: string;
+  kind?: string;
+}
+
+type Fault = { status: number; headers?: Record<string, string> } | { truncate: true } | { hangMs: number };
+
+/** A paginated API over a list the test changes between runs; faults are served before the next pages. */
+async function itemsApi() {
+  const state = { items: [] as Item[], faults: [] as Fault[], delayMs: 0, pageRequests: 0 };
+  const api = await fakeApi(async (req, res) => {
+    const url = new URL(req.url!, 'http://x');
+    const fault = state.faults.shift();
+    if (fault && 'status' in fault) return json(res, fault.status, { error: 'fault' }, fault.headers);
+    if (fault && 'hangMs' in fault) await new Promise((r) => setTimeout(r, fault.hangMs));
+    if (state.delayMs) await new Promise((r) => setTimeout(r, state.delayMs));
+    state.pageRequests++;
+    const since = url.searchParams.get('since');
+    const from = Number(url.searchParams.get('cursor') ?? 0);
+    const limit = Number(url.searchParams.get('limit') ?? 10);
+    const list = state.items.filter((i) => !since || i.updated_at > since).sort((a, b) => a.updated_at.localeCompare(b.updated_at) || a.id - b.id);
+    const page = list.slice(from, from + limit);
+    const body = JSON.stringify({ items: page, next: from + limit < list.length ? from + limit : null });
+    res.writeHead(200, { 'content-type': 'application/json' });
+    // A cut body: the status and headers say all is well, the JSON stops halfway.
+    res.end(fault && 'truncate' in fault ? body.slice(0, Math.floor(body.length / 2)) : body);
+  });
+  return { ...api, state };
+}
+
+const day = (n: number) => `2026-01-${String(n).padStart(2, '0')}T00:00:00.000Z`;
+const makeItems = (n: number): Item[] => Array.from({ length: n }, (_, i) => ({ id: i + 1, name: `item ${i + 1}`, updated_at: day(1) }));
+
+function shopFile(baseUrl: string) {
+  return `
+display_name: Shop
+categories: [testing]
+docs: https://example.com/docs
+auth: { mode: api_key }
+api:
+  base_url: ${baseUrl}
+  credentials: { in: header, name: X-Key, value: "\${api_key}" }
+  retry: { max_attempts: 3 }
+  timeout_seconds: 1
+syncs:
+  items:
+    mode: full
+    request: { path: /items }
+    pagination: { type: cursor, cursor: next, param: cursor, page_size: { param: limit, value: 10 } }
+    records: items
+    filter: "$not(kind = 'hidden')"
+    mapping: "{ 'id': id, 'name': name, 'updated_at': updated_at }"
+    model:
+      name: Item
+      schema:
+        type: object
+        required: [id, name]
+        properties: { name: { type: string, maxLength: 20 } }
+  changes:
+    mode: incremental
+    request: { path: /items }
+    pagination: { type: cursor, cursor: next, param: cursor, page_size: { param: limit, value: 10 } }
+    records: items
+    mapping: "{ 'id': $string(id), 'name': name, 'updated_at': updated_at }"
+    model: { name: Change }
+    checkpoint: { value: "$max($.updated_at.$toMillis($)) ~> $fromMillis()", param: since }
+  strict:
+    mode: full
+    request: { path: /items }
+    pagination: { type: cursor, cursor: next, param: cursor, page_size: { param: limit, value: 10 } }
+    records: items
+    mapping: "{ 'id': id, 'name': name }"
+    model: { name: Strict, schema: { type: object, properties: { name: { type: string, maxLength: 7 } } } }
+    invalid_records: fail
+  noid:
+    mode: full
+    request: { path: /items }
+    records: items
+    mapping: "{ 'name': name }"
+    model: { name: NoId }
+  slow:
+    mode: full
+    request: { path: /items }
+    records: items
+    # One builtin call is one step for JSONata's own time check: only the watchdog stops this.
+    mapping: "{ 'id': id, 'sum': $sum([1..10000000]) + $sum([1..10000000]) + $sum([1..10000000]) + $sum([1..10000000]) + $sum([1..10000000]) + $sum([1..10000000]) + $sum([1..10000000]) + $sum([1..10000000]) + $sum([1..10000000]) + $sum([1..10000000]) }"
+    model: { name: Slow }
+`;
+}
+
+/** Runs a sync to its end through the API and answers its status. */
+async function runToEnd(t: Running, sync: string, connection = 'c1') {
+  const r = await t.call('POST', '/sync/trigger', { provider_config_key: 'shop', connection_id: connection, syncs: [sync] });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  await t.engine.idle();
+  return (await t.call('GET', `/sync/${connection}/${sync}?provider_config_key=shop`)).body;
+}
+
+/** Every record of a model, following next_cursor from `cursor`. */
+async function readAll(t: Running, model: string, query = '', connection = 'c1') {
+  const out: any[] = [];
+  let cursor: string | null | undefined;
+  let pages = 0;
+  do {
+    const r = await t.call('GET', `/records?provider_config_key=shop&connection_id=${connection}&model=${model}${query}${cursor ? `&cursor=${cursor}` : ''}`);
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    out.push(...r.body.records);
+    cursor = r.body.next_cursor;
+    assert.ok(++pages < 1000);
+  } while (cursor);
+  return out;
+}
+
+const summary = (records: any[]) => records.map((r) => `${r.id}:${r._terapi_metadata.last_action}`).join(' ');
+
+function suite(name: string, databaseUrl: () => string | undefined, skip: string | false = false) {
+  describe(`records (${name})`, { skip }, () => {
+    let api: Awaited<ReturnType<typeof itemsApi>>;
+    let t: Running;
+
+    before(async () => {
+      api = await itemsApi();
+      t = await startTerapi({ databaseUrl: databaseUrl(), providersDirs: [providersDir({ shop: shopFile(api.url) })] });
+      assert.equal((await t.call('POST', '/integration', { provider_config_key: 'shop', provider: 'shop' })).status, 200);
+      for (const c of ['c1', 'c2']) {
+        const r = await t.call('POST', '/connection', { connection_id: c, provider_config_key: 'shop', credentials: { type: 'api_key', api_key: `key-${c}` } });
+        assert.equal(r.status, 200);
+      }
+    });
+    after(async () => {
+      await t?.close();
+      await api?.close();
+    });
+
+    test('a full sync stores every record; a second run reports exactly what changed, in change order', async () => {
+      api.state.items = makeItems(25);
+      let status = await runToEnd(t, 'items');
+      assert.equal(status.status, 'success', status.error);
+      assert.equal(status.records_count, 25);
+      assert.equal(status.last_run.pages, 3);
+      assert.equal(status.last_run.added, 25);
+      let all = await readAll(t, 'Item');
+      assert.deepEqual(all.map((r) => r.id), Array.from({ length: 25 }, (_, i) => i + 1));
+      assert.ok(all.every((r) => r._terapi_metadata.last_action === 'added' && r._terapi_metadata.deleted_at === null));
+      assert.deepEqual(Object.keys(all[0]).sort(), ['_terapi_metadata', 'id', 'name', 'updated_at']);
+      const last = all[all.length - 1]._terapi_metadata.cursor;
+      const unchangedBefore = all[10]._terapi_metadata;
+
+      // Two updated, three deleted at the provider, one new.
+      api.state.items[0].name = 'renamed 1';
+      api.state.items[4].name = 'renamed 5';
+      api.state.items = api.state.items.filter((i) => ![7, 8, 9].includes(i.id));
+      api.state.items.push({ id: 26, name: 'item 26', updated_at: day(2) });
+      status = await runToEnd(t, 'items');
+      assert.equal(status.status, 'success');
+      assert.equal(status.records_count, 23);
+      assert.deepEqual([status.last_run.added, status.last_run.updated, status.last_run.deleted, status.last_run.unchanged], [1, 2, 3, 20]);
+
+      const changes = await readAll(t, 'Item', `&cursor=${last}`);
+      assert.equal(summary(changes), '1:updated 5:updated 26:added 7:deleted 8:deleted 9:deleted');
+      assert.equal(changes[0].name, 'renamed 1');
+      assert.ok(changes.find((r) => r.id === 7)._terapi_metadata.deleted_at);
+      // An unchanged record keeps its data, time and cursor.
+      all = await readAll(t, 'Item');
+      assert.deepEqual(all.find((r) => r.id === 11)._terapi_metadata, unchangedBefore);
+      assert.equal(all.length, 26);
+      // A third run with no change changes nothing.
+      status = await runToEnd(t, 'items');
+      assert.deepEqual([status.last_run.added, status.last_run.updated, status.last_run.deleted, status.records_count], [0, 0, 0, 23]);
+      assert.deepEqual(await readAll(t, 'Item', `&cursor=${changes[changes.length - 1]._terapi_metadata.cursor}`), []);
+    });
+
+    test('GET /records: limit and next_cursor, filter, modified_after, and clear errors', async () => {
+      const r = await t.call('GET', '/records?provider_config_key=shop&connection_id=c1&model=Item&limit=4');
+      assert.equal(r.body.records.length, 4);
+      assert.equal(typeof r.body.next_cursor, 'string');
+      const next = await t.call('GET', `/records?provider_config_key=shop&connection_id=c1&model=Item&limit=4&cursor=${r.body.next_cursor}`);
+      const all = await readAll(t, 'Item');
+      assert.deepEqual([...r.body.records, ...next.body.records].map((x: any) => x.id), all.slice(0, 8).map((x) => x.id));
+      assert.equal(summary(await readAll(t, 'Item', '&filter=deleted')), '7:deleted 8:deleted 9:deleted');
+      assert.equal((await readAll(t, 'Item', '&filter=updated,deleted')).length, 5);
+      assert.equal((await readAll(t, 'Item', `&modified_after=${new Date(Date.now() + 60_000).toISOString()}`)).length, 0);
+      const expect = async (query: string, status: number, error: string) => {
+        const res = await t.call('GET', `/records?${query}`);
+        assert.equal(res.status, status, `${query}: ${res.text}`);
+        assert.equal(res.body.error, error);
+      };
+      await expect('provider_config_key=shop&connection_id=c1&model=Item&cursor=nonsense!', 400, 'invalid_cursor');
+      await expect('provider_config_key=shop&connection_id=c1&model=Item&cursor=bm9wZQ', 400, 'invalid_cursor');
+      await expect('provider_config_key=shop&connection_id=c1&model=Item&limit=1001', 400, 'invalid_request');
+      await expect('provider_config_key=shop&connection_id=c1&model=Item&filter=created', 400, 'invalid_request');
+      await expect('provider_config_key=shop&connection_id=c1', 400, 'invalid_request');
+      await expect('provider_config_key=shop&connection_id=c1&model=Nope', 404, 'unknown_model');
+      await expect('provider_config_key=shop&connection_id=zz&model=Item', 404, 'unknown_connection');
+      await expect('provider_config_key=nope&connection_id=c1&model=Item', 404, 'unknown_integration');
+      // Another connection's records are its own.
+      assert.deepEqual(await readAll(t, 'Item', '', 'c2'), []);
+    });
+
+    test('a page whose records are all filtered out does not end the sync', async () => {
+      api.state.items = makeItems(30);
+      for (const i of api.state.items.slice(10, 20)) i.kind = 'hidden';
+      const status = await runToEnd(t, 'items', 'c2');
+      assert.equal(status.status, 'success');
+      assert.equal(status.last_run.pages, 3);
+      assert.equal(status.records_count, 20);
+      assert.deepEqual((await readAll(t, 'Item', '', 'c2')).map((r) => r.id), [...Array.from({ length: 10 }, (_, i) => i + 1), ...Array.from({ length: 10 }, (_, i) => i + 21)]);
+    });
+
+    test('incremental: resumes from the checkpoint of the last stored page', async () => {
+      api.state.items = makeItems(12).map((i) => ({ ...i, updated_at: day(i.id) }));
+      let status = await runToEnd(t, 'changes');
+      assert.equal(status.records_count, 12);
+      const asked = () => new URL(api.requests[api.requests.length - 1].url, 'http://x').searchParams.get('since');
+      api.state.items[2].updated_at = day(20);
+      api.state.items[2].name = 'changed';
+      api.state.items.push({ id: 13, name: 'item 13', updated_at: day(21) });
+      const first = (await readAll(t, 'Change')).at(-1)._terapi_metadata.cursor;
+      status = await runToEnd(t, 'changes');
+      assert.equal(asked(), day(12));
+      assert.deepEqual([status.last_run.pages, status.last_run.added, status.last_run.updated], [1, 1, 1]);
+      assert.equal(summary(await readAll(t, 'Change', `&cursor=${first}`)), '3:updated 13:added');
+      assert.equal(status.records_count, 13);
+    });
+
+    test('429 with Retry-After, 500, a timeout and a cut body are retried; the run still gets everything', async () => {
+      api.state.items = makeItems(25);
+      // Page 1: a 429 then fine; page 2: a 500, a timeout, then fine; page 3: a cut body, then fine.
+      api.state.faults.push({ status: 429, headers: { 'retry-after': '1' } }, { hangMs: 0 }, { status: 500 }, { hangMs: 1500 }, { hangMs: 0 }, { truncate: true });
+      const status = await runToEnd(t, 'items');
+      assert.equal(status.status, 'success', JSON.stringify(status));
+      assert.equal(status.records_count, 25);
+      assert.equal(api.state.faults.length, 0);
+    });
+
+    test('a body cut off on every attempt fails the run: no junk record, nothing lost, the error on the status', async () => {
+      api.state.items = makeItems(25);
+      // Page 1 as usual, then page 2 cut on all three attempts.
+      api.state.faults.push({ hangMs: 0 }, { truncate: true }, { truncate: true }, { truncate: true });
+      const status = await runToEnd(t, 'items');
+      assert.equal(status.status, 'error');
+      assert.match(status.error, /not valid JSON/);
+      assert.equal(status.last_run.outcome, 'error');
+      assert.equal(status.last_run.pages, 1);
+      const all = await readAll(t, 'Item');
+      assert.ok(all.every((r) => typeof r.id === 'number' && r.name.startsWith('item ')), 'no junk record');
+      // A failed full run deletes nothing: everything of the last good run is still live.
+      assert.equal(all.filter((r) => r._terapi_metadata.last_action !== 'deleted').length, 25);
+      assert.equal(status.records_count, 25);
+    });
+
+    test('records that do not fit the model: skipped and reported, or the run fails, as the sync says', async () => {
+      api.state.items = makeItems(5);
+      api.state.items[1].name = 'a name that is far too long for the schema';
+      let status = await runToEnd(t, 'items');
+      assert.equal(status.status, 'success');
+      assert.equal(status.last_run.invalid.count, 1, JSON.stringify(status));
+      assert.equal(status.last_run.invalid.examples[0].id, '2');
+      assert.match(status.last_run.invalid.examples[0].problem, /name must NOT have more than 20 characters/);
+      assert.ok(t.logs.some((l) => l.includes('"invalid":1')));
+      status = await runToEnd(t, 'strict');
+      assert.equal(status.status, 'error');
+      assert.match(status.error, /sync "strict", page 1: record "2" does not fit model Strict: name must NOT have more than 7 characters/);
+    });
+
+    test('a mapping without an id, and an expression past its time limit, fail the run naming the place', async () => {
+      api.state.items = makeItems(3);
+      let status = await runToEnd(t, 'noid');
+      assert.equal(status.status, 'error', JSON.stringify(status));
+      assert.match(status.error, /sync "noid", page 1: mapped record 1 has no "id"/);
+      const started = Date.now();
+      const run = t.call('POST', '/sync/trigger', { provider_config_key: 'shop', connection_id: 'c1', syncs: ['slow'] });
+      // The API answers while the mapping runs in its worker thread.
+      await run;
+      const ping = Date.now();
+      assert.equal((await t.call('GET', '/connection/c1?provider_config_key=shop')).status, 200);
+      assert.ok(Date.now() - ping < 500, `the API answered in ${Date.now() - ping} ms during the sync`);
+      await t.engine.idle();
+      status = (await t.call('GET', '/sync/c1/slow?provider_config_key=shop')).body;
+      assert.equal(status.status, 'error');
+      assert.match(status.error, /shop\.yaml:\d+:\d+: "syncs\.slow\.mapping".*time limit/);
+      assert.ok(Date.now() - started < 15_000);
+    });
+
+    test('a trigger during a run starts nothing; deleting the connection deletes its records and stops the run', async () => {
+      api.state.items = makeItems(60);
+      api.state.delayMs = 150;
+      const r1 = await t.call('POST', '/sync/trigger', { provider_config_key: 'shop', connection_id: 'c2', syncs: ['items'] });
+      const requestsBefore = api.state.pageRequests;
+      const r2 = await t.call('POST', '/sync/trigger', { provider_config_key: 'shop', connection_id: 'c2', syncs: ['items'] });
+      assert.deepEqual([r1.body.syncs[0].status, r2.body.syncs[0].status], ['running', 'running']);
+      assert.equal((await t.call('GET', '/sync/c2/items?provider_config_key=shop')).body.status, 'running');
+      await new Promise((r) => setTimeout(r, 400));
+      assert.equal((await t.call('DELETE', '/connection/c2?provider_config_key=shop')).status, 204);
+      await t.engine.idle();
+      api.state.delayMs = 0;
+      assert.ok(api.state.pageRequests - requestsBefore < 6, 'one run only, stopped early');
+      // A connection made again under the same id starts empty.
+      await t.call('POST', '/connection', { connection_id: 'c2', provider_config_key: 'shop', credentials: { type: 'api_key', api_key: 'key-c2' } });
+      assert.deepEqual(await readAll(t, 'Item', '', 'c2'), []);
+      assert.equal((await t.call('GET', '/sync/c2/items?provider_config_key=shop')).status, 404);
+    });
+  });
+}
+
+suite('embedded', () => undefined);
+
+let db: Awaited<ReturnType<typeof freshDatabase>> | undefined;
+describe('on PostgreSQL', { skip: pgSkip }, () => {
+  before(async () => {
+    db = await freshDatabase();
+  });
+  after(async () => db?.drop());
+  suite('postgres', () => db!.url);
+});
