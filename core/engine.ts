@@ -70,11 +70,12 @@ export class Engine {
     const engine = new Engine(config, registry, store, sql, acquirePools(), lock, log);
     // Embedded: this process owns the store alone, so a run still marked running died with the last one.
     await engine.syncs.recover(!config.databaseUrl);
+    engine.syncs.watchLeases();
     return engine;
   }
 
   async stop(): Promise<void> {
-    await this.idle();
+    await this.syncs.stop();
     this.registry.close();
     await releasePools(this.pools);
     await this.lock.close();

@@ -26,6 +26,7 @@ async function itemsApi() {
     if (fault && 'hangMs' in fault) await new Promise((r) => setTimeout(r, fault.hangMs));
     if (state.delayMs) await new Promise((r) => setTimeout(r, state.delayMs));
     state.pageRequests++;
+    if (url.pathname !== '/items') return otherStyles(url, state.items, res);
     const since = url.searchParams.get('since');
     const from = Number(url.searchParams.get('cursor') ?? 0);
     const limit = Number(url.searchParams.get('limit') ?? 10);
@@ -37,6 +38,19 @@ async function itemsApi() {
     res.end(fault && 'truncate' in fault ? body.slice(0, Math.floor(body.length / 2)) : body);
   });
   return { ...api, state };
+}
+
+/** The same list under every other pagination style of the format, 10 a page. */
+function otherStyles(url: URL, items: Item[], res: Parameters<typeof json>[0]) {
+  const q = url.searchParams;
+  const from = Number(q.get('from') ?? q.get('offset') ?? (Number(q.get('page') ?? 1) - 1) * 10);
+  const page = items.slice(from, from + 10);
+  const more = from + 10 < items.length;
+  if (url.pathname === '/link') return json(res, 200, page, more ? { link: `</link?from=${from + 10}>; rel="next", </link>; rel="first"` } : {});
+  if (url.pathname === '/bodynext') return json(res, 200, { results: page, next: more ? `/bodynext?from=${from + 10}` : null });
+  if (url.pathname === '/offset') return json(res, 200, { rows: page });
+  if (url.pathname === '/page') return json(res, 200, { list: page, last: !more });
+  json(res, 404, {});
 }
 
 const day = (n: number) => `2026-01-${String(n).padStart(2, '0')}T00:00:00.000Z`;
@@ -89,6 +103,34 @@ syncs:
     records: items
     mapping: "{ 'name': name }"
     model: { name: NoId }
+  by_link:
+    mode: full
+    request: { path: /link }
+    pagination: { type: next_url, from: link_header }
+    records: $
+    mapping: "{ 'id': id, 'name': name }"
+    model: { name: ByLink }
+  by_body_url:
+    mode: full
+    request: { path: /bodynext }
+    pagination: { type: next_url, from: body, path: next }
+    records: results
+    mapping: "{ 'id': id, 'name': name }"
+    model: { name: ByBodyUrl }
+  by_offset:
+    mode: full
+    request: { path: /offset }
+    pagination: { type: offset, param: offset, page_size: { param: limit, value: 10 } }
+    records: rows
+    mapping: "{ 'id': id, 'name': name }"
+    model: { name: ByOffset }
+  by_page:
+    mode: full
+    request: { path: /page }
+    pagination: { type: page, param: page, stop: last }
+    records: list
+    mapping: "{ 'id': id, 'name': name }"
+    model: { name: ByPage }
   slow:
     mode: full
     request: { path: /items }
@@ -131,7 +173,7 @@ function suite(name: string, databaseUrl: () => string | undefined, skip: string
 
     before(async () => {
       api = await itemsApi();
-      t = await startTerapi({ databaseUrl: databaseUrl(), providersDirs: [providersDir({ shop: shopFile(api.url) })] });
+      t = await startTerapi({ databaseUrl: databaseUrl(), providersDirs: [providersDir({ shop: shopFile(api.url) })], env: { TERAPI_SYNC_WAIT_BUDGET_SECONDS: '30' } });
       assert.equal((await t.call('POST', '/integration', { provider_config_key: 'shop', provider: 'shop' })).status, 200);
       for (const c of ['c1', 'c2']) {
         const r = await t.call('POST', '/connection', { connection_id: c, provider_config_key: 'shop', credentials: { type: 'api_key', api_key: `key-${c}` } });
@@ -206,6 +248,41 @@ function suite(name: string, databaseUrl: () => string | undefined, skip: string
       await expect('provider_config_key=nope&connection_id=c1&model=Item', 404, 'unknown_integration');
       // Another connection's records are its own.
       assert.deepEqual(await readAll(t, 'Item', '', 'c2'), []);
+    });
+
+    test('every pagination style, with a 500 and a 429 on the way: the exact records, then the exact changes', async () => {
+      for (const [sync, model] of [['by_link', 'ByLink'], ['by_body_url', 'ByBodyUrl'], ['by_offset', 'ByOffset'], ['by_page', 'ByPage']]) {
+        api.state.items = makeItems(23);
+        api.state.faults.push({ hangMs: 0 }, { status: 500 }, { status: 429, headers: { 'retry-after': '0' } });
+        let status = await runToEnd(t, sync);
+        assert.equal(status.status, 'success', `${sync}: ${status.error}`);
+        const all = await readAll(t, model);
+        assert.deepEqual(all.map((r) => r.id), Array.from({ length: 23 }, (_, i) => i + 1), sync);
+        api.state.items = api.state.items.filter((i) => i.id !== 12);
+        api.state.items[0].name = 'first';
+        status = await runToEnd(t, sync);
+        assert.equal(summary(await readAll(t, model, `&cursor=${all.at(-1)._terapi_metadata.cursor}`)), '1:updated 12:deleted', sync);
+        assert.equal(status.records_count, 22);
+      }
+    });
+
+    test('a Retry-After longer than the run may wait ends the run as rate-limited; the next run resumes where it stopped', async () => {
+      api.state.items = makeItems(30);
+      const stored = (await readAll(t, 'Item')).length;
+      api.state.faults.push({ hangMs: 0 }, { status: 429, headers: { 'retry-after': '120' } });
+      let status = await runToEnd(t, 'items');
+      assert.equal(status.status, 'error');
+      assert.equal(status.last_run.outcome, 'rate_limited');
+      assert.match(status.error, /asked to wait 120 s/);
+      const resumeAt = Date.parse(status.next_sync_date);
+      assert.ok(resumeAt > Date.now() + 100_000 && resumeAt < Date.now() + 130_000, status.next_sync_date);
+      const before = api.state.pageRequests;
+      status = await runToEnd(t, 'items');
+      assert.equal(status.status, 'success');
+      // Pages 2 and 3 only: page 1 was stored before the limit.
+      assert.equal(api.state.pageRequests - before, 2);
+      assert.equal(status.records_count, 30);
+      assert.ok((await readAll(t, 'Item')).length >= stored);
     });
 
     test('a page whose records are all filtered out does not end the sync', async () => {

@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import pg from 'pg';
 import { loadConfig } from '../core/config.ts';
@@ -130,3 +131,52 @@ export const json = (res: ServerResponse, status: number, body: unknown, headers
   res.writeHead(status, { 'content-type': 'application/json', ...headers });
   res.end(JSON.stringify(body));
 };
+
+/** A port nothing listens on now. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  server.listen(0, '127.0.0.1');
+  await new Promise((r) => server.once('listening', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+export interface Spawned {
+  url: string;
+  child: ChildProcess;
+  call: (method: string, path: string, body?: unknown) => Promise<{ status: number; body: any }>;
+  /** Stops the process with this signal and waits for it to end. */
+  stop: (signal?: NodeJS.Signals) => Promise<void>;
+}
+
+/** The server as `npm start` runs it (node --import tsx server/main.ts), in a process of its own. */
+export async function spawnTerapi(env: Record<string, string>): Promise<Spawned> {
+  const port = await freePort();
+  const secret = env.TERAPI_SECRET_KEY ?? 'sk_spawned';
+  const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
+    cwd: new URL('..', import.meta.url).pathname,
+    env: { PATH: process.env.PATH!, TERAPI_SECRET_KEY: secret, TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, TERAPI_LOG_LEVEL: 'warn', ...env, PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  for (let i = 0; ; i++) {
+    if (await fetch(`${url}/health`).then((r) => r.ok, () => false)) break;
+    if (child.exitCode !== null || i > 150) throw new Error(`the server on port ${port} did not start`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    url,
+    child,
+    call: async (method, path, body) => {
+      const res = await fetch(url + path, { method, headers: { authorization: `Bearer ${secret}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? undefined : JSON.stringify(body) });
+      const text = await res.text();
+      return { status: res.status, body: text ? JSON.parse(text) : undefined };
+    },
+    stop: async (signal = 'SIGTERM') => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      await exited;
+    },
+  };
+}

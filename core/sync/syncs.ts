@@ -49,6 +49,7 @@ export interface SyncOptions {
  */
 export class Syncs {
   private readonly running = new Map<string, Promise<void>>();
+  private reaper?: NodeJS.Timeout;
 
   constructor(
     private readonly store: SyncStore,
@@ -66,8 +67,14 @@ export class Syncs {
    * (embedded mode), so any run still marked running belongs to a process that is gone.
    */
   async recover(everything: boolean): Promise<void> {
-    const expired = await this.store.expireLeases(everything ? new Date(8.64e15) : new Date());
+    const expired = await this.store.expireLeases(everything ? new Date('9999-12-31T23:59:59.999Z') : new Date());
     for (const key of expired) this.log.warn({ integration: key.integration, connection: key.connection, sync: key.sync }, 'sync run interrupted: its process stopped during the run');
+  }
+
+  /** Looks for runs whose process died, every half lease, for as long as this process runs. */
+  watchLeases(): void {
+    this.reaper = setInterval(() => void this.recover(false).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not check sync leases')), this.options.leaseMs / 2);
+    this.reaper.unref();
   }
 
   /** triggerSync: starts each named sync now unless it is running; answers each one's status. */
@@ -170,6 +177,12 @@ export class Syncs {
       })),
       next_cursor: rows.length > limit ? recordCursor.encode(page[page.length - 1].cursor) : null,
     };
+  }
+
+  /** Stops looking for dead runs, and waits for this process's own. */
+  async stop(): Promise<void> {
+    clearInterval(this.reaper);
+    await this.idle();
   }
 
   async deleteConnection(integrationKey: string, connectionId: string): Promise<void> {
