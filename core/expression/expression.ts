@@ -47,9 +47,22 @@ export function runEvaluationsWith(run: Executor | undefined): void {
  * none), in memory both threads see, and which expression it is when that changes. A builtin that
  * runs long is one step for JSONata's own hook; the watchdog stops the thread instead.
  */
-let watch: { slot: Float64Array; onExpression: (expr: Expression) => void; last?: Expression } | undefined;
+let watch: { slot: Float64Array; onExpression: (expr: Expression) => void; last?: Expression; active: number[] } | undefined;
 export function reportDeadlines(slot: Float64Array | undefined, onExpression: (expr: Expression) => void = () => {}): void {
-  watch = slot ? { slot, onExpression } : undefined;
+  watch = slot ? { slot, onExpression, active: [] } : undefined;
+}
+
+/** Evaluations can interleave (a page's request is built while the last page is mapped): the slot holds the earliest deadline. */
+function watching(deadline: number, expr: Expression): () => void {
+  if (!watch) return () => {};
+  const w = watch;
+  w.active.push(deadline);
+  w.slot[0] = Math.min(...w.active);
+  if (w.last !== expr) w.onExpression((w.last = expr));
+  return () => {
+    w.active.splice(w.active.indexOf(deadline), 1);
+    w.slot[0] = w.active.length ? Math.min(...w.active) : 0;
+  };
 }
 
 function compile(source: string): jsonata.Expression {
@@ -128,10 +141,7 @@ export class Expression {
   async evaluate(input: unknown, bindings: Record<string, unknown> = {}, timeLimitMs = DEFAULT_TIME_LIMIT_MS): Promise<unknown> {
     if (executor) return executor(this, input, bindings, timeLimitMs);
     const limit: Limit = { deadline: Date.now() + timeLimitMs, steps: 0 };
-    if (watch) {
-      watch.slot[0] = limit.deadline;
-      if (watch.last !== this) watch.onExpression((watch.last = this));
-    }
+    const done = watching(limit.deadline, this);
     try {
       return await this.program().evaluate(input, { ...bindings, [LIMIT]: limit });
     } catch (e) {
@@ -139,7 +149,7 @@ export class Expression {
       const err = e as { message: string; position?: number; code?: string };
       throw new ExpressionError(err.message, err.position, err.code);
     } finally {
-      if (watch) watch.slot[0] = 0;
+      done();
     }
   }
 

@@ -2,7 +2,7 @@ import LinkHeader from 'http-link-header';
 import { freshValues, type Fresh } from '../auth/tokens.ts';
 import type { Sync } from '../format/provider-types.ts';
 import { apiRequest } from '../http/provider-request.ts';
-import { ProviderUnreachable, providerFailed, send, type HttpResponse, type WaitBudget } from '../http/send.ts';
+import { ProviderUnreachable, providerFailed, send, type HttpRequest, type HttpResponse, type WaitBudget } from '../http/send.ts';
 
 /** Where a page is: what the pagination sends for it. Stored after each page so a full run can resume. */
 export interface Position {
@@ -36,24 +36,48 @@ export async function* readPages(
   options: { since?: unknown; start?: Position; startPage?: number; budget: WaitBudget },
 ): AsyncGenerator<Page> {
   const p = sync.pagination;
-  let position: Position = options.start ?? { offset: 0, page: p?.type === 'page' ? p.start ?? 1 : undefined };
+  const first: Position = options.start ?? { offset: 0, page: p?.type === 'page' ? p.start ?? 1 : undefined };
+  // The next page is fetched while the caller maps and stores this one: the network and the
+  // provider's time overlap our own. Only the request goes ahead; expressions stay in order.
+  let pending = await request(fresh, sync, first, options);
   for (let number = (options.startPage ?? 0) + 1; ; number++) {
     if (number > MAX_PAGES) throw providerFailed(`the sync read ${MAX_PAGES} pages without reaching the end: check its pagination`);
-    const current = await fresh();
-    const res = await fetchPage(current, sync, position, options.since, options.budget);
+    const { current, position } = pending;
+    const res = await pending.response;
     if (res.status >= 400) throw providerFailed(`${current.provider.display_name} answered HTTP ${res.status} to page ${number}: ${res.text.slice(0, 300)}`);
     const found = await sync.records.evaluate(res.body);
     const raw = found === undefined ? [] : Array.isArray(found) ? found : [found];
     const keep = sync.filter && raw.length ? await sync.filter.evaluateEach(raw) : undefined;
     const items = keep ? raw.filter((_, i) => keep[i] === true) : raw;
     const next = raw.length ? await nextPosition(current, sync, position, res, raw.length) : undefined;
+    if (next) pending = await request(fresh, sync, next, options);
     yield { number, items, next };
     if (!next) return;
-    position = next;
   }
 }
 
-async function fetchPage(fresh: Fresh, sync: Sync, position: Position, since: unknown, budget: WaitBudget): Promise<HttpResponse> {
+interface Pending {
+  current: Fresh;
+  position: Position;
+  response: Promise<HttpResponse>;
+}
+
+/** Builds a page's request (credentials, body expression) and sends it; the answer is awaited later. */
+async function request(fresh: () => Promise<Fresh>, sync: Sync, position: Position, options: { since?: unknown; budget: WaitBudget }): Promise<Pending> {
+  const current = await fresh();
+  // A request that cannot be built fails when its page is read, after the pages before it are stored.
+  const response = pageRequest(current, sync, position, options.since)
+    .then((req) => send(req, current.provider.api.retry, { expect: 'json', budget: options.budget }))
+    .catch((e) => {
+      // RateLimited and MalformedBody pass through as they are: the run tells them apart.
+      throw e instanceof ProviderUnreachable ? providerFailed(e.message) : e;
+    });
+  // Awaited by the reader unless the run stops first; then its failure must not go unhandled.
+  response.catch(() => {});
+  return { current, position, response };
+}
+
+async function pageRequest(fresh: Fresh, sync: Sync, position: Position, since: unknown): Promise<HttpRequest> {
   const p = sync.pagination;
   const { provider } = fresh;
   const searchParams: Record<string, string> = {};
@@ -76,12 +100,7 @@ async function fetchPage(fresh: Fresh, sync: Sync, position: Position, since: un
     req.url = next.toString();
     req.searchParams = Object.fromEntries(Object.entries(req.searchParams ?? {}).filter(([k]) => !next.searchParams.has(k) && !(k in searchParams)));
   }
-  try {
-    return await send(req, provider.api.retry, { expect: 'json', budget });
-  } catch (e) {
-    // RateLimited and MalformedBody pass through as they are: the run tells them apart.
-    throw e instanceof ProviderUnreachable ? providerFailed(e.message) : e;
-  }
+  return req;
 }
 
 async function nextPosition(fresh: Fresh, sync: Sync, position: Position, res: HttpResponse, count: number): Promise<Position | undefined> {

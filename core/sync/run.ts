@@ -32,6 +32,8 @@ export interface RunTask {
 
 export interface RunResult {
   summary: RunSummary;
+  /** Where the run's time went, in ms: waiting for pages (network, parsing), mapping and checking, storing. */
+  timings: { pages_ms: number; mapping_ms: number; storing_ms: number };
   records_count?: number;
   /** Set when the run ended as rate-limited: when to try again. */
   resume_at?: string;
@@ -64,9 +66,17 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
   const check = sync.model.schema ? schemaCheck(sync) : undefined;
   let checkpoint = task.since;
   let resume = full ? task.resume ?? null : null;
+  const timings = { pages_ms: 0, mapping_ms: 0, storing_ms: 0 };
+  let clock = performance.now();
+  const lap = (part: keyof typeof timings) => {
+    const now = performance.now();
+    timings[part] += now - clock;
+    clock = now;
+  };
   try {
     const pages = readPages(deps.fresh, sync, { since: task.since, start: resume?.position as Position | undefined, startPage: resume?.pages, budget });
     for await (const page of pages) {
+      lap('pages_ms');
       const fresh = await deps.fresh();
       const where = `sync "${handle.sync}", page ${page.number}`;
       const mapped = page.items.length ? await evaluating(sync.mapping, where, () => sync.mapping.evaluateEach(page.items, { config: fresh.record.connection_config })) : [];
@@ -77,16 +87,20 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
       }
       resume = full && page.next ? { run: handle.run, position: page.next, pages: page.number } : null;
       summary.pages = page.number;
+      lap('mapping_ms');
       const counts = await deps.store.writePage(handle, records, { checkpoint, resume, full, summary }, task.leaseMs);
+      lap('storing_ms');
       summary.added += counts.added;
       summary.updated += counts.updated;
       summary.unchanged += counts.unchanged;
       deps.onPage?.({ number: page.number, records: records.length, summary });
     }
     summary.outcome = 'success';
+    lap('pages_ms');
     const done = await deps.store.finish(handle, summary, { full, resume: null, nextRunAt: task.nextRunAt });
+    lap('storing_ms');
     summary.deleted = done.deleted;
-    return { summary: { ...summary, finished_at: new Date().toISOString() }, records_count: done.records_count };
+    return { summary: { ...summary, finished_at: new Date().toISOString() }, records_count: done.records_count, timings };
   } catch (e) {
     if (e instanceof RunLost || e instanceof ConnectionGone) throw e; // nothing of this run's may be written now
     const limited = e instanceof RateLimited ? e : undefined;
@@ -96,7 +110,7 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
     // A full run carries on where it stopped only after a rate limit, soon after; after an error
     // the next run starts over (a page position may not mean the same thing later).
     const done = await deps.store.finish(handle, summary, { full, resume: limited ? resume : null, nextRunAt: resumeAt });
-    return { summary: { ...summary, finished_at: new Date().toISOString() }, records_count: done.records_count, resume_at: resumeAt };
+    return { summary: { ...summary, finished_at: new Date().toISOString() }, records_count: done.records_count, resume_at: resumeAt, timings };
   }
 }
 

@@ -141,6 +141,8 @@ const TABLES = (bigint: string) => [
 ];
 
 const KEY = 'integration = $1 AND connection = $2';
+/** Records marked deleted per statement at the end of a full run. */
+const DELETE_BATCH = 5000;
 const json = (v: unknown) => (v === undefined ? null : JSON.stringify(v));
 const parse = <T>(v: unknown): T | null => (typeof v === 'string' ? (JSON.parse(v) as T) : null);
 
@@ -366,12 +368,25 @@ export class SyncStore {
   }
 
   private async deleteUnseen(tx: SqlTx, handle: RunHandle, lastCursor: number, now: string): Promise<number> {
+    // Read first, then write by id: a join of the table with itself planned on fresh statistics
+    // (none yet for rows just written) turned into a nested loop over every record, squared.
+    const gone = await tx.query<{ id: string }>(
+      `SELECT id FROM terapi_records WHERE ${KEY} AND model = $3 AND deleted_at IS NULL AND run <> $4 ORDER BY cursor`,
+      [handle.integration, handle.connection, handle.model, handle.run],
+    );
     // Each deleted record gets a cursor of its own, after every cursor handed out so far.
-    const gone = `SELECT id, row_number() OVER (ORDER BY cursor) AS n FROM terapi_records WHERE ${KEY} AND model = $3 AND deleted_at IS NULL AND run <> $4`;
-    const set = `SET last_action = 'deleted', deleted_at = $5, last_modified_at = $5, cursor = $6 + gone.n FROM (${gone}) AS gone
-      WHERE terapi_records.integration = $1 AND terapi_records.connection = $2 AND terapi_records.model = $3 AND terapi_records.id = gone.id`;
-    const rows = await tx.query(`UPDATE terapi_records ${set} RETURNING 1`, [handle.integration, handle.connection, handle.model, handle.run, now, lastCursor]);
-    return rows.length;
+    for (let i = 0; i < gone.length; i += DELETE_BATCH) {
+      const batch = gone.slice(i, i + DELETE_BATCH).map((g, j) => [g.id, lastCursor + i + j + 1] as const);
+      const base = [handle.integration, handle.connection, handle.model, now];
+      const set = `SET last_action = 'deleted', deleted_at = $4, last_modified_at = $4, cursor = u.cursor`;
+      const match = `terapi_records.integration = $1 AND terapi_records.connection = $2 AND terapi_records.model = $3 AND terapi_records.id = u.id`;
+      if (tx.dialect === 'postgres') {
+        await tx.query(`UPDATE terapi_records ${set} FROM unnest($5::text[], $6::bigint[]) AS u(id, cursor) WHERE ${match}`, [...base, batch.map((b) => b[0]), batch.map((b) => b[1])]);
+      } else {
+        await tx.query(`UPDATE terapi_records ${set} FROM (SELECT value ->> 0 AS id, value ->> 1 AS cursor FROM json_each($5)) AS u WHERE ${match}`, [...base, JSON.stringify(batch)]);
+      }
+    }
+    return gone.length;
   }
 }
 

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import type { AuthEngine } from '../auth/tokens.ts';
 import type { Connections } from '../auth/connections.ts';
 import type { Integrations } from '../auth/integrations.ts';
@@ -33,6 +34,7 @@ export interface RecordsQuery {
 }
 
 const ACTIONS = ['added', 'updated', 'deleted'];
+const NO_TIMINGS = { pages_ms: 0, mapping_ms: 0, storing_ms: 0 };
 
 export interface SyncOptions {
   /** How long a run's hold on its sync lasts without renewal: a run whose process died is given up after it. */
@@ -47,7 +49,16 @@ export interface SyncOptions {
  * execute in worker threads (core/jobs/worker.ts); credentials come from here, where refreshes
  * are single-flight.
  */
-export class Syncs {
+/** What Syncs tells after every run this process carried out. */
+export interface RunEvent {
+  integration: string;
+  connection: string;
+  sync: string;
+  model: string;
+  result: RunResult;
+}
+
+export class Syncs extends EventEmitter<{ run: [RunEvent] }> {
   private readonly running = new Map<string, Promise<void>>();
   private reaper?: NodeJS.Timeout;
 
@@ -60,7 +71,9 @@ export class Syncs {
     private readonly storeOptions: StoreOptions,
     private readonly options: SyncOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    super();
+  }
 
   /**
    * Marks runs whose process died as interrupted. `everything`: this process owns the store alone
@@ -100,7 +113,10 @@ export class Syncs {
     const label = { integration: key.integration, connection: key.connection, sync: key.sync, run: handle.runId };
     this.log.info(label, 'sync run started');
     const run = this.execute(provider, handle, row)
-      .then((result) => this.log.info({ ...label, ...logged(result) }, result.summary.outcome === 'success' ? 'sync run succeeded' : 'sync run failed'))
+      .then((result) => {
+        this.log.info({ ...label, ...logged(result) }, result.summary.outcome === 'success' ? 'sync run succeeded' : 'sync run failed');
+        this.emit('run', { ...key, model: handle.model, result });
+      })
       .catch((e) => this.log.error({ ...label, err: (e as Error).message }, 'sync run could not be recorded'))
       .finally(() => this.running.delete(handle.runId));
     this.running.set(handle.runId, run);
@@ -123,13 +139,13 @@ export class Syncs {
       );
       if (outcome.ok) return outcome.result;
       // Another run took over, or the connection was deleted: nothing more of this run is written.
-      return { summary: { ...(row.last_run ?? ({} as RunSummary)), run_id: handle.runId, outcome: 'error', error: outcome.message } };
+      return { summary: { ...(row.last_run ?? ({} as RunSummary)), run_id: handle.runId, outcome: 'error', error: outcome.message }, timings: NO_TIMINGS };
     } catch (e) {
       // The run's thread ended without recording how (stopped by the watchdog or its memory cap,
       // or a fault): the run ends here, keeping every page it stored.
       const summary: RunSummary = { ...(row.last_run ?? ({} as RunSummary)), run_id: handle.runId, outcome: 'error', error: `the run was stopped: ${(e as Error).message}` };
       const done = await this.store.finish(handle, summary, { full: false, resume: null }).catch(() => undefined);
-      return { summary, records_count: done?.records_count };
+      return { summary, records_count: done?.records_count, timings: NO_TIMINGS };
     } finally {
       clearInterval(renew);
     }
@@ -221,5 +237,6 @@ function view(row: SyncRow): SyncStatusView {
 
 function logged(result: RunResult) {
   const s = result.summary;
-  return { outcome: s.outcome, pages: s.pages, added: s.added, updated: s.updated, deleted: s.deleted, unchanged: s.unchanged, invalid: s.invalid.count, records_count: result.records_count, ...(s.error ? { error: s.error } : {}) };
+  const ms = Object.fromEntries(Object.entries(result.timings).map(([k, v]) => [k, Math.round(v)]));
+  return { ...ms, outcome: s.outcome, pages: s.pages, added: s.added, updated: s.updated, deleted: s.deleted, unchanged: s.unchanged, invalid: s.invalid.count, records_count: result.records_count, ...(s.error ? { error: s.error } : {}) };
 }

@@ -1,0 +1,254 @@
+/**
+ * Sync throughput, end to end: a sync of 100k records from a local paginated API (1,000 a page,
+ * 7 mapped fields with functions) into each store, beside the raw ceiling of the same pages
+ * (fetched and parsed, nothing else), in one run.
+ *
+ *   node --import tsx bench/sync.ts [--records 100000] [--big 1000000] [--rounds 2] [--duration 4]
+ *
+ * - The API is a process of its own (bench/sync-api.ts), and so is Terapi (bench/sync-server.ts:
+ *   the real engine and app on a store), as in production; this process only drives them, and
+ *   measures the ceiling: every page fetched with the same HTTP client, one page ahead as the
+ *   sync reads, and parsed.
+ * - For each store (embedded SQLite; PostgreSQL when TERAPI_TEST_DATABASE_URL or
+ *   TERAPI_BENCH_DATABASE_URL is set): records/s from the trigger to the run's end (each round on a
+ *   new connection, so every record is written), the ratio to the ceiling measured in the same
+ *   round, and where the run's time went (waiting for pages, mapping and checking, storing).
+ * - Peak RSS of a server process for one sync of --records and of --big records (embedded store,
+ *   a fresh process each): memory must stay flat, one page at a time.
+ * - API latency: GET /connection/{id} under autocannon (-c 10) with no sync, then while syncs of
+ *   --records run back to back; p99 of each and their ratio.
+ *
+ * Targets (issue 7): the embedded store at >= 0.5 of the ceiling; peak RSS for --big within 1.2x
+ * of --records; API p99 during a sync within 2x of idle. Issue 11: mapping under 5% of a sync.
+ */
+import autocannon from 'autocannon';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import { send } from '../core/http/send.ts';
+
+function option(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}
+const RECORDS = option('records', 100_000);
+const BIG = option('big', 1_000_000);
+const ROUNDS = option('rounds', 2);
+const DURATION = option('duration', 4);
+const PAGE = 1000;
+const PG_URL = process.env.TERAPI_BENCH_DATABASE_URL ?? process.env.TERAPI_TEST_DATABASE_URL;
+const SECRET = 'sk_bench_sync';
+const root = new URL('..', import.meta.url).pathname;
+const temp = mkdtempSync(join(tmpdir(), 'terapi-bench-sync-'));
+const children: ChildProcess[] = [];
+const cleanup = () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  rmSync(temp, { recursive: true, force: true });
+};
+process.on('exit', cleanup);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => process.exit(130));
+setTimeout(() => {
+  console.error('bench/sync: still running after 20 minutes: stopped');
+  process.exit(1);
+}, 20 * 60_000).unref();
+
+const MAPPING = `{ 'id': $string(id), 'name': $trim(name), 'email': $lowercase(email), 'domain': $substringAfter(email, '@'), 'active': status = 'active', 'amount': amount, 'updated': $toMillis(updated_at) }`;
+
+function providerFile(apiUrl: string) {
+  const sync = (total: number, model: string) => `
+    mode: full
+    request: { path: /items, params: { total: "${total}" } }
+    pagination: { type: cursor, cursor: next, param: cursor, page_size: { param: limit, value: ${PAGE} } }
+    records: items
+    mapping: "${MAPPING}"
+    model: { name: ${model} }`;
+  return `display_name: Bench
+categories: [testing]
+docs: https://example.com/docs
+auth: { mode: api_key }
+api:
+  base_url: ${apiUrl}
+  credentials: { in: header, name: X-Key, value: "\${api_key}" }
+syncs:
+  customers:${sync(RECORDS, 'Customer')}
+  big:${sync(BIG, 'BigCustomer')}
+`;
+}
+
+async function startApi(): Promise<string> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/sync-api.ts'], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(child);
+  const port = await new Promise<string>((resolve) => child.stdout!.once('data', (d) => resolve(String(d).trim())));
+  return `http://127.0.0.1:${port}`;
+}
+
+interface Server {
+  url: string;
+  child: ChildProcess;
+  next: (kind: string) => Promise<any>;
+  call: (method: string, path: string, body?: unknown) => Promise<any>;
+  stop: () => Promise<void>;
+}
+
+async function startServer(env: Record<string, string>): Promise<Server> {
+  const child = fork(join(root, 'bench/sync-server.ts'), [], { cwd: root, execArgv: ['--import', 'tsx'], env: { PATH: process.env.PATH!, TERAPI_SECRET_KEY: SECRET, TERAPI_ENCRYPTION_KEY: 'b'.repeat(64), ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  children.push(child);
+  const waiting: { kind: string; resolve: (m: any) => void }[] = [];
+  child.on('message', (m: any) => {
+    const i = waiting.findIndex((w) => w.kind === m.kind);
+    if (i >= 0) waiting.splice(i, 1)[0].resolve(m);
+  });
+  const next = (kind: string) => new Promise<any>((resolve) => waiting.push({ kind, resolve }));
+  const { port } = await next('ready');
+  const url = `http://127.0.0.1:${port}`;
+  const call = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(url + path, { method, headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    if (res.status >= 300) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+    return text ? JSON.parse(text) : undefined;
+  };
+  return {
+    url,
+    child,
+    next,
+    call,
+    stop: async () => {
+      child.send({ kind: 'stop' });
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
+}
+
+let connections = 0;
+/** One sync run on a new connection; its wall time from the trigger to the run's end. */
+async function syncOnce(server: Server, sync: string) {
+  const id = `c${++connections}`;
+  await server.call('POST', '/connection', { connection_id: id, provider_config_key: 'bench', credentials: { type: 'api_key', api_key: 'k' } });
+  const done = server.next('run');
+  const started = performance.now();
+  await server.call('POST', '/sync/trigger', { provider_config_key: 'bench', connection_id: id, syncs: [sync] });
+  const run = await done;
+  const ms = performance.now() - started;
+  if (run.summary.outcome !== 'success') throw new Error(`the sync failed: ${run.summary.error}`);
+  return { ms, id, ...run };
+}
+
+/** The ceiling: the same pages fetched (one ahead, as the sync reads) and parsed, nothing else. */
+async function ceiling(apiUrl: string, total: number): Promise<number> {
+  const started = performance.now();
+  const get = (cursor: number) => send({ method: 'GET', url: `${apiUrl}/items`, searchParams: { total: String(total), limit: String(PAGE), cursor: String(cursor) }, headers: { accept: 'application/json', 'x-key': 'k' } }, {}, { expect: 'json', budget: { remainingMs: 60_000 } });
+  let pending = get(0);
+  let count = 0;
+  for (;;) {
+    const res = await pending;
+    const body = res.body as { items: unknown[]; next: number | null };
+    count += body.items.length;
+    if (body.next === null) break;
+    pending = get(body.next);
+  }
+  if (count !== total) throw new Error(`the ceiling read ${count} records, not ${total}`);
+  return performance.now() - started;
+}
+
+async function latency(url: string, seconds: number): Promise<{ p50: number; p99: number; rps: number }> {
+  const r = await autocannon({ url: `${url}/connection/c1?provider_config_key=bench`, connections: 10, duration: seconds, headers: { authorization: `Bearer ${SECRET}` } });
+  if (r.non2xx || r.errors) throw new Error(`API errors under load: ${r.non2xx} non-2xx, ${r.errors} errors`);
+  return { p50: r.latency.p50, p99: r.latency.p99, rps: r.requests.average };
+}
+
+async function prepare(server: Server, apiUrl: string) {
+  await server.call('POST', '/integration', { provider_config_key: 'bench', provider: 'bench' });
+  void apiUrl;
+}
+
+async function pgDatabase(): Promise<{ url: string; drop: () => Promise<void> } | undefined> {
+  if (!PG_URL) return undefined;
+  const name = `terapi_bench_${process.pid}`;
+  const admin = new pg.Client({ connectionString: PG_URL });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(PG_URL);
+  url.pathname = `/${name}`;
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const c = new pg.Client({ connectionString: PG_URL });
+      await c.connect();
+      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await c.end();
+    },
+  };
+}
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+const pct = (part: number, all: number) => `${((100 * part) / all).toFixed(1)}%`;
+
+async function main() {
+  console.log(`bench/sync: ${fmt(RECORDS)} records, ${PAGE} a page, 7 mapped fields; ${ROUNDS} rounds; ${availableParallelism()} cores, load ${loadavg()[0].toFixed(2)}`);
+  const apiUrl = await startApi();
+  const providers = join(temp, 'providers');
+  mkdirSync(providers);
+  writeFileSync(join(providers, 'bench.yaml'), providerFile(apiUrl));
+  await ceiling(apiUrl, RECORDS); // warm-up: JIT, keep-alive sockets
+
+  const db = await pgDatabase();
+  const stores: [string, Record<string, string>][] = [['embedded', {}]];
+  if (db) stores.push(['postgres', { TERAPI_DATABASE_URL: db.url }]);
+  const results: Record<string, number> = {};
+  for (const [store, env] of stores) {
+    const server = await startServer({ ...env, TERAPI_DATA_DIR: join(temp, `data-${store}`), TERAPI_PROVIDERS_DIR: providers });
+    await prepare(server, apiUrl);
+    await syncOnce(server, 'customers'); // warm-up: worker threads, compiled expressions
+    console.log(`\n${store}:`);
+    for (let round = 1; round <= ROUNDS; round++) {
+      const ceilingMs = await ceiling(apiUrl, RECORDS);
+      const run = await syncOnce(server, 'customers');
+      const t = run.timings;
+      const sum = t.pages_ms + t.mapping_ms + t.storing_ms;
+      const ratio = ceilingMs / run.ms;
+      results[store] = Math.max(results[store] ?? 0, ratio);
+      console.log(
+        `  round ${round}: ${fmt((RECORDS / run.ms) * 1000)} records/s against a ceiling of ${fmt((RECORDS / ceilingMs) * 1000)}: ratio ${ratio.toFixed(2)}` +
+          ` | waiting for pages ${pct(t.pages_ms, sum)}, mapping ${pct(t.mapping_ms, sum)}, storing ${pct(t.storing_ms, sum)}`,
+      );
+    }
+    if (store === 'embedded') {
+      await server.call('POST', '/connection', { connection_id: 'c1x', provider_config_key: 'bench', credentials: { type: 'api_key', api_key: 'k' } }).catch(() => {});
+      const idle = await latency(server.url, DURATION);
+      let busy = true;
+      const loop = (async () => {
+        while (busy) await syncOnce(server, 'customers');
+      })();
+      await new Promise((r) => setTimeout(r, 300));
+      const during = await latency(server.url, DURATION);
+      busy = false;
+      await loop;
+      console.log(`  API GET /connection/{id}, -c 10: idle p50 ${idle.p50} ms p99 ${idle.p99} ms (${fmt(idle.rps)} req/s); during syncs p50 ${during.p50} ms p99 ${during.p99} ms (${fmt(during.rps)} req/s): p99 ratio ${(during.p99 / Math.max(1, idle.p99)).toFixed(2)} (target <= 2)`);
+    }
+    await server.stop();
+  }
+  await db?.drop();
+
+  // Memory: a fresh process per size, so that each peak is its own.
+  const peaks: Record<number, number> = {};
+  for (const [sync, total] of [['customers', RECORDS], ['big', BIG]] as const) {
+    const server = await startServer({ TERAPI_DATA_DIR: join(temp, `rss-${total}`), TERAPI_PROVIDERS_DIR: providers });
+    await prepare(server, apiUrl);
+    server.child.send({ kind: 'rss' });
+    await server.next('rss');
+    const run = await syncOnce(server, sync);
+    server.child.send({ kind: 'rss' });
+    peaks[total] = (await server.next('rss')).peak;
+    console.log(`\npeak RSS for ${fmt(total)} records: ${fmt(peaks[total] / 2 ** 20)} MB (${fmt((total / run.ms) * 1000)} records/s)`);
+    await server.stop();
+  }
+  console.log(`\nembedded store: ${results.embedded.toFixed(2)} of the ceiling (target >= 0.5)${results.postgres ? `; PostgreSQL: ${results.postgres.toFixed(2)}` : ''}`);
+  console.log(`peak RSS ${fmt(BIG)} / ${fmt(RECORDS)} records: ${(peaks[BIG] / peaks[RECORDS]).toFixed(2)}x (target <= 1.2)`);
+}
+
+await main();
+process.exit(0);
