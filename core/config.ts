@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join, resolve } from 'node:path';
 
 export interface Config {
@@ -17,6 +18,14 @@ export interface Config {
   syncLeaseMs: number;
   /** How long one sync run may wait, in all, for a provider's rate limits before it ends and resumes later. */
   syncWaitBudgetMs: number;
+  /** api: serves the API only; worker: runs syncs and delivers webhooks only; all: both (the embedded mode's only role). */
+  role: 'api' | 'worker' | 'all';
+  /** Sync runs one process carries out at once. */
+  syncConcurrency: number;
+  /** The first retry of a webhook delivery waits this long; each later one twice as long. */
+  webhookRetryMs: number;
+  /** How long a stopping process waits for requests and runs in flight before it hands them back. */
+  shutdownMs: number;
 }
 
 export class ConfigError extends Error {}
@@ -81,8 +90,19 @@ export function loadConfig(options: { embeddedKeys: boolean } = { embeddedKeys: 
       logLevel: env.TERAPI_LOG_LEVEL ?? 'info',
       syncLeaseMs: seconds(env, 'TERAPI_SYNC_LEASE_SECONDS', 60) * 1000,
       syncWaitBudgetMs: seconds(env, 'TERAPI_SYNC_WAIT_BUDGET_SECONDS', 300) * 1000,
+      role: role(env.TERAPI_ROLE, databaseUrl),
+      syncConcurrency: Math.max(1, Math.floor(seconds(env, 'TERAPI_SYNC_CONCURRENCY', Math.max(2, availableParallelism() * 2)))),
+      webhookRetryMs: seconds(env, 'TERAPI_WEBHOOK_RETRY_SECONDS', 10) * 1000,
+      shutdownMs: seconds(env, 'TERAPI_SHUTDOWN_SECONDS', 10) * 1000,
     },
   };
+}
+
+function role(value: string | undefined, databaseUrl: string | undefined): Config['role'] {
+  const r = value || 'all';
+  if (r !== 'api' && r !== 'worker' && r !== 'all') throw new ConfigError(`TERAPI_ROLE must be api, worker or all, not "${value}"`);
+  if (r !== 'all' && !databaseUrl) throw new ConfigError(`TERAPI_ROLE=${r} needs TERAPI_DATABASE_URL: the embedded store serves one process, which does everything`);
+  return r;
 }
 
 function seconds(env: NodeJS.ProcessEnv, name: string, fallback: number): number {

@@ -16,6 +16,8 @@ import type { Action, Method, Provider, Sync } from './format/provider-types.ts'
 import { Template } from './format/template.ts';
 import type { HttpResponse } from './http/send.ts';
 import { acquirePools, releasePools, type WorkerPools } from './jobs/pools.ts';
+import { PgBossQueue, SqliteQueue, type JobQueue } from './jobs/queue.ts';
+import { Webhooks } from './jobs/webhooks.ts';
 import { openSql, type Sql } from './store/sql.ts';
 import { SyncStore } from './sync/sync-store.ts';
 import { Syncs, type RecordsQuery, type SyncStatusView } from './sync/syncs.ts';
@@ -37,6 +39,7 @@ export class Engine {
   readonly auth: AuthEngine;
   readonly connect: ConnectFlow;
   readonly syncs: Syncs;
+  readonly webhooks: Webhooks;
   private readonly inputValidators = new WeakMap<Action, ValidateFunction>();
 
   private constructor(
@@ -45,6 +48,7 @@ export class Engine {
     readonly store: Store,
     private readonly sql: Sql,
     private readonly pools: WorkerPools,
+    readonly queue: JobQueue,
     private readonly lock: Lock,
     readonly log: Logger,
   ) {
@@ -53,7 +57,14 @@ export class Engine {
     this.connections = new Connections(store, sealer);
     this.auth = new AuthEngine(this.integrations, this.connections, lock, log);
     this.connect = new ConnectFlow(store, this.integrations, this.auth, this.finishConnection, config, log);
-    this.syncs = new Syncs(new SyncStore(sql), pools, this.integrations, this.connections, this.auth, { databaseUrl: config.databaseUrl, dataDir: config.dataDir }, { leaseMs: config.syncLeaseMs, waitBudgetMs: config.syncWaitBudgetMs }, log);
+    this.auth.on('needs_reauth', (e) => void this.webhooks.send({ type: 'connection.needs_reauth', ...e }).catch((err) => log.warn({ err: (err as Error).message }, 'webhook not queued')));
+    this.webhooks = new Webhooks(queue, { url: config.webhookUrl, secret: config.secretKey, retrySeconds: config.webhookRetryMs / 1000 }, log);
+    this.syncs = new Syncs(new SyncStore(sql), pools, queue, this.webhooks, this.integrations, this.connections, this.auth, { databaseUrl: config.databaseUrl, dataDir: config.dataDir }, {
+      leaseMs: config.syncLeaseMs,
+      waitBudgetMs: config.syncWaitBudgetMs,
+      concurrency: config.syncConcurrency,
+      tickMs: 1000,
+    }, log);
   }
 
   /** Loads the providers (throws ProviderLoadError listing every error) and opens the store. */
@@ -67,16 +78,22 @@ export class Engine {
     const sql = openSql(config);
     await new SyncStore(sql).migrate();
     const lock = config.databaseUrl ? new PostgresLock(config.databaseUrl) : new LocalLock();
-    const engine = new Engine(config, registry, store, sql, acquirePools(), lock, log);
-    // Embedded: this process owns the store alone, so a run still marked running died with the last one.
-    await engine.syncs.recover(!config.databaseUrl);
-    engine.syncs.watchLeases();
+    const queue = config.databaseUrl ? await PgBossQueue.open(config.databaseUrl, log) : await SqliteQueue.open(sql, log);
+    const engine = new Engine(config, registry, store, sql, acquirePools(), queue, lock, log);
+    if (config.role !== 'api') {
+      // Embedded: this process owns the store alone, so a run still marked running died with the last one.
+      await engine.syncs.recover(!config.databaseUrl);
+      await engine.syncs.work();
+      await queue.work('terapi-webhook', 4, (delivery) => engine.webhooks.deliver(delivery));
+    }
     return engine;
   }
 
+  /** Stops taking runs and webhooks; runs still going after the grace period are handed back to be resumed. */
   async stop(): Promise<void> {
-    await this.syncs.stop();
+    await this.syncs.stop(this.config.shutdownMs);
     this.registry.close();
+    await this.queue.close();
     await releasePools(this.pools);
     await this.lock.close();
     await this.sql.close();
@@ -118,8 +135,24 @@ export class Engine {
       credentials,
       !input.replace,
     );
+    if (!previous) {
+      await this.syncs.scheduleConnection(input.integration, input.connection_id);
+      await this.webhooks.send({ type: 'connection.created', provider_config_key: input.integration, connection_id: input.connection_id });
+    }
     return this.connections.view(record);
   };
+
+  /** PATCH /integration: the OAuth client, scopes, and sync frequencies (applied to every connection's schedule). */
+  async updateIntegration(key: string, patch: Parameters<Integrations['update']>[1]) {
+    const view = await this.integrations.update(key, patch);
+    const set = Object.entries(patch.sync_frequencies ?? {});
+    if (set.length) {
+      const { provider } = await this.integrations.withProvider(key);
+      const effective = Object.fromEntries(set.map(([name, f]) => [name, f ?? provider.syncs![name].frequency ?? '1h']));
+      await this.syncs.setFrequencies(key, effective);
+    }
+    return view;
+  }
 
   async deleteConnection(integrationKey: string, id: string): Promise<void> {
     const { integration, provider } = await this.integrations.withProvider(integrationKey);

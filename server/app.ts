@@ -100,7 +100,7 @@ export function createApp(engine: Engine): Koa {
     ctx.body = await engine.integrations.get(input(ctx).params.provider_config_key);
   });
   router.patch('/integration/:provider_config_key', op('updateIntegration'), async (ctx) => {
-    ctx.body = await engine.integrations.update(input(ctx).params.provider_config_key, input(ctx).body);
+    ctx.body = await engine.updateIntegration(input(ctx).params.provider_config_key, input(ctx).body);
   });
   router.delete('/integration/:provider_config_key', op('deleteIntegration'), async (ctx) => {
     await engine.deleteIntegration(input(ctx).params.provider_config_key);
@@ -140,6 +140,12 @@ export function createApp(engine: Engine): Koa {
     const b = input(ctx).body as { provider_config_key: string; connection_id: string; syncs: string[] };
     ctx.body = await engine.triggerSyncs(b.provider_config_key, b.connection_id, b.syncs);
   });
+  for (const [path, id, paused] of [['/sync/pause', 'pauseSync', true], ['/sync/start', 'startSync', false]] as const) {
+    router.post(path, op(id), async (ctx) => {
+      const b = input(ctx).body as { provider_config_key: string; connection_id: string; syncs: string[] };
+      ctx.body = { success: true, syncs: await engine.syncs.setPaused(b.provider_config_key, b.connection_id, b.syncs, paused) };
+    });
+  }
   router.get('/sync/:connection_id/:sync_name', op('getSyncStatus'), async (ctx) => {
     const { params, query } = input(ctx);
     ctx.body = await engine.syncStatus(query.provider_config_key as string, params.connection_id, params.sync_name);

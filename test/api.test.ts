@@ -95,6 +95,7 @@ api:
 syncs:
   items:
     mode: full
+    auto_start: false
     request: { path: /items }
     pagination: { type: page, param: page }
     records: data
@@ -372,7 +373,7 @@ api: { base_url: "https://\${subdomain}.example.com" }
       r = await t.call('POST', '/sync/trigger', { provider_config_key: 'api', connection_id: 'u1', syncs: ['items'] });
       assert.equal(r.status, 200);
       conforms('triggerSync', r);
-      assert.deepEqual(r.body, { success: true, syncs: [{ name: 'items', status: 'running' }] });
+      assert.deepEqual(r.body, { success: true, syncs: [{ name: 'items', status: 'queued' }] });
       await t.engine.idle();
       r = await t.call('GET', '/sync/u1/items?provider_config_key=api');
       assert.equal(r.status, 200);

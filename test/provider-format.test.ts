@@ -198,14 +198,14 @@ const INVALID: Record<string, Case> = {
   'unknown key: a typo of an optional key, with "did you mean"': {
     text: edit(BASE, ['    description: Every ticket', '    descripton: Every ticket']),
     errors: [
-      `${F}:23:5: unknown key "descripton" in "syncs.tickets": did you mean "description"? allowed keys are description, mode, frequency, request, pagination, records, filter, mapping, model, checkpoint, invalid_records`,
+      `${F}:23:5: unknown key "descripton" in "syncs.tickets": did you mean "description"? allowed keys are description, mode, frequency, auto_start, request, pagination, records, filter, mapping, model, checkpoint, invalid_records`,
     ],
   },
   'unknown key: a typo of a required key also reports it missing (at the parent key)': {
     text: edit(BASE, ['    records: tickets', '    record: tickets']),
     errors: [
       `${F}:22:3: "syncs.tickets" is missing the required key "records": add it`,
-      `${F}:34:5: unknown key "record" in "syncs.tickets": did you mean "records"? allowed keys are description, mode, frequency, request, pagination, records, filter, mapping, model, checkpoint, invalid_records`,
+      `${F}:34:5: unknown key "record" in "syncs.tickets": did you mean "records"? allowed keys are description, mode, frequency, auto_start, request, pagination, records, filter, mapping, model, checkpoint, invalid_records`,
     ],
   },
   'unknown key: nothing near enough, no suggestion': {
@@ -291,7 +291,7 @@ const INVALID: Record<string, Case> = {
   },
   'pattern: frequency, with the description as a hint': {
     text: edit(BASE, ['frequency: 15m', 'frequency: 15 minutes']),
-    errors: [`${F}:25:16: "syncs.tickets.frequency" must match ^[1-9][0-9]*(m|h|d)$ (How often it runs, e.g. 15m, 1h, 1d.); got "15 minutes"`],
+    errors: [`${F}:25:16: "syncs.tickets.frequency" must match ^[1-9][0-9]*(m|h|d)$ (How often it runs on its own, e.g. 15m, 1h, 1d; an integration can set another (PATCH /integration, sync_frequencies).); got "15 minutes"`],
   },
   'pattern: a URL template that is not http(s)': {
     text: edit(BASE, ['  token_url: https://${subdomain}', '  token_url: ftp://${subdomain}']),

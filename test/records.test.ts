@@ -70,6 +70,7 @@ api:
 syncs:
   items:
     mode: full
+    auto_start: false
     request: { path: /items }
     pagination: { type: cursor, cursor: next, param: cursor, page_size: { param: limit, value: 10 } }
     records: items
@@ -83,6 +84,7 @@ syncs:
         properties: { name: { type: string, maxLength: 20 } }
   changes:
     mode: incremental
+    auto_start: false
     request: { path: /items }
     pagination: { type: cursor, cursor: next, param: cursor, page_size: { param: limit, value: 10 } }
     records: items
@@ -91,6 +93,7 @@ syncs:
     checkpoint: { value: "$max($.updated_at.$toMillis($)) ~> $fromMillis()", param: since }
   strict:
     mode: full
+    auto_start: false
     request: { path: /items }
     pagination: { type: cursor, cursor: next, param: cursor, page_size: { param: limit, value: 10 } }
     records: items
@@ -99,12 +102,14 @@ syncs:
     invalid_records: fail
   noid:
     mode: full
+    auto_start: false
     request: { path: /items }
     records: items
     mapping: "{ 'name': name }"
     model: { name: NoId }
   by_link:
     mode: full
+    auto_start: false
     request: { path: /link }
     pagination: { type: next_url, from: link_header }
     records: $
@@ -112,6 +117,7 @@ syncs:
     model: { name: ByLink }
   by_body_url:
     mode: full
+    auto_start: false
     request: { path: /bodynext }
     pagination: { type: next_url, from: body, path: next }
     records: results
@@ -119,6 +125,7 @@ syncs:
     model: { name: ByBodyUrl }
   by_offset:
     mode: full
+    auto_start: false
     request: { path: /offset }
     pagination: { type: offset, param: offset, page_size: { param: limit, value: 10 } }
     records: rows
@@ -126,6 +133,7 @@ syncs:
     model: { name: ByOffset }
   by_page:
     mode: full
+    auto_start: false
     request: { path: /page }
     pagination: { type: page, param: page, stop: last }
     records: list
@@ -133,6 +141,7 @@ syncs:
     model: { name: ByPage }
   slow:
     mode: full
+    auto_start: false
     request: { path: /items }
     records: items
     # One builtin call is one step for JSONata's own time check: only the watchdog stops this.
@@ -162,6 +171,14 @@ async function readAll(t: Running, model: string, query = '', connection = 'c1')
     assert.ok(++pages < 1000);
   } while (cursor);
   return out;
+}
+
+async function waitRunning(t: Running, connection: string, sync: string) {
+  for (let i = 0; i < 200; i++) {
+    if ((await t.call('GET', `/sync/${connection}/${sync}?provider_config_key=shop`)).body.status === 'running') return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.fail(`sync ${sync} of ${connection} never ran`);
 }
 
 const summary = (records: any[]) => records.map((r) => `${r.id}:${r._terapi_metadata.last_action}`).join(' ');
@@ -375,8 +392,10 @@ function suite(name: string, databaseUrl: () => string | undefined, skip: string
       api.state.delayMs = 150;
       const r1 = await t.call('POST', '/sync/trigger', { provider_config_key: 'shop', connection_id: 'c2', syncs: ['items'] });
       const requestsBefore = api.state.pageRequests;
+      assert.equal(r1.body.syncs[0].status, 'queued');
+      await waitRunning(t, 'c2', 'items');
       const r2 = await t.call('POST', '/sync/trigger', { provider_config_key: 'shop', connection_id: 'c2', syncs: ['items'] });
-      assert.deepEqual([r1.body.syncs[0].status, r2.body.syncs[0].status], ['running', 'running']);
+      assert.equal(r2.body.syncs[0].status, 'running');
       assert.equal((await t.call('GET', '/sync/c2/items?provider_config_key=shop')).body.status, 'running');
       await new Promise((r) => setTimeout(r, 400));
       assert.equal((await t.call('DELETE', '/connection/c2?provider_config_key=shop')).status, 204);

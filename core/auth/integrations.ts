@@ -11,6 +11,8 @@ export interface IntegrationRecord {
   oauth_client_id?: string;
   oauth_client_secret?: string;
   oauth_scopes?: string[];
+  /** Sync frequencies that override the provider file's, by sync name. */
+  sync_frequencies?: Record<string, string>;
   created_at: string;
   updated_at: string;
 }
@@ -23,6 +25,7 @@ export interface IntegrationView {
   auth_mode?: string;
   oauth_client_id?: string;
   oauth_scopes?: string;
+  sync_frequencies?: Record<string, string>;
   connection_count: number;
   created_at: string;
   updated_at: string;
@@ -34,6 +37,7 @@ export interface IntegrationInput {
   oauth_client_id?: string;
   oauth_client_secret?: string;
   oauth_scopes?: string;
+  sync_frequencies?: Record<string, string | null>;
 }
 
 export const KEY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$/;
@@ -86,12 +90,22 @@ export class Integrations {
     return this.view(record, 0);
   }
 
-  /** Changes the OAuth client or scopes in place; connections are untouched. */
+  /** Changes the OAuth client, scopes or sync frequencies in place; connections are untouched. */
   async update(key: string, patch: Omit<Partial<IntegrationInput>, 'provider' | 'provider_config_key'>): Promise<IntegrationView> {
     const record = { ...(await this.record(key)) }; // a copy: the cached one must not change before the write does
     const provider = this.registry.get(record.provider);
-    if (provider && !OAUTH_MODES.has(provider.auth.mode)) {
+    const oauthPatch = patch.oauth_client_id !== undefined || patch.oauth_client_secret !== undefined || patch.oauth_scopes !== undefined;
+    if (provider && oauthPatch && !OAUTH_MODES.has(provider.auth.mode)) {
       throw badRequest('oauth_not_used', `provider "${record.provider}" uses ${provider.auth.mode} auth: there is no OAuth client to change`);
+    }
+    if (patch.sync_frequencies) {
+      const frequencies = { ...record.sync_frequencies };
+      for (const [name, frequency] of Object.entries(patch.sync_frequencies)) {
+        if (!provider || !Object.hasOwn(provider.syncs ?? {}, name)) throw notFound('unknown_sync', `provider "${record.provider}" has no sync "${name}"`);
+        if (frequency === null) delete frequencies[name];
+        else frequencies[name] = frequency;
+      }
+      record.sync_frequencies = frequencies;
     }
     if (patch.oauth_client_id !== undefined) record.oauth_client_id = patch.oauth_client_id;
     if (patch.oauth_client_secret !== undefined) record.oauth_client_secret = this.sealer.seal(patch.oauth_client_secret);
@@ -148,6 +162,7 @@ export class Integrations {
       auth_mode: provider?.auth.mode,
       oauth_client_id: r.oauth_client_id,
       oauth_scopes: r.oauth_scopes?.join(','),
+      ...(r.sync_frequencies && Object.keys(r.sync_frequencies).length ? { sync_frequencies: r.sync_frequencies } : {}),
       connection_count: connectionCount,
       created_at: r.created_at,
       updated_at: r.updated_at,

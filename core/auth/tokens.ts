@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { TerapiError, badRequest } from '../errors.ts';
 import type { ConnectionRecord, Connections, Credentials } from './connections.ts';
 import { callProvider, providerFailed, send, type HttpRequest } from '../http/send.ts';
@@ -43,7 +44,7 @@ export interface TokenResult {
  * here: fresh ones, refreshed before expiry, one refresh per connection at a time across every
  * server (an in-process single flight in front of a lock shared through the database).
  */
-export class AuthEngine {
+export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_key: string; connection_id: string; reason: string }] }> {
   private inflight = new Map<string, Promise<Fresh>>();
 
   constructor(
@@ -51,7 +52,9 @@ export class AuthEngine {
     private readonly connections: Connections,
     private readonly lock: Lock,
     private readonly log: Logger,
-  ) {}
+  ) {
+    super();
+  }
 
   /** The connection with credentials good for at least the provider's refresh buffer. */
   async fresh(integrationKey: string, connectionId: string, forceRefresh = false): Promise<Fresh> {
@@ -100,6 +103,7 @@ export class AuthEngine {
       if (e instanceof OAuthError && e.error === 'invalid_grant') {
         await this.connections.markNeedsReauth(record, `the provider answered invalid_grant to a token refresh`);
         this.log.warn({ connection: record.id, integration: record.provider_config_key }, 'refresh refused with invalid_grant: connection needs re-authorisation');
+        this.emit('needs_reauth', { provider_config_key: record.provider_config_key, connection_id: record.id, reason: 'the provider answered invalid_grant to a token refresh' });
         throw reauthNeeded(record.id, 'the provider answered invalid_grant to a token refresh');
       }
       this.log.error({ connection: record.id, integration: record.provider_config_key, err: (e as Error).message }, 'token refresh failed');

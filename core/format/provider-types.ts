@@ -123,6 +123,7 @@ export interface Sync {
   description?: string;
   mode: 'full' | 'incremental';
   frequency?: string;
+  auto_start?: boolean;
   request: RequestSpec;
   pagination?: Pagination;
   records: Expression;

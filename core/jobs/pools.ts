@@ -72,9 +72,13 @@ export class WorkerPools {
   }
 
   /** Runs a sync in a run thread; `answer` serves its requests for fresh credentials. */
-  async runSync(task: Omit<SyncTask, 'kind' | 'port' | 'deadline'>, answer: (id: number) => Promise<FreshAnswer>): Promise<SyncOutcome> {
+  async runSync(task: Omit<SyncTask, 'kind' | 'port' | 'deadline'>, answer: (id: number) => Promise<FreshAnswer>, signal?: AbortSignal): Promise<SyncOutcome> {
     const { port1, port2 } = new MessageChannel();
     const watched: Watched = { slot: new Float64Array(new SharedArrayBuffer(8)), abort: new AbortController(), where: 'an expression' };
+    signal?.addEventListener('abort', () => {
+      watched.stopped = String(signal.reason ?? 'stopped');
+      watched.abort.abort();
+    });
     port1.on('message', (m: WorkerMessage) => {
       if (m.kind === 'evaluating') watched.where = m.where;
       else void answer(m.id).then((a) => port1.postMessage(a));

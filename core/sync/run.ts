@@ -19,6 +19,8 @@ export interface RunDeps {
 
 export interface RunTask {
   handle: RunHandle;
+  /** What the claim recorded of this run so far. */
+  summary: RunSummary;
   /** Incremental: the checkpoint the run starts from. */
   since?: unknown;
   /** Full: where an unfinished run stopped. */
@@ -26,8 +28,6 @@ export interface RunTask {
   leaseMs: number;
   /** How long the run may wait for rate limits in all. */
   waitBudgetMs: number;
-  /** When the next run is due after a successful one (the scheduler's business; absent for manual runs). */
-  nextRunAt?: string;
 }
 
 export interface RunResult {
@@ -51,17 +51,7 @@ const EXAMPLES = 5;
 export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise<RunResult> {
   const { handle } = task;
   const full = sync.mode === 'full';
-  const summary: RunSummary = {
-    run_id: handle.runId,
-    started_at: new Date().toISOString(),
-    outcome: 'running',
-    pages: 0,
-    added: 0,
-    updated: 0,
-    deleted: 0,
-    unchanged: 0,
-    invalid: { count: 0, examples: [] },
-  };
+  const summary: RunSummary = structuredClone(task.summary);
   const budget: WaitBudget = { remainingMs: task.waitBudgetMs };
   const check = sync.model.schema ? schemaCheck(sync) : undefined;
   let checkpoint = task.since;
@@ -97,7 +87,7 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
     }
     summary.outcome = 'success';
     lap('pages_ms');
-    const done = await deps.store.finish(handle, summary, { full, resume: null, nextRunAt: task.nextRunAt });
+    const done = await deps.store.finish(handle, summary, { full, resume: null });
     lap('storing_ms');
     summary.deleted = done.deleted;
     return { summary: { ...summary, finished_at: new Date().toISOString() }, records_count: done.records_count, timings };
@@ -106,11 +96,11 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
     const limited = e instanceof RateLimited ? e : undefined;
     summary.outcome = limited ? 'rate_limited' : 'error';
     summary.error = describeFailure(e);
-    const resumeAt = limited?.resumeAt.toISOString();
+    const resumeAt = limited?.resumeAt;
     // A full run carries on where it stopped only after a rate limit, soon after; after an error
     // the next run starts over (a page position may not mean the same thing later).
-    const done = await deps.store.finish(handle, summary, { full, resume: limited ? resume : null, nextRunAt: resumeAt });
-    return { summary: { ...summary, finished_at: new Date().toISOString() }, records_count: done.records_count, resume_at: resumeAt, timings };
+    const done = await deps.store.finish(handle, summary, { full, resume: limited ? resume : null, nextRunMs: resumeAt?.getTime() });
+    return { summary: { ...summary, finished_at: new Date().toISOString() }, records_count: done.records_count, resume_at: resumeAt?.toISOString(), timings };
   }
 }
 

@@ -49,6 +49,8 @@ export interface RunSummary {
   unchanged: number;
   invalid: { count: number; examples: { id?: string; page: number; problem: string }[] };
   error?: string;
+  /** The run this one carries on from, when that one was interrupted or rate-limited. */
+  resumes?: { run_id: string; outcome: 'interrupted' | 'rate_limited'; error?: string };
 }
 
 export interface SyncRow extends SyncKey {
@@ -59,7 +61,10 @@ export interface SyncRow extends SyncKey {
   lease_until: string | null;
   started_at: string | null;
   finished_at: string | null;
-  next_run_at: string | null;
+  /** How often the sync runs on its own (null: only when triggered). */
+  frequency_ms: number | null;
+  /** When it runs next on its own, in ms since the epoch. */
+  next_run_ms: number | null;
   checkpoint: unknown;
   resume: Resume | null;
   last_cursor: number;
@@ -128,16 +133,18 @@ const TABLES = (bigint: string) => [
     lease_until TEXT,
     started_at TEXT,
     finished_at TEXT,
-    next_run_at TEXT,
+    frequency_ms ${bigint},
+    next_run_ms ${bigint},
     checkpoint TEXT,
     resume TEXT,
     last_cursor ${bigint} NOT NULL DEFAULT 0,
     records_count ${bigint} NOT NULL DEFAULT 0,
     error TEXT,
     last_run TEXT,
+    pending_event TEXT,
     PRIMARY KEY (integration, connection, sync)
   )`,
-  `CREATE INDEX IF NOT EXISTS terapi_syncs_due ON terapi_syncs (next_run_at)`,
+  `CREATE INDEX IF NOT EXISTS terapi_syncs_due ON terapi_syncs (next_run_ms)`,
 ];
 
 const KEY = 'integration = $1 AND connection = $2';
@@ -186,13 +193,15 @@ export class SyncStore {
       const [current] = (await tx.query(`SELECT * FROM terapi_syncs WHERE ${KEY} AND sync = $3${lock}`, params)).map(row);
       if (current.status === 'running' && current.lease_until && current.lease_until > now) return undefined;
       const resume = full && current.resume ? current.resume : null;
-      const summary: RunSummary = { run_id: runId, started_at: now, outcome: 'running', pages: 0, added: 0, updated: 0, deleted: 0, unchanged: 0, invalid: { count: 0, examples: [] } };
+      const before = current.last_run;
+      const resumes = before && (before.outcome === 'interrupted' || before.outcome === 'rate_limited') ? { run_id: before.run_id, outcome: before.outcome, ...(before.error ? { error: before.error } : {}) } : undefined;
+      const summary: RunSummary = { run_id: runId, started_at: now, outcome: 'running', pages: 0, added: 0, updated: 0, deleted: 0, unchanged: 0, invalid: { count: 0, examples: [] }, ...(resumes ? { resumes } : {}) };
       await tx.query(
         `UPDATE terapi_syncs SET status = 'running', model = $4, run_id = $5, lease_until = $6, started_at = $7, resume = $8, last_run = $9 WHERE ${KEY} AND sync = $3`,
         [...params, model, runId, new Date(Date.now() + leaseMs).toISOString(), now, json(resume), json(summary)],
       );
       const handle: RunHandle = { ...key, model, runId, run: resume?.run ?? runId };
-      return { handle, row: { ...current, status: 'running', run_id: runId, resume } };
+      return { handle, row: { ...current, status: 'running', run_id: runId, resume, last_run: summary } };
     });
   }
 
@@ -258,7 +267,7 @@ export class SyncStore {
    * Ends a run. A complete, successful full run first marks every live record it did not see as
    * deleted (never after a failed or partial run).
    */
-  async finish(handle: RunHandle, summary: RunSummary, result: { full: boolean; checkpoint?: unknown; nextRunAt?: string; resume?: Resume | null }): Promise<{ deleted: number; records_count: number }> {
+  async finish(handle: RunHandle, summary: RunSummary, result: { full: boolean; checkpoint?: unknown; nextRunMs?: number; resume?: Resume | null }): Promise<{ deleted: number; records_count: number }> {
     const now = new Date().toISOString();
     return this.sql.transaction(async (tx) => {
       const lastCursor = await this.hold(tx, handle);
@@ -266,13 +275,92 @@ export class SyncStore {
       if (result.full && summary.outcome === 'success') deleted = await this.deleteUnseen(tx, handle, lastCursor, now);
       const done = { ...summary, deleted: summary.deleted + deleted, finished_at: now };
       const status = summary.outcome === 'success' ? 'success' : 'error';
+      // What the app is told (core/jobs/webhooks.ts), written with the run's end: it is sent at least once.
+      const event = runEvent(handle, done);
       const rows = await tx.query<{ records_count: number | string }>(
         `UPDATE terapi_syncs SET status = $4, run_id = NULL, lease_until = NULL, finished_at = $5, last_cursor = $6, records_count = records_count - $7,
-           resume = $8, error = $9, last_run = $10, next_run_at = COALESCE($11, next_run_at)${result.checkpoint !== undefined ? ', checkpoint = $12' : ''}
+           resume = $8, error = $9, last_run = $10, next_run_ms = COALESCE($11, next_run_ms), pending_event = COALESCE($12, pending_event)${result.checkpoint !== undefined ? ', checkpoint = $13' : ''}
          WHERE ${KEY} AND sync = $3 RETURNING records_count`,
-        [handle.integration, handle.connection, handle.sync, status, now, lastCursor + deleted, deleted, json(result.resume ?? null), summary.error ?? null, json(done), result.nextRunAt ?? null, ...(result.checkpoint !== undefined ? [json(result.checkpoint)] : [])],
+        [handle.integration, handle.connection, handle.sync, status, now, lastCursor + deleted, deleted, json(result.resume ?? null), summary.error ?? null, json(done), result.nextRunMs ?? null, json(event), ...(result.checkpoint !== undefined ? [json(result.checkpoint)] : [])],
       );
       return { deleted, records_count: Number(rows[0].records_count) };
+    });
+  }
+
+  /**
+   * Puts a sync on a schedule (or changes its frequency); `startNow` makes it due at once. A
+   * frequency of null takes it off the schedule: it runs only when triggered.
+   */
+  async schedule(key: SyncKey, model: string, frequencyMs: number | null, startNow: boolean): Promise<void> {
+    const next = frequencyMs === null ? null : startNow ? Date.now() : Date.now() + frequencyMs;
+    await this.sql.query(
+      `INSERT INTO terapi_syncs (integration, connection, sync, model, frequency_ms, next_run_ms) VALUES ($1, $2, $3, $4, $5, $6)
+       ON CONFLICT (integration, connection, sync) DO UPDATE SET frequency_ms = excluded.frequency_ms, next_run_ms = excluded.next_run_ms, paused = 0`,
+      [key.integration, key.connection, key.sync, model, frequencyMs, next],
+    );
+  }
+
+  /** Pauses or resumes a sync's schedule; a resumed sync is due at once. */
+  async setPaused(key: SyncKey, model: string, paused: boolean, frequencyMs: number | null): Promise<void> {
+    await this.sql.query(
+      `INSERT INTO terapi_syncs (integration, connection, sync, model, paused, frequency_ms, next_run_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)
+       ON CONFLICT (integration, connection, sync) DO UPDATE SET paused = excluded.paused,
+         frequency_ms = COALESCE(terapi_syncs.frequency_ms, excluded.frequency_ms), next_run_ms = ${paused ? 'terapi_syncs.next_run_ms' : 'excluded.next_run_ms'}`,
+      [key.integration, key.connection, key.sync, model, paused ? 1 : 0, frequencyMs, paused ? null : Date.now()],
+    );
+  }
+
+  /** A new frequency for one sync of every connection of an integration (PATCH /integration). */
+  async setFrequency(integration: string, sync: string, frequencyMs: number): Promise<void> {
+    const now = Date.now();
+    // The next run moves no later than one new period from now.
+    await this.sql.query(
+      `UPDATE terapi_syncs SET frequency_ms = $3, next_run_ms = CASE WHEN next_run_ms IS NULL OR next_run_ms > $4 THEN $4 ELSE next_run_ms END
+       WHERE integration = $1 AND sync = $2 AND frequency_ms IS NOT NULL`,
+      [integration, sync, frequencyMs, now + frequencyMs],
+    );
+  }
+
+  /**
+   * Takes the syncs that are due (not paused), moves each one's next run a period on, and hands
+   * them to `send` inside the same transaction: a due run is queued exactly when its schedule moves.
+   * Of several processes doing this at once, each due sync goes to one (SKIP LOCKED).
+   */
+  async takeDue(limit: number, send: (due: (SyncKey & { due_ms: number })[], tx: SqlTx) => Promise<void>): Promise<number> {
+    const now = Date.now();
+    return this.sql.transaction(async (tx) => {
+      const skip = tx.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
+      const due = (
+        await tx.query<SyncKey & { due_ms: number | string }>(
+          `SELECT integration, connection, sync, next_run_ms AS due_ms FROM terapi_syncs WHERE next_run_ms <= $1 AND paused = 0 ORDER BY next_run_ms LIMIT $2${skip}`,
+          [now, limit],
+        )
+      ).map((d) => ({ ...d, due_ms: Number(d.due_ms) }));
+      if (!due.length) return 0;
+      const keys = JSON.stringify(due.map((d) => [d.integration, d.connection, d.sync]));
+      // Keep the cadence, but after a backlog (the server was down) the next run is a period from now.
+      await tx.query(
+        `UPDATE terapi_syncs SET next_run_ms = CASE WHEN frequency_ms IS NULL THEN NULL WHEN next_run_ms + frequency_ms > $1 THEN next_run_ms + frequency_ms ELSE $1 + frequency_ms END
+         WHERE (integration, connection, sync) IN (SELECT value ->> 0, value ->> 1, value ->> 2 FROM ${tx.dialect === 'postgres' ? 'json_array_elements($2::json)' : 'json_each($2)'})`,
+        [now, keys],
+      );
+      await send(due, tx);
+      return due.length;
+    });
+  }
+
+  /** Hands the runs' pending events to `send` in one transaction with clearing them: each is sent once it is queued. */
+  async takeEvents(limit: number, send: (events: (SyncKey & { event: SyncEvent })[], tx: SqlTx) => Promise<void>): Promise<number> {
+    return this.sql.transaction(async (tx) => {
+      const skip = tx.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
+      const rows = await tx.query<SyncKey & { pending_event: string }>(
+        `SELECT integration, connection, sync, pending_event FROM terapi_syncs WHERE pending_event IS NOT NULL LIMIT $1${skip}`,
+        [limit],
+      );
+      if (!rows.length) return 0;
+      await send(rows.map((r) => ({ integration: r.integration, connection: r.connection, sync: r.sync, event: JSON.parse(r.pending_event) as SyncEvent })), tx);
+      for (const r of rows) await tx.query(`UPDATE terapi_syncs SET pending_event = NULL WHERE ${KEY} AND sync = $3`, [r.integration, r.connection, r.sync]);
+      return rows.length;
     });
   }
 
@@ -295,6 +383,18 @@ export class SyncStore {
       if (done.length) expired.push({ integration: r.integration, connection: r.connection, sync: r.sync });
     }
     return expired;
+  }
+
+  /** A run this process stops before its end (shutdown): marked interrupted, to be resumed where it stopped. */
+  async interrupt(handle: RunHandle, message: string): Promise<void> {
+    const at = new Date().toISOString();
+    const [r] = (await this.sql.query(`SELECT * FROM terapi_syncs WHERE ${KEY} AND sync = $3`, [handle.integration, handle.connection, handle.sync])).map(row);
+    if (!r || r.run_id !== handle.runId) return;
+    const summary = { ...(r.last_run ?? emptySummary(handle.runId, at)), outcome: 'interrupted' as const, finished_at: at, error: message };
+    await this.sql.query(
+      `UPDATE terapi_syncs SET status = 'error', run_id = NULL, lease_until = NULL, finished_at = $5, error = $6, last_run = $7 WHERE ${KEY} AND sync = $3 AND run_id = $4`,
+      [handle.integration, handle.connection, handle.sync, handle.runId, at, message, json(summary)],
+    );
   }
 
   /** Records of a connection and model in cursor order, for GET /records. */
@@ -390,6 +490,38 @@ export class SyncStore {
   }
 }
 
+/** A run's news for the app: changes to read, or an error; none for a run that changed nothing. */
+export interface SyncEvent {
+  type: 'sync.changed' | 'sync.error';
+  sync: string;
+  model: string;
+  outcome: RunSummary['outcome'];
+  added: number;
+  updated: number;
+  deleted: number;
+  /** Read the changes with GET /records?modified_after=<this>: every change of the run is after it. */
+  modified_after: string;
+  error?: string;
+}
+
+function runEvent(handle: RunHandle, summary: RunSummary): SyncEvent | undefined {
+  const changed = summary.added + summary.updated + summary.deleted > 0;
+  const failed = summary.outcome !== 'success';
+  if (!changed && !failed) return undefined;
+  return {
+    type: failed ? 'sync.error' : 'sync.changed',
+    sync: handle.sync,
+    model: handle.model,
+    outcome: summary.outcome,
+    added: summary.added,
+    updated: summary.updated,
+    deleted: summary.deleted,
+    // A moment before the run's first write: last_modified_at of each change is later.
+    modified_after: new Date(Date.parse(summary.started_at) - 1).toISOString(),
+    ...(summary.error ? { error: summary.error } : {}),
+  };
+}
+
 function emptySummary(runId: string, at: string): RunSummary {
   return { run_id: runId, started_at: at, outcome: 'running', pages: 0, added: 0, updated: 0, deleted: 0, unchanged: 0, invalid: { count: 0, examples: [] } };
 }
@@ -406,7 +538,8 @@ function row(r: Record<string, unknown>): SyncRow {
     lease_until: (r.lease_until as string) ?? null,
     started_at: (r.started_at as string) ?? null,
     finished_at: (r.finished_at as string) ?? null,
-    next_run_at: (r.next_run_at as string) ?? null,
+    frequency_ms: r.frequency_ms === null || r.frequency_ms === undefined ? null : Number(r.frequency_ms),
+    next_run_ms: r.next_run_ms === null || r.next_run_ms === undefined ? null : Number(r.next_run_ms),
     checkpoint: parse(r.checkpoint) ?? undefined,
     resume: parse<Resume>(r.resume),
     last_cursor: Number(r.last_cursor),

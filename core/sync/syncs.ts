@@ -8,8 +8,10 @@ import type { Provider, Sync } from '../format/provider-types.ts';
 import type { WorkerPools } from '../jobs/pools.ts';
 import type { FreshAnswer, StoreOptions } from '../jobs/worker.ts';
 import type { Logger } from '../logger.ts';
+import type { JobQueue } from '../jobs/queue.ts';
+import type { Webhooks } from '../jobs/webhooks.ts';
 import type { RunResult } from './run.ts';
-import { recordCursor, type RunHandle, type RunSummary, type SyncRow, type SyncStore } from './sync-store.ts';
+import { recordCursor, type RunHandle, type RunSummary, type SyncKey, type SyncRow, type SyncStore } from './sync-store.ts';
 
 /** SyncStatus as the API shows it (server/openapi.yaml). */
 export interface SyncStatusView {
@@ -35,8 +37,13 @@ export interface RecordsQuery {
 
 const ACTIONS = ['added', 'updated', 'deleted'];
 const NO_TIMINGS = { pages_ms: 0, mapping_ms: 0, storing_ms: 0 };
+const HANDED_BACK = 'the process is stopping: the run is handed back';
 
 export interface SyncOptions {
+  /** Runs this process carries out at once (its run threads). */
+  concurrency: number;
+  /** How often a worker looks for due syncs. */
+  tickMs: number;
   /** How long a run's hold on its sync lasts without renewal: a run whose process died is given up after it. */
   leaseMs: number;
   /** How long one run may wait, in all, for a provider's rate limits before it ends and resumes later. */
@@ -58,13 +65,23 @@ export interface RunEvent {
   result: RunResult;
 }
 
-export class Syncs extends EventEmitter<{ run: [RunEvent] }> {
+/** A job of the sync-run queue: run this sync now (`due_ms`: when it was due, for the schedule's lag). */
+export interface RunJob extends SyncKey {
+  due_ms?: number;
+  reason: 'schedule' | 'trigger' | 'resume';
+}
+
+export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { lag_ms?: number }] }> {
   private readonly running = new Map<string, Promise<void>>();
-  private reaper?: NodeJS.Timeout;
+  private readonly stoppers = new Map<string, AbortController>();
+  private ticker?: NodeJS.Timeout;
+  private inHand = 0;
 
   constructor(
     private readonly store: SyncStore,
     private readonly pools: WorkerPools,
+    private readonly queue: JobQueue,
+    private readonly webhooks: Webhooks,
     private readonly integrations: Integrations,
     private readonly connections: Connections,
     private readonly auth: AuthEngine,
@@ -76,56 +93,148 @@ export class Syncs extends EventEmitter<{ run: [RunEvent] }> {
   }
 
   /**
-   * Marks runs whose process died as interrupted. `everything`: this process owns the store alone
-   * (embedded mode), so any run still marked running belongs to a process that is gone.
+   * Marks runs whose process died as interrupted, and queues each again: it resumes from what it
+   * stored. `everything`: this process owns the store alone (embedded mode), so any run still
+   * marked running belongs to a process that is gone.
    */
   async recover(everything: boolean): Promise<void> {
     const expired = await this.store.expireLeases(everything ? new Date('9999-12-31T23:59:59.999Z') : new Date());
-    for (const key of expired) this.log.warn({ integration: key.integration, connection: key.connection, sync: key.sync }, 'sync run interrupted: its process stopped during the run');
+    for (const key of expired) {
+      this.log.warn({ integration: key.integration, connection: key.connection, sync: key.sync }, 'sync run interrupted: its process stopped during the run; queued again');
+      await this.queue.send('terapi-sync-run', { ...key, reason: 'resume' } satisfies RunJob, { singletonKey: jobKey(key) });
+    }
   }
 
-  /** Looks for runs whose process died, every half lease, for as long as this process runs. */
-  watchLeases(): void {
-    this.reaper = setInterval(() => void this.recover(false).catch((e) => this.log.warn({ err: (e as Error).message }, 'could not check sync leases')), this.options.leaseMs / 2);
-    this.reaper.unref();
+  /**
+   * A worker's duties (TERAPI_ROLE worker or all): run the queued syncs, and every second queue
+   * the syncs that are due, the events the last runs left for the app, and the runs whose process
+   * died. Every process doing this on one database shares the work.
+   */
+  async work(): Promise<void> {
+    await this.queue.work('terapi-sync-run', this.options.concurrency, (job: RunJob) => this.runJob(job));
+    let last = 0;
+    const tick = async () => {
+      await this.queueDue();
+      await this.flushEvents();
+      if (Date.now() - last > this.options.leaseMs / 2) {
+        last = Date.now();
+        await this.recover(false);
+      }
+    };
+    this.ticker = setInterval(() => void tick().catch((e) => this.log.warn({ err: (e as Error).message }, 'sync scheduler: could not reach the store')), this.options.tickMs);
+    this.ticker.unref();
   }
 
-  /** triggerSync: starts each named sync now unless it is running; answers each one's status. */
-  async trigger(integrationKey: string, connectionId: string, names: string[]): Promise<{ name: string; status: string }[]> {
+  /** Queues the runs that are due, moving their schedule on in the same transaction. */
+  async queueDue(): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const n = await this.store.takeDue(500, async (due, tx) => {
+        for (const d of due) await this.queue.send('terapi-sync-run', { integration: d.integration, connection: d.connection, sync: d.sync, due_ms: d.due_ms, reason: 'schedule' } satisfies RunJob, { singletonKey: jobKey(d) }, tx);
+      });
+      total += n;
+      if (n < 500) return total;
+    }
+  }
+
+  /** Sends the events runs left for the app, clearing each in the transaction that queues it. */
+  async flushEvents(): Promise<void> {
+    if (!this.webhooks.enabled) return;
+    while ((await this.store.takeEvents(200, async (events, tx) => {
+      for (const e of events) await this.webhooks.send({ ...e.event, provider_config_key: e.integration, connection_id: e.connection, sync_name: e.sync }, tx);
+    })) === 200);
+  }
+
+  /** triggerSync: queues a run of each named sync, unless one is running; answers each one's status. */
+  async trigger(integrationKey: string, connectionId: string, names: string[]): Promise<{ name: string; status: 'queued' | 'running' }[]> {
     const { provider } = await this.integrations.withProvider(integrationKey);
     if (!names.length) throw badRequest('invalid_request', 'body.syncs must name at least one sync');
     const syncs = [...new Set(names)].map((name) => [name, syncOf(provider, name)] as const);
     // Fails now, with 404 or 424, rather than inside the run.
     await this.auth.fresh(integrationKey, connectionId);
-    const out = [];
-    for (const [name, sync] of syncs) {
-      await this.start(provider, sync, { integration: integrationKey, connection: connectionId, sync: name });
-      out.push({ name, status: 'running' });
+    const out: { name: string; status: 'queued' | 'running' }[] = [];
+    for (const [name] of syncs) {
+      const key = { integration: integrationKey, connection: connectionId, sync: name };
+      const row = await this.store.get(key);
+      if (row?.status === 'running' && row.lease_until && row.lease_until > new Date().toISOString()) {
+        out.push({ name, status: 'running' });
+        continue;
+      }
+      await this.queue.send('terapi-sync-run', { ...key, reason: 'trigger' } satisfies RunJob, { singletonKey: jobKey(key) });
+      out.push({ name, status: 'queued' });
     }
     return out;
   }
 
-  /** Claims a sync and runs it in a worker thread; false when a run already holds it. */
-  private async start(provider: Provider, sync: Sync, key: { integration: string; connection: string; sync: string }): Promise<boolean> {
-    const claimed = await this.store.claim(key, sync.model.name, randomUUID(), this.options.leaseMs, sync.mode === 'full');
-    if (!claimed) return false;
-    const { handle, row } = claimed;
-    const label = { integration: key.integration, connection: key.connection, sync: key.sync, run: handle.runId };
+  /** A new connection's syncs go on their schedule, due at once, except those that say not to start on their own. */
+  async scheduleConnection(integrationKey: string, connectionId: string): Promise<void> {
+    const { integration, provider } = await this.integrations.withProvider(integrationKey);
+    for (const [name, sync] of Object.entries(provider.syncs ?? {})) {
+      if (sync.auto_start === false) continue;
+      await this.store.schedule({ integration: integrationKey, connection: connectionId, sync: name }, sync.model.name, frequencyMs(integration.sync_frequencies?.[name] ?? sync.frequency), true);
+    }
+  }
+
+  /** POST /sync/pause and /sync/start: a paused sync runs only when triggered; a started one runs now and then on its schedule. */
+  async setPaused(integrationKey: string, connectionId: string, names: string[], paused: boolean): Promise<{ name: string; status: string }[]> {
+    const { integration, provider } = await this.integrations.withProvider(integrationKey);
+    if (!names.length) throw badRequest('invalid_request', 'body.syncs must name at least one sync');
+    const syncs = [...new Set(names)].map((name) => [name, syncOf(provider, name)] as const);
+    await this.connections.get(integrationKey, connectionId);
+    for (const [name, sync] of syncs) {
+      await this.store.setPaused({ integration: integrationKey, connection: connectionId, sync: name }, sync.model.name, paused, frequencyMs(integration.sync_frequencies?.[name] ?? sync.frequency));
+    }
+    return syncs.map(([name]) => ({ name, status: paused ? 'paused' : 'scheduled' }));
+  }
+
+  /** PATCH /integration: each named sync's frequency, for every connection of the integration. */
+  async setFrequencies(integrationKey: string, frequencies: Record<string, string>): Promise<void> {
+    const { provider } = await this.integrations.withProvider(integrationKey);
+    for (const [name, frequency] of Object.entries(frequencies)) {
+      syncOf(provider, name);
+      await this.store.setFrequency(integrationKey, name, frequencyMs(frequency)!);
+    }
+  }
+
+  /** A sync-run job: claims the sync and runs it here, unless a run holds it or it no longer exists. */
+  private async runJob(job: RunJob): Promise<void> {
+    this.inHand++;
+    try {
+      const key = { integration: job.integration, connection: job.connection, sync: job.sync };
+      const found = await this.integrations.withProvider(key.integration).catch(() => undefined);
+      const sync = found && Object.hasOwn(found.provider.syncs ?? {}, key.sync) ? found.provider.syncs![key.sync] : undefined;
+      const connection = await this.connections.get(key.integration, key.connection).catch(() => undefined);
+      if (!found || !sync || !connection) return; // deleted since it was queued
+      const claimed = await this.store.claim(key, sync.model.name, randomUUID(), this.options.leaseMs, sync.mode === 'full');
+      if (!claimed) return; // one run at a time: the one running now does the work
+      this.emit('started', { ...job, ...(job.due_ms ? { lag_ms: Date.now() - job.due_ms } : {}) });
+      await this.start(found.provider, claimed.handle, claimed.row);
+    } finally {
+      this.inHand--;
+    }
+  }
+
+  /** Runs a claimed sync in a worker thread, and tells what it did. */
+  private async start(provider: Provider, handle: RunHandle, row: SyncRow): Promise<void> {
+    const label = { integration: handle.integration, connection: handle.connection, sync: handle.sync, run: handle.runId };
     this.log.info(label, 'sync run started');
     const run = this.execute(provider, handle, row)
-      .then((result) => {
+      .then(async (result) => {
         this.log.info({ ...label, ...logged(result) }, result.summary.outcome === 'success' ? 'sync run succeeded' : 'sync run failed');
-        this.emit('run', { ...key, model: handle.model, result });
+        this.emit('run', { integration: handle.integration, connection: handle.connection, sync: handle.sync, model: handle.model, result });
+        await this.flushEvents().catch(() => {}); // else the next tick sends them
       })
       .catch((e) => this.log.error({ ...label, err: (e as Error).message }, 'sync run could not be recorded'))
       .finally(() => this.running.delete(handle.runId));
     this.running.set(handle.runId, run);
-    return true;
+    await run;
   }
 
   private async execute(provider: Provider, handle: RunHandle, row: SyncRow): Promise<RunResult> {
     // The lease is kept by this thread, which stays responsive whatever the run's thread does.
     const renew = setInterval(() => void this.store.renew(handle, this.options.leaseMs).catch(() => {}), this.options.leaseMs / 3);
+    const stopper = new AbortController();
+    this.stoppers.set(handle.runId, stopper);
     try {
       const outcome = await this.pools.runSync(
         {
@@ -133,21 +242,29 @@ export class Syncs extends EventEmitter<{ run: [RunEvent] }> {
           sources: provider.sources,
           provider: provider.name,
           sync: handle.sync,
-          run: { handle, since: row.checkpoint, resume: row.resume, leaseMs: this.options.leaseMs, waitBudgetMs: this.options.waitBudgetMs },
+          run: { handle, summary: row.last_run!, since: row.checkpoint, resume: row.resume, leaseMs: this.options.leaseMs, waitBudgetMs: this.options.waitBudgetMs },
         },
         (id) => this.answerFresh(handle, id),
+        stopper.signal,
       );
       if (outcome.ok) return outcome.result;
       // Another run took over, or the connection was deleted: nothing more of this run is written.
-      return { summary: { ...(row.last_run ?? ({} as RunSummary)), run_id: handle.runId, outcome: 'error', error: outcome.message }, timings: NO_TIMINGS };
+      return { summary: { ...row.last_run!, outcome: 'error', error: outcome.message }, timings: NO_TIMINGS };
     } catch (e) {
+      if (stopper.signal.aborted) {
+        await this.store.interrupt(handle, 'the run was handed back: its process stopped; it resumes where it stopped');
+        await this.queue.send('terapi-sync-run', { ...handle, reason: 'resume' } satisfies RunJob, { singletonKey: jobKey(handle) });
+        return { summary: { ...row.last_run!, outcome: 'interrupted' }, timings: NO_TIMINGS };
+      }
       // The run's thread ended without recording how (stopped by the watchdog or its memory cap,
       // or a fault): the run ends here, keeping every page it stored.
-      const summary: RunSummary = { ...(row.last_run ?? ({} as RunSummary)), run_id: handle.runId, outcome: 'error', error: `the run was stopped: ${(e as Error).message}` };
+      const progress = await this.store.get(handle).catch(() => undefined);
+      const summary: RunSummary = { ...(progress?.run_id === handle.runId && progress.last_run ? progress.last_run : row.last_run!), outcome: 'error', error: `the run was stopped: ${(e as Error).message}` };
       const done = await this.store.finish(handle, summary, { full: false, resume: null }).catch(() => undefined);
       return { summary, records_count: done?.records_count, timings: NO_TIMINGS };
     } finally {
       clearInterval(renew);
+      this.stoppers.delete(handle.runId);
     }
   }
 
@@ -195,10 +312,16 @@ export class Syncs extends EventEmitter<{ run: [RunEvent] }> {
     };
   }
 
-  /** Stops looking for dead runs, and waits for this process's own. */
-  async stop(): Promise<void> {
-    clearInterval(this.reaper);
-    await this.idle();
+  /**
+   * Stops queuing and taking runs, waits up to `graceMs` for the ones in hand, then hands back
+   * those still going: each is marked interrupted and queued again, to resume where it stopped.
+   */
+  async stop(graceMs: number): Promise<void> {
+    clearInterval(this.ticker);
+    await this.queue.stopWorking();
+    await Promise.race([Promise.allSettled([...this.running.values()]), new Promise((r) => setTimeout(r, graceMs))]);
+    for (const stopper of this.stoppers.values()) stopper.abort(HANDED_BACK);
+    await Promise.allSettled([...this.running.values()]);
   }
 
   async deleteConnection(integrationKey: string, connectionId: string): Promise<void> {
@@ -209,9 +332,14 @@ export class Syncs extends EventEmitter<{ run: [RunEvent] }> {
     await this.store.deleteIntegration(integrationKey);
   }
 
-  /** Waits for the runs this process started (tests, shutdown). */
+  /** Waits until no run is queued and none is in hand here (tests, benches). */
   async idle(): Promise<void> {
-    while (this.running.size) await Promise.allSettled([...this.running.values()]);
+    for (let quiet = 0; quiet < 2; ) {
+      await Promise.allSettled([...this.running.values()]);
+      const busy = this.inHand > 0 || this.running.size > 0 || (await this.queue.waiting('terapi-sync-run')) > 0;
+      quiet = busy ? 0 : quiet + 1;
+      await new Promise((r) => setTimeout(r, busy ? 20 : 60));
+    }
   }
 }
 
@@ -221,6 +349,17 @@ export function syncOf(provider: Provider, name: string): Sync {
   return sync;
 }
 
+/** One waiting run per sync: the queue's singleton key. */
+const jobKey = (k: SyncKey) => JSON.stringify([k.integration, k.connection, k.sync]);
+
+/** `15m`, `1h`, `1d` in ms; undefined gives the format's default, an hour. */
+export function frequencyMs(frequency = '1h'): number {
+  const unit = { m: 60_000, h: 3_600_000, d: 86_400_000 }[frequency.slice(-1) as 'm' | 'h' | 'd'];
+  const n = Number(frequency.slice(0, -1));
+  if (!unit || !Number.isInteger(n) || n < 1) throw badRequest('invalid_request', `a frequency is a number and a unit (m, h or d), like 15m or 1h; got ${JSON.stringify(frequency)}`);
+  return n * unit;
+}
+
 function view(row: SyncRow): SyncStatusView {
   const status = row.status === 'running' ? 'running' : row.paused ? 'paused' : row.status === 'idle' ? 'success' : row.status;
   return {
@@ -228,7 +367,7 @@ function view(row: SyncRow): SyncStatusView {
     connection_id: row.connection,
     status,
     ...(row.finished_at ? { last_sync_date: row.finished_at } : {}),
-    ...(row.next_run_at ? { next_sync_date: row.next_run_at } : {}),
+    ...(row.next_run_ms !== null && !row.paused ? { next_sync_date: new Date(row.next_run_ms).toISOString() } : {}),
     records_count: row.records_count,
     ...(row.error && status !== 'running' ? { error: row.error } : {}),
     ...(row.last_run ? { last_run: row.last_run } : {}),
