@@ -119,27 +119,28 @@ export class Engine {
     return this.connections.view(record);
   };
 
-  async deleteConnection(integrationKey: string, id: string): Promise<void> {
+  /** `requestId`, here and below: the API request this serves, for core's log lines (README, "Request ids"). */
+  async deleteConnection(integrationKey: string, id: string, requestId?: string): Promise<void> {
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
     const record = await this.connections.get(integrationKey, id);
     await this.connections.delete(record);
-    await this.auth.revoke(provider, integration, record);
+    await this.auth.revoke(provider, integration, record, requestId);
   }
 
   /** Deletes an integration, its connections and everything hanging off them. */
-  async deleteIntegration(key: string): Promise<void> {
+  async deleteIntegration(key: string, requestId?: string): Promise<void> {
     const integration = await this.integrations.record(key);
     const provider = this.registry.get(integration.provider);
     for (const record of await this.connections.list(key)) {
       await this.connections.delete(record);
-      if (provider) await this.auth.revoke(provider, integration, record);
+      if (provider) await this.auth.revoke(provider, integration, record, requestId);
     }
     await this.integrations.delete(key);
   }
 
   /** getAuthToken (PRODUCT.md): the credential in the shape the app uses it. */
-  async token(integrationKey: string, id: string, forceRefresh: boolean): Promise<AuthTokenView> {
-    const { credentials } = await this.auth.fresh(integrationKey, id, forceRefresh);
+  async token(integrationKey: string, id: string, forceRefresh: boolean, requestId?: string): Promise<AuthTokenView> {
+    const { credentials } = await this.auth.fresh(integrationKey, id, forceRefresh, requestId);
     switch (credentials.type) {
       case 'oauth2':
       case 'oauth2_client_credentials':
@@ -210,7 +211,7 @@ export class Engine {
    * provider file says. Only requests that cannot have been applied (429) are retried for POST and
    * PATCH; the others follow the provider's retry rules.
    */
-  async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }): Promise<HttpResponse> {
+  async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }, requestId?: string): Promise<HttpResponse> {
     // Decoded first: a URL parser reads %2e%2e as .. too.
     const segments = req.path.split('/').map((s) => {
       try {
@@ -222,7 +223,7 @@ export class Engine {
     if (segments.some((s) => s === '..' || s === '.') || /^[a-z][a-z0-9+.-]*:/i.test(req.path)) {
       throw badRequest('invalid_request', 'the proxied path must be a path under the provider\'s base URL, without . or .. segments');
     }
-    const fresh = await this.auth.fresh(integrationKey, id);
+    const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
     const values = freshValues(fresh);
     const spec = { method: req.method as Method, path: Template.literal(`/${req.path.replace(/^\/+/, '')}`) };
     const built = apiRequest(fresh.provider, values, spec, { json: req.body, searchParams: req.query, headers: req.headers });
@@ -232,7 +233,7 @@ export class Engine {
   }
 
   /** triggerAction: input checked against the action's schema, request built by JSONata. */
-  async runAction(integrationKey: string, id: string, name: string, input: Record<string, unknown> = {}): Promise<{ success: true; action_name: string; output: Record<string, unknown> }> {
+  async runAction(integrationKey: string, id: string, name: string, input: Record<string, unknown> = {}, requestId?: string): Promise<{ success: true; action_name: string; output: Record<string, unknown> }> {
     const { provider } = await this.integrations.withProvider(integrationKey);
     const action = provider.actions?.[name];
     if (!action) throw notFound('unknown_action', `provider "${provider.name}" has no action "${name}"${provider.actions ? `; its actions are ${Object.keys(provider.actions).join(', ')}` : ''}`);
@@ -242,7 +243,7 @@ export class Engine {
       const problems = (validate.errors ?? []).map((e) => `input${e.instancePath.replace(/\//g, '.')} ${e.message}`).join('; ');
       throw badRequest('invalid_input', `the input of action "${name}" does not match its schema: ${problems}`);
     }
-    const fresh = await this.auth.fresh(integrationKey, id);
+    const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
     const values = { ...freshValues(fresh), input };
     const json = action.request.body ? await action.request.body.evaluate(input, { input, config: fresh.record.connection_config }) : undefined;
     const res = await callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);
