@@ -2,11 +2,11 @@ import type { ValidateFunction } from 'ajv';
 import { AuthEngine, freshValues } from './auth/tokens.ts';
 import { callProvider, providerFailed } from './http/send.ts';
 import { ConnectFlow, type FinishConnection } from './auth/connect.ts';
-import { checkConnectionConfig, Connections, parseCredentials, type ConnectionView, type Credentials } from './auth/connections.ts';
-import type { Config } from './config.ts';
+import { checkConnectionConfig, Connections, parseCredentials, type ConnectionRecord, type ConnectionView, type Credentials } from './auth/connections.ts';
+import { ConfigError, type Config } from './config.ts';
 import { Sealer } from './auth/crypto.ts';
 import { badRequest, notFound } from './errors.ts';
-import { Integrations } from './auth/integrations.ts';
+import { Integrations, type IntegrationRecord } from './auth/integrations.ts';
 import { LocalLock, PostgresLock, type Lock } from './store/lock.ts';
 import type { Logger } from './logger.ts';
 import { apiRequest, basicAuth, templateValues } from './http/provider-request.ts';
@@ -48,6 +48,8 @@ export class Engine {
   private readonly inputValidators = new WeakMap<Action, ValidateFunction>();
   private readonly running = new Map<string, Promise<void>>();
 
+  private readonly sealer: Sealer;
+
   private constructor(
     readonly config: Config,
     readonly registry: ProviderRegistry,
@@ -55,23 +57,54 @@ export class Engine {
     private readonly lock: Lock,
     readonly log: Logger,
   ) {
-    const sealer = new Sealer(config.encryptionKeys);
-    this.integrations = new Integrations(store, registry, sealer);
-    this.connections = new Connections(store, sealer);
+    this.sealer = new Sealer(config.encryptionKeys);
+    this.integrations = new Integrations(store, registry, this.sealer);
+    this.connections = new Connections(store, this.sealer);
     this.auth = new AuthEngine(this.integrations, this.connections, lock, log);
     this.connect = new ConnectFlow(store, this.integrations, this.auth, this.finishConnection, config, log);
   }
 
-  /** Loads the providers (throws ProviderLoadError listing every error) and opens the store. */
+  /**
+   * Loads the providers (throws ProviderLoadError listing every error), opens the store and checks
+   * that the encryption keys open what it holds (throws ConfigError): a start that cannot work stops here.
+   */
   static async start(config: Config, log: Logger): Promise<Engine> {
     const registry = new ProviderRegistry(config.providersDirs);
     registry.load();
+    const store = await Store.open(config);
+    const lock = config.databaseUrl ? new PostgresLock(config.databaseUrl) : new LocalLock();
+    const engine = new Engine(config, registry, store, lock, log);
+    try {
+      await engine.checkSealedValues();
+    } catch (e) {
+      await engine.stop();
+      throw e;
+    }
     registry.watch();
     registry.on('reloaded', (count) => log.info({ providers: count }, 'provider files reloaded'));
     registry.on('rejected', (errors) => log.error({ errors }, 'provider change rejected: the previous version stays live'));
-    const store = await Store.open(config);
-    const lock = config.databaseUrl ? new PostgresLock(config.databaseUrl) : new LocalLock();
-    return new Engine(config, registry, store, lock, log);
+    return engine;
+  }
+
+  /**
+   * Opens every integration's client secret and one connection's credentials (the first by key):
+   * keys that do not open them (a lost keys.json, a wrong TERAPI_ENCRYPTION_KEY, a previous key
+   * dropped too soon) are refused at start rather than failing each call that needs them.
+   */
+  private async checkSealedValues(): Promise<void> {
+    const integrations = await this.store.list<IntegrationRecord>(`${Store.key('integration')}/`);
+    const [connection] = await this.store.list<ConnectionRecord>(`${Store.key('connection')}/`, 1);
+    const sealed = integrations.filter((i) => i.oauth_client_secret).map((i) => ({ what: `the OAuth client secret of integration "${i.unique_key}"`, text: i.oauth_client_secret! }));
+    if (connection) sealed.push({ what: `the credentials of connection "${connection.id}" (integration "${connection.provider_config_key}")`, text: connection.credentials });
+    const problems: string[] = [];
+    for (const { what, text } of sealed) {
+      try {
+        this.sealer.open(text);
+      } catch (e) {
+        problems.push(`${what} cannot be opened: ${(e as Error).message}`);
+      }
+    }
+    if (problems.length) throw new ConfigError(problems);
   }
 
   async stop(): Promise<void> {
