@@ -505,6 +505,9 @@ api: { base_url: "https://\${subdomain}.example.com" }
       r = await t.call('OPTIONS', '/integration');
       assert.equal(r.status, 200);
       assert.equal(r.headers.get('allow'), 'HEAD, GET, POST');
+      r = await t.call('PROPFIND', '/integration');
+      assert.equal(r.status, 501);
+      assert.equal(r.body.error, 'not_implemented');
     });
 
     test('a body that is not JSON is 415 unsupported_media_type, after the secret key check', async () => {
