@@ -2,11 +2,11 @@ import type { ValidateFunction } from 'ajv';
 import { AuthEngine, freshValues } from './auth/tokens.ts';
 import { callProvider, providerFailed } from './http/send.ts';
 import { ConnectFlow, type FinishConnection } from './auth/connect.ts';
-import { checkConnectionConfig, Connections, parseCredentials, type ConnectionView, type Credentials } from './auth/connections.ts';
-import type { Config } from './config.ts';
+import { checkConnectionConfig, Connections, parseCredentials, type ConnectionRecord, type ConnectionView, type Credentials } from './auth/connections.ts';
+import { ConfigError, type Config } from './config.ts';
 import { Sealer } from './auth/crypto.ts';
 import { badRequest, notFound } from './errors.ts';
-import { Integrations } from './auth/integrations.ts';
+import { Integrations, type IntegrationRecord } from './auth/integrations.ts';
 import { LocalLock, PostgresLock, type Lock } from './store/lock.ts';
 import type { Logger } from './logger.ts';
 import { apiRequest, basicAuth, templateValues } from './http/provider-request.ts';
@@ -42,6 +42,8 @@ export class Engine {
   readonly webhooks: Webhooks;
   private readonly inputValidators = new WeakMap<Action, ValidateFunction>();
 
+  private readonly sealer: Sealer;
+
   private constructor(
     readonly config: Config,
     readonly registry: ProviderRegistry,
@@ -52,9 +54,9 @@ export class Engine {
     private readonly lock: Lock,
     readonly log: Logger,
   ) {
-    const sealer = new Sealer(config.encryptionKeys);
-    this.integrations = new Integrations(store, registry, sealer);
-    this.connections = new Connections(store, sealer);
+    this.sealer = new Sealer(config.encryptionKeys);
+    this.integrations = new Integrations(store, registry, this.sealer);
+    this.connections = new Connections(store, this.sealer);
     this.auth = new AuthEngine(this.integrations, this.connections, lock, log);
     this.connect = new ConnectFlow(store, this.integrations, this.auth, this.finishConnection, config, log);
     this.auth.on('needs_reauth', (e) => void this.webhooks.send({ type: 'connection.needs_reauth', ...e }).catch((err) => log.warn({ err: (err as Error).message }, 'webhook not queued')));
@@ -67,19 +69,28 @@ export class Engine {
     }, log);
   }
 
-  /** Loads the providers (throws ProviderLoadError listing every error) and opens the store. */
+  /**
+   * Loads the providers (throws ProviderLoadError listing every error), opens the store and checks
+   * that the encryption keys open what it holds (throws ConfigError): a start that cannot work stops here.
+   */
   static async start(config: Config, log: Logger): Promise<Engine> {
     const registry = new ProviderRegistry(config.providersDirs);
     registry.load();
-    registry.watch();
-    registry.on('reloaded', (count) => log.info({ providers: count }, 'provider files reloaded'));
-    registry.on('rejected', (errors) => log.error({ errors }, 'provider change rejected: the previous version stays live'));
     const store = await Store.open(config);
     const sql = openSql(config);
     await new SyncStore(sql).migrate();
     const lock = config.databaseUrl ? new PostgresLock(config.databaseUrl) : new LocalLock();
     const queue = config.databaseUrl ? await PgBossQueue.open(config.databaseUrl, log) : await SqliteQueue.open(sql, log);
     const engine = new Engine(config, registry, store, sql, acquirePools(), queue, lock, log);
+    try {
+      await engine.checkSealedValues();
+    } catch (e) {
+      await engine.stop();
+      throw e;
+    }
+    registry.watch();
+    registry.on('reloaded', (count) => log.info({ providers: count }, 'provider files reloaded'));
+    registry.on('rejected', (errors) => log.error({ errors }, 'provider change rejected: the previous version stays live'));
     if (config.role !== 'api') {
       // Embedded: this process owns the store alone, so a run still marked running died with the last one.
       await engine.syncs.recover(!config.databaseUrl);
@@ -89,9 +100,30 @@ export class Engine {
     return engine;
   }
 
+  /**
+   * Opens every integration's client secret and one connection's credentials (the first by key):
+   * keys that do not open them (a lost keys.json, a wrong TERAPI_ENCRYPTION_KEY, a previous key
+   * dropped too soon) are refused at start rather than failing each call that needs them.
+   */
+  private async checkSealedValues(): Promise<void> {
+    const integrations = await this.store.list<IntegrationRecord>(`${Store.key('integration')}/`);
+    const [connection] = await this.store.list<ConnectionRecord>(`${Store.key('connection')}/`, 1);
+    const sealed = integrations.filter((i) => i.oauth_client_secret).map((i) => ({ what: `the OAuth client secret of integration "${i.unique_key}"`, text: i.oauth_client_secret! }));
+    if (connection) sealed.push({ what: `the credentials of connection "${connection.id}" (integration "${connection.provider_config_key}")`, text: connection.credentials });
+    const problems: string[] = [];
+    for (const { what, text } of sealed) {
+      try {
+        this.sealer.open(text);
+      } catch (e) {
+        problems.push(`${what} cannot be opened: ${(e as Error).message}`);
+      }
+    }
+    if (problems.length) throw new ConfigError(problems);
+  }
+
   /** Stops taking runs and webhooks; runs still going after the grace period are handed back to be resumed. */
   async stop(): Promise<void> {
-    await this.syncs.stop(this.config.shutdownMs);
+    await this.syncs.stop(this.config.shutdownTimeoutMs);
     this.registry.close();
     await this.queue.close();
     await releasePools(this.pools);
@@ -154,31 +186,32 @@ export class Engine {
     return view;
   }
 
-  async deleteConnection(integrationKey: string, id: string): Promise<void> {
+  /** `requestId`, here and below: the API request this serves, for core's log lines (README, "Request ids"). */
+  async deleteConnection(integrationKey: string, id: string, requestId?: string): Promise<void> {
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
     const record = await this.connections.get(integrationKey, id);
     await this.connections.delete(record);
     // After the connection's row: a page being stored now either finishes first (and is deleted
     // here) or finds the connection gone and stores nothing.
     await this.syncs.deleteConnection(integrationKey, id);
-    await this.auth.revoke(provider, integration, record);
+    await this.auth.revoke(provider, integration, record, requestId);
   }
 
   /** Deletes an integration, its connections and everything hanging off them. */
-  async deleteIntegration(key: string): Promise<void> {
+  async deleteIntegration(key: string, requestId?: string): Promise<void> {
     const integration = await this.integrations.record(key);
     const provider = this.registry.get(integration.provider);
     for (const record of await this.connections.list(key)) {
       await this.connections.delete(record);
-      if (provider) await this.auth.revoke(provider, integration, record);
+      if (provider) await this.auth.revoke(provider, integration, record, requestId);
     }
     await this.syncs.deleteIntegration(key);
     await this.integrations.delete(key);
   }
 
   /** getAuthToken (PRODUCT.md): the credential in the shape the app uses it. */
-  async token(integrationKey: string, id: string, forceRefresh: boolean): Promise<AuthTokenView> {
-    const { credentials } = await this.auth.fresh(integrationKey, id, forceRefresh);
+  async token(integrationKey: string, id: string, forceRefresh: boolean, requestId?: string): Promise<AuthTokenView> {
+    const { credentials } = await this.auth.fresh(integrationKey, id, forceRefresh, requestId);
     switch (credentials.type) {
       case 'oauth2':
       case 'oauth2_client_credentials':
@@ -216,7 +249,7 @@ export class Engine {
    * provider file says. Only requests that cannot have been applied (429) are retried for POST and
    * PATCH; the others follow the provider's retry rules.
    */
-  async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }): Promise<HttpResponse> {
+  async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }, requestId?: string): Promise<HttpResponse> {
     // Decoded first: a URL parser reads %2e%2e as .. too.
     const segments = req.path.split('/').map((s) => {
       try {
@@ -228,7 +261,7 @@ export class Engine {
     if (segments.some((s) => s === '..' || s === '.') || /^[a-z][a-z0-9+.-]*:/i.test(req.path)) {
       throw badRequest('invalid_request', 'the proxied path must be a path under the provider\'s base URL, without . or .. segments');
     }
-    const fresh = await this.auth.fresh(integrationKey, id);
+    const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
     const values = freshValues(fresh);
     const spec = { method: req.method as Method, path: Template.literal(`/${req.path.replace(/^\/+/, '')}`) };
     const built = apiRequest(fresh.provider, values, spec, { json: req.body, searchParams: req.query, headers: req.headers });
@@ -238,7 +271,7 @@ export class Engine {
   }
 
   /** triggerAction: input checked against the action's schema, request built by JSONata. */
-  async runAction(integrationKey: string, id: string, name: string, input: Record<string, unknown> = {}): Promise<{ success: true; action_name: string; output: Record<string, unknown> }> {
+  async runAction(integrationKey: string, id: string, name: string, input: Record<string, unknown> = {}, requestId?: string): Promise<{ success: true; action_name: string; output: Record<string, unknown> }> {
     const { provider } = await this.integrations.withProvider(integrationKey);
     const action = Object.hasOwn(provider.actions ?? {}, name) ? provider.actions![name] : undefined;
     if (!action) throw notFound('unknown_action', `provider "${provider.name}" has no action "${name}"${provider.actions ? `; its actions are ${Object.keys(provider.actions).join(', ')}` : ''}`);
@@ -248,7 +281,7 @@ export class Engine {
       const problems = (validate.errors ?? []).map((e) => `input${e.instancePath.replace(/\//g, '.')} ${e.message}`).join('; ');
       throw badRequest('invalid_input', `the input of action "${name}" does not match its schema: ${problems}`);
     }
-    const fresh = await this.auth.fresh(integrationKey, id);
+    const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
     const values = { ...freshValues(fresh), input };
     const json = action.request.body ? await action.request.body.evaluate(input, { input, config: fresh.record.connection_config }) : undefined;
     const res = await callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);

@@ -3,6 +3,16 @@ import { pino } from 'pino';
 export type Logger = pino.Logger;
 
 /**
+ * An error as a log line shows it: what and where, never its other properties, which for an
+ * HTTP client's error include the request it sent, credentials and all.
+ */
+function serializeError(e: unknown): unknown {
+  if (!(e instanceof Error)) return e;
+  const code = (e as { code?: unknown }).code;
+  return { type: e.name, message: e.message, stack: e.stack, ...(typeof code === 'string' ? { code } : {}) };
+}
+
+/**
  * Structured logs, one JSON line per event. Nothing that could hold a secret is ever passed to
  * the logger; the redaction below is a second line of defence against a mistake.
  */
@@ -11,6 +21,7 @@ export function createLogger(level = 'info', destination?: pino.DestinationStrea
     level,
     // Top-level paths only: wildcard paths cost several microseconds on every line (bench/api.ts).
     redact: { paths: ['authorization', 'headers', 'credentials', 'access_token', 'refresh_token', 'client_secret', 'api_key', 'password'], censor: '[redacted]' },
+    serializers: { err: serializeError },
   };
   if (destination) return pino(options, destination);
   // Lines are written 4 KiB at a time rather than one write per line, which cost a tenth of a

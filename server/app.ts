@@ -1,9 +1,10 @@
+import { randomUUID } from 'node:crypto';
 import Koa, { type Context, type Next } from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { secretChecker } from '../core/auth/crypto.ts';
 import type { Engine } from '../core/engine.ts';
-import { TerapiError } from '../core/errors.ts';
+import { notFound, TerapiError } from '../core/errors.ts';
 import { OPENAPI_TEXT, operations, type Checked } from './openapi.ts';
 import { callbackPage } from './callback-page.ts';
 
@@ -13,14 +14,26 @@ const NOT_FORWARDED = new Set(['authorization', 'host', 'connection', 'content-l
 declare module 'koa' {
   interface DefaultState {
     input: Checked;
+    /** This request's id (README, "Request ids"): on its log lines, core's too, and in its error answers. */
+    requestId: string;
   }
 }
 
+/** What a process manager's stop changes in the app (serve.ts): answers then close their connection. */
+export interface AppState {
+  draining: boolean;
+}
+
+/** An incoming X-Request-Id that is kept as is (README, "Request ids"); any other is replaced. */
+const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
+/** A body counts as JSON with one of these content types; any other body is a 415. */
+const JSON_TYPES = ['application/json', '+json'];
+
 /**
- * The Koa application: authentication, request checking against the served OpenAPI document,
- * errors as ErrorResponse, one log line per request, and routes that each call the engine once.
+ * The Koa application: request ids, authentication, request checking against the served OpenAPI
+ * document, errors as ErrorResponse, one log line per request, and routes that each call the engine once.
  */
-export function createApp(engine: Engine): Koa {
+export function createApp(engine: Engine, state: AppState = { draining: false }): Koa {
   const app = new Koa();
   const router = new Router();
   const log = engine.log;
@@ -30,24 +43,38 @@ export function createApp(engine: Engine): Koa {
     const given = header.startsWith('Bearer ') ? header.slice(7) : '';
     if (!given || !isSecret(given)) throw new TerapiError(401, 'unauthorized', 'give your secret key as "Authorization: Bearer <TERAPI_SECRET_KEY>"');
   };
+  /** A request with a body (an empty one is none) must send it as JSON. */
+  const requireJsonBody = (ctx: Context) => {
+    if (!ctx.request.length && !ctx.get('transfer-encoding')) return;
+    if (ctx.request.is(JSON_TYPES) === false) {
+      throw new TerapiError(415, 'unsupported_media_type', `the body must be JSON, sent with "Content-Type: application/json"; this one came as "${ctx.get('content-type') || 'no content type'}"`);
+    }
+  };
 
+  // The request id is passed to core explicitly, not carried by AsyncLocalStorage: on Node 20 its
+  // promise hooks cost every request 10 to 15 % (bench/api.ts), lines or not.
   app.use(async (ctx, next) => {
     const started = performance.now();
+    const given = ctx.get('x-request-id');
+    const id = (ctx.state.requestId = REQUEST_ID.test(given) ? given : randomUUID());
+    ctx.set('x-request-id', id);
     try {
       await next();
     } catch (e) {
       const err = e instanceof TerapiError ? e : undefined;
       const status = err?.status ?? ((e as { status?: number }).status === 400 || (e as { status?: number }).status === 413 ? (e as { status: number }).status : 500);
       ctx.status = status;
-      ctx.body = err ? { error: err.code, message: err.message } : status < 500 ? { error: 'invalid_request', message: `the request body could not be read: ${(e as Error).message}` } : { error: 'internal_error', message: 'an unexpected error happened; it has been logged' };
-      if (status >= 500) log.error({ err: e instanceof Error ? { message: e.message, stack: e.stack } : e, path: ctx.path }, 'request failed');
+      const body = err ? { error: err.code, message: err.message } : status < 500 ? { error: 'invalid_request', message: `the request body could not be read: ${(e as Error).message}` } : { error: 'internal_error', message: 'an unexpected error happened; it has been logged with this request_id' };
+      ctx.body = { ...body, request_id: id };
+      if (status >= 500) log.error({ request_id: id, err: e, path: ctx.path }, 'request failed');
     } finally {
+      if (state.draining) ctx.set('connection', 'close');
       // The path only: query strings may carry connect session tokens and OAuth codes.
-      log.info({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round((performance.now() - started) * 10) / 10 }, 'request');
+      log.info({ request_id: id, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round((performance.now() - started) * 10) / 10 }, 'request');
     }
   });
 
-  app.use(bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8' }));
+  app.use(bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8', detectJSON: (ctx) => Boolean(ctx.request.is(JSON_TYPES)) }));
 
   /** Checks the secret key (unless the operation is public) and the request against the document. */
   const op = (id: string) => {
@@ -55,6 +82,7 @@ export function createApp(engine: Engine): Koa {
     if (!operation) throw new Error(`no operation ${id} in openapi.yaml`);
     return async (ctx: Context, next: Next) => {
       if (!operation.public) requireSecret(ctx);
+      if (operation.takesBody) requireJsonBody(ctx);
       ctx.state.input = operation.check(ctx.params, ctx.query, ctx.request.body);
       await next();
     };
@@ -103,7 +131,7 @@ export function createApp(engine: Engine): Koa {
     ctx.body = await engine.updateIntegration(input(ctx).params.provider_config_key, input(ctx).body);
   });
   router.delete('/integration/:provider_config_key', op('deleteIntegration'), async (ctx) => {
-    await engine.deleteIntegration(input(ctx).params.provider_config_key);
+    await engine.deleteIntegration(input(ctx).params.provider_config_key, ctx.state.requestId);
     ctx.status = 204;
   });
 
@@ -124,7 +152,7 @@ export function createApp(engine: Engine): Koa {
   });
   router.delete('/connection/:connection_id', op('deleteConnection'), async (ctx) => {
     const { params, query } = input(ctx);
-    await engine.deleteConnection(query.provider_config_key as string, params.connection_id);
+    await engine.deleteConnection(query.provider_config_key as string, params.connection_id, ctx.state.requestId);
     ctx.status = 204;
   });
 
@@ -132,7 +160,7 @@ export function createApp(engine: Engine): Koa {
   router.get('/auth/token/:provider_config_key/:connection_id', op('getAuthToken'), async (ctx) => {
     const { params, query } = input(ctx);
     ctx.set('cache-control', 'no-store');
-    ctx.body = await engine.token(params.provider_config_key, params.connection_id, query.force_refresh === true);
+    ctx.body = await engine.token(params.provider_config_key, params.connection_id, query.force_refresh === true, ctx.state.requestId);
   });
 
   // Syncs
@@ -158,7 +186,7 @@ export function createApp(engine: Engine): Koa {
   // Actions
   router.post('/action/trigger', op('triggerAction'), async (ctx) => {
     const b = input(ctx).body as { provider_config_key: string; connection_id: string; action_name: string; input?: Record<string, unknown> };
-    ctx.body = await engine.runAction(b.provider_config_key, b.connection_id, b.action_name, b.input);
+    ctx.body = await engine.runAction(b.provider_config_key, b.connection_id, b.action_name, b.input, ctx.state.requestId);
   });
 
   // Connect flow
@@ -171,7 +199,7 @@ export function createApp(engine: Engine): Koa {
     ctx.redirect(await engine.connect.authorizationUrl(query.connect_session_token as string, params.provider_config_key));
   });
   router.get('/oauth/callback', op('oauthCallback'), async (ctx) => {
-    const outcome = await engine.connect.callback(input(ctx).query as Record<string, string>);
+    const outcome = await engine.connect.callback(input(ctx).query as Record<string, string>, ctx.state.requestId);
     ctx.status = outcome.ok ? 200 : 400;
     ctx.type = 'text/html';
     ctx.set('cache-control', 'no-store');
@@ -191,6 +219,7 @@ export function createApp(engine: Engine): Koa {
     const connection = ctx.get('connection-id');
     proxyOp.check({ path: ctx.path.slice(7) }, {}, undefined);
     if (!integration || !connection) throw new TerapiError(400, 'invalid_request', 'the proxy needs the headers Provider-Config-Key and Connection-Id');
+    requireJsonBody(ctx);
     const forwarded: Record<string, string> = {};
     for (const [name, value] of Object.entries(ctx.headers)) {
       if (typeof value === 'string' && !NOT_FORWARDED.has(name)) forwarded[name] = value;
@@ -200,8 +229,8 @@ export function createApp(engine: Engine): Koa {
       path: ctx.path.slice(7),
       query: Object.fromEntries(Object.entries(ctx.query).map(([k, v]) => [k, Array.isArray(v) ? v[v.length - 1] : (v ?? '')])),
       headers: forwarded,
-      body: ctx.request.is('application/json') ? ctx.request.body : undefined,
-    });
+      body: ctx.request.is(JSON_TYPES) ? ctx.request.body : undefined,
+    }, ctx.state.requestId);
     ctx.status = res.status;
     const type = res.headers['content-type'];
     if (typeof type === 'string') ctx.type = type;
@@ -209,10 +238,14 @@ export function createApp(engine: Engine): Koa {
   });
 
   app.use(router.routes());
-  app.use(router.allowedMethods());
-  app.use((ctx) => {
-    ctx.status = 404;
-    ctx.body = { error: 'not_found', message: `there is no ${ctx.method} ${ctx.path}: GET /openapi.yaml lists the API` };
+  // Reached when no route took the request: router.allowedMethods() answers OPTIONS, and sets 405
+  // and Allow for a path the router knows with another method; the answer is then an ErrorResponse.
+  app.use(async (ctx, next) => {
+    await next();
+    if (ctx.status === 405) throw new TerapiError(405, 'method_not_allowed', `${ctx.path} does not take ${ctx.method}; it takes ${ctx.response.get('allow')}`);
+    if (ctx.status === 501) throw new TerapiError(501, 'not_implemented', `this server does not implement the method ${ctx.method}`);
+    if (ctx.status === 404) throw notFound('not_found', `there is no ${ctx.method} ${ctx.path}: GET /openapi.yaml lists the API`);
   });
+  app.use(router.allowedMethods());
   return app;
 }

@@ -1,4 +1,9 @@
 #!/usr/bin/env node
-// The `terapi` command: TypeScript runs through tsx, registered here before the CLI is imported.
-import 'tsx';
-await import('./cli.ts');
+// The `terapi` command. TypeScript runs through tsx, registered here before the CLI is imported,
+// with this package's tsconfig.json: tsx would otherwise apply the one of the current folder.
+import { fileURLToPath } from 'node:url';
+import { register } from 'tsx/esm/api';
+
+register({ tsconfig: fileURLToPath(new URL('../tsconfig.json', import.meta.url)) });
+const { run } = await import('./cli.ts');
+await run(process.argv.slice(2));

@@ -1,41 +1,49 @@
 /**
- * terapi validate [files...]   checks provider files: with no file, the built-in catalogue and every
- *                              TERAPI_PROVIDERS_DIR folder; with files, those files on top of the
- *                              built-in catalogue (a file named like a built-in merges into it).
+ * The `terapi` command (server/bin.mjs): one program, a subcommand per module of server/cli/.
+ * Exit codes: 0 done, 1 the command failed (invalid files, a start refused), 2 a usage error.
+ * Errors are printed as `terapi: <problem>` lines, never as stack traces.
  */
-import { resolve } from 'node:path';
-import { BUILTIN_PROVIDERS_DIR, loadCatalog, providerFiles } from '../core/format/provider-loader.ts';
-import { formatError } from '../core/format/yaml-source.ts';
-import { loadConfig } from '../core/config.ts';
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError } from 'commander';
+import { ConfigError } from '../core/config.ts';
+import { start } from './cli/start.ts';
+import { validate } from './cli/validate.ts';
 
-const [command, ...args] = process.argv.slice(2);
+/** Each adds its subcommand to the program: a new subcommand is a module and a line here. */
+const SUBCOMMANDS: ((program: Command) => void)[] = [start, validate];
 
-function validate(files: string[]): number {
-  const builtin = providerFiles(BUILTIN_PROVIDERS_DIR);
-  let layers: string[][];
-  if (files.length) {
-    const given = files.map((f) => resolve(f));
-    // A built-in file given by name is checked in place of its current version, not on top of it.
-    layers = [builtin.filter((f) => !given.includes(f)).concat(given.filter((f) => f.startsWith(BUILTIN_PROVIDERS_DIR))), given.filter((f) => !f.startsWith(BUILTIN_PROVIDERS_DIR))];
-  } else {
-    layers = [builtin, ...loadConfig({ embeddedKeys: false }).config.providersDirs.map(providerFiles)];
-  }
-  const { providers, errors } = loadCatalog(layers);
-  for (const e of errors) console.error(formatError(e));
-  const checked = layers.flat().length;
-  if (errors.length) {
-    console.error(`\n${errors.length} error${errors.length === 1 ? '' : 's'} in ${checked} file${checked === 1 ? '' : 's'}`);
-    return 1;
-  }
-  console.log(`${checked} file${checked === 1 ? '' : 's'} valid: ${providers.size} provider${providers.size === 1 ? '' : 's'}`);
-  return 0;
+const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+export function program(): Command {
+  const terapi = new Command('terapi')
+    .description('Terapi, the open-source embedded integration platform: its API server and its tools')
+    .version(VERSION, '-v, --version', 'print the version')
+    .helpOption('-h, --help', 'print the help of terapi or of a subcommand')
+    .helpCommand(false)
+    .showSuggestionAfterError()
+    .configureOutput({ outputError: (text, write) => write(text.replace(/^error: /, 'terapi: ')) })
+    .exitOverride();
+  for (const add of SUBCOMMANDS) add(terapi);
+  return terapi;
 }
 
-switch (command) {
-  case 'validate':
-    process.exitCode = validate(args);
-    break;
-  default:
-    console.error('usage: terapi validate [files...]');
-    process.exitCode = 2;
+/** Runs the command line `argv` (without node and the script); sets process.exitCode. */
+export async function run(argv: string[]): Promise<void> {
+  try {
+    await program().parseAsync(argv, { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // Commander has printed the help, the version or the usage error already.
+      process.exitCode = e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2;
+      return;
+    }
+    process.exitCode = 1;
+    for (const line of problems(e)) console.error(`terapi: ${line}`);
+  }
+}
+
+/** What to print of an error: its problems or its message, not its stack. */
+function problems(e: unknown): string[] {
+  if (e instanceof ConfigError) return e.problems;
+  return [e instanceof Error ? e.message : String(e)];
 }

@@ -38,7 +38,7 @@ export interface Checked {
  * A checker per operation of the served document: path and query parameters (coerced to their
  * types) and the JSON body. A request that breaks the document is a 400 naming the field.
  */
-export const operations = new Map<string, { check: (params: object, query: object, body: unknown) => Checked; public: boolean }>();
+export const operations = new Map<string, { check: (params: object, query: object, body: unknown) => Checked; public: boolean; takesBody: boolean }>();
 
 for (const item of Object.values(openapi.paths)) {
   for (const op of Object.values(item)) {
@@ -57,6 +57,7 @@ for (const item of Object.values(openapi.paths)) {
     const bodyCheck = bodySchema ? ajv.compile(withRefs(bodySchema)) : undefined;
     operations.set(op.operationId, {
       public: Array.isArray(op.security) && op.security.length === 0,
+      takesBody: bodySchema !== undefined,
       check(params, query, body) {
         const p = { ...params } as Record<string, string>;
         run(pathCheck, p, 'path');

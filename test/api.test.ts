@@ -4,7 +4,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { Ajv } from 'ajv';
 import ajvFormats from 'ajv-formats';
 import { parse } from 'yaml';
@@ -31,11 +31,9 @@ function conforms(operationId: string, res: { status: number; body: any }): void
   if (res.status >= 400) assert.match((res.body as { error: string }).error, /^[a-z][a-z_]*$/);
 }
 
-test('the served document keeps the contract of ../shared/openapi.yaml unchanged', () => {
-  const shared = new URL('../../shared/openapi.yaml', import.meta.url);
-  // CI lays shared/ beside the clone; elsewhere the check runs against the same contract kept in git history.
-  if (!existsSync(shared)) return;
-  const contract = parse(readFileSync(shared, 'utf8'));
+test('the served document keeps the contract (test/fixtures/contract-openapi.yaml) unchanged', () => {
+  // The contract as it was given, vendored: the repository points at nothing outside itself.
+  const contract = parse(readFileSync(new URL('./fixtures/contract-openapi.yaml', import.meta.url), 'utf8'));
   for (const [path, item] of Object.entries<any>(contract.paths)) {
     for (const [method, op] of Object.entries<any>(item)) {
       const served = (openapi.paths as any)[path]?.[method];
@@ -494,6 +492,58 @@ api: { base_url: "https://\${subdomain}.example.com" }
       r = await t.call('GET', '/nowhere');
       assert.equal(r.status, 404);
       assert.equal(r.body.error, 'not_found');
+    });
+
+    test('a known path with another method is 405 method_not_allowed with Allow; OPTIONS lists the methods', async () => {
+      let r = await t.call('PUT', '/connection/x');
+      assert.equal(r.status, 405);
+      assert.equal(r.body.error, 'method_not_allowed');
+      assert.equal(r.headers.get('allow'), 'HEAD, GET, DELETE');
+      assert.match(r.body.message, /\/connection\/x does not take PUT; it takes HEAD, GET, DELETE/);
+      r = await t.call('DELETE', '/health', undefined, { authorization: '' });
+      assert.equal(r.status, 405);
+      assert.equal(r.headers.get('allow'), 'HEAD, GET');
+      r = await t.call('OPTIONS', '/integration');
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get('allow'), 'HEAD, GET, POST');
+      r = await t.call('PROPFIND', '/integration');
+      assert.equal(r.status, 501);
+      assert.equal(r.body.error, 'not_implemented');
+    });
+
+    test('a body that is not JSON is 415 unsupported_media_type, after the secret key check', async () => {
+      const form = { 'content-type': 'application/x-www-form-urlencoded' };
+      let r = await t.call('POST', '/integration', 'provider_config_key=x&provider=stripe', form);
+      assert.equal(r.status, 415);
+      assert.equal(r.body.error, 'unsupported_media_type');
+      assert.match(r.body.message, /Content-Type: application\/json.*application\/x-www-form-urlencoded/);
+      r = await t.call('POST', '/integration', 'x', { ...form, authorization: 'Bearer wrong' });
+      assert.equal(r.status, 401);
+      r = await t.call('POST', '/proxy/echo', 'a=1', { ...form, 'provider-config-key': 'api', 'connection-id': 'c1' });
+      assert.equal(r.status, 415, 'the proxy says so rather than dropping the body');
+      // A +json type is JSON; an empty body is no body.
+      r = await t.call('POST', '/integration', { provider_config_key: 'vnd', provider: 'stripe' }, { 'content-type': 'application/vnd.api+json' });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      r = await t.call('POST', '/integration', '', { 'content-type': 'text/plain' });
+      assert.equal(r.status, 400);
+      assert.equal(r.body.error, 'invalid_request');
+    });
+
+    test('every answer carries X-Request-Id: a well-formed one given is kept, any other replaced; error bodies and log lines carry it', async () => {
+      let r = await t.call('GET', '/integration/no-such-key', undefined, { 'x-request-id': 'req-42.a:b' });
+      assert.equal(r.status, 404);
+      assert.equal(r.headers.get('x-request-id'), 'req-42.a:b');
+      assert.equal(r.body.request_id, 'req-42.a:b');
+      conforms('getIntegration', r);
+      r = await t.call('GET', '/providers', undefined, { 'x-request-id': 'bad id with spaces' });
+      assert.equal(r.status, 200);
+      const made = r.headers.get('x-request-id')!;
+      assert.match(made, /^[0-9a-f-]{36}$/);
+      r = await t.call('GET', '/providers', undefined, { 'x-request-id': 'x'.repeat(129) });
+      assert.notEqual(r.headers.get('x-request-id'), 'x'.repeat(129));
+      const lines = t.logs.map((l) => JSON.parse(l));
+      assert.ok(lines.some((l) => l.msg === 'request' && l.request_id === 'req-42.a:b' && l.status === 404));
+      assert.ok(lines.some((l) => l.msg === 'request' && l.request_id === made && l.path === '/providers'));
     });
   });
 }

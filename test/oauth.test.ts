@@ -160,9 +160,11 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
     let r = await t.call('POST', '/connection', { connection_id: 'exp', provider_config_key: 'mock', credentials: { type: 'oauth2', access_token: 'old-token', refresh_token: 'rt-0', expires_at: new Date(Date.now() - 1000).toISOString() } });
     assert.equal(r.status, 200);
     const before = count(mock, 'refresh_token');
-    r = await t.call('GET', '/auth/token/mock/exp');
+    r = await t.call('GET', '/auth/token/mock/exp', undefined, { 'x-request-id': 'refresh-exp-1' });
     assert.equal(r.status, 200);
     assert.notEqual(r.body.access_token, 'old-token');
+    // core's line for the refresh carries the id of the request that caused it
+    assert.ok(t.logs.map((l) => JSON.parse(l)).some((l) => l.msg === 'token refreshed' && l.connection === 'exp' && l.request_id === 'refresh-exp-1'), 'the refresh line has the request id');
     assert.ok(Date.parse(r.body.expires_at) > Date.now() + 60_000);
     assert.equal(count(mock, 'refresh_token'), before + 1);
     assert.equal(mock.refreshTokensSeen.at(-1), 'rt-0');
@@ -182,6 +184,23 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
     await t.call('GET', '/auth/token/mock/exp?force_refresh=true');
     await t.call('GET', '/auth/token/mock/exp?force_refresh=true');
     assert.equal(mock.refreshTokensSeen.at(-1), kept);
+  });
+
+  test('a failed refresh is a 502, logged with the error\'s message and stack and the request id', async () => {
+    await t.call('POST', '/connection', { connection_id: 'flaky', provider_config_key: 'mock', credentials: { type: 'oauth2', access_token: 'old', refresh_token: 'rt-flaky', expires_at: new Date(Date.now() - 1000).toISOString() } });
+    mock.server.service.once('beforeResponse', (res: any) => {
+      res.statusCode = 401;
+      res.body = { error: 'invalid_client' };
+    });
+    const r = await t.call('GET', '/auth/token/mock/flaky', undefined, { 'x-request-id': 'refresh-flaky' });
+    assert.equal(r.status, 502);
+    assert.equal(r.body.request_id, 'refresh-flaky');
+    const line = t.logs.map((l) => JSON.parse(l)).find((l) => l.msg === 'token refresh failed' && l.connection === 'flaky');
+    assert.ok(line, 'the failure is logged');
+    assert.equal(line.request_id, 'refresh-flaky');
+    assert.equal(typeof line.err.message, 'string');
+    assert.match(line.err.stack, /\n\s+at /);
+    assert.deepEqual(Object.keys(line.err).filter((k) => !['type', 'message', 'stack', 'code'].includes(k)), [], 'nothing but what and where: an HTTP error holds the request it sent');
   });
 
   test('concurrent requests for one expired connection cause one refresh', async () => {

@@ -15,7 +15,6 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,6 +27,7 @@ import { ProviderRegistry } from '../core/format/provider-registry.ts';
 import type { Provider } from '../core/format/provider-types.ts';
 import { Template } from '../core/format/template.ts';
 import { formatError, type SourceError } from '../core/format/yaml-source.ts';
+import { runCommand } from './support.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIXTURE = join(ROOT, 'test/fixtures/providers/acme-tickets.yaml');
@@ -713,17 +713,7 @@ test('registry: load() reports a missing extra folder', () => {
 // The CLI. It checks the given files on top of the built-in catalogue, so the "valid" case also
 // needs providers/ to be valid.
 
-function cli(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [join(ROOT, 'server/bin.mjs'), ...args], { cwd: ROOT });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.on('data', (d) => (stdout += d));
-  child.stderr.on('data', (d) => (stderr += d));
-  return new Promise((resolve, reject) => {
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+const cli = (...args: string[]) => runCommand([process.execPath, join(ROOT, 'server/bin.mjs'), ...args], { cwd: ROOT });
 
 test('cli: terapi validate prints file:line:col: message and exits 1 for a bad file', async () => {
   const dir = join(TMP, 'cli');

@@ -6,7 +6,9 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
+import type { ConfigError } from '../core/config.ts';
 import { freshDatabase, pgSkip, startTerapi, tempDir, TEST_ENCRYPTION_KEY } from './support.ts';
 
 const KEY_B = 'b'.repeat(64);
@@ -34,27 +36,45 @@ describe('embedded store: restart and key rotation', () => {
     await t.close();
   });
 
-  test('a new encryption key with the old one listed as previous keeps every connection', async () => {
-    let t = await start({ TERAPI_ENCRYPTION_KEY: KEY_B, TERAPI_PREVIOUS_ENCRYPTION_KEYS: TEST_ENCRYPTION_KEY });
+  test('a new encryption key with the old one listed as previous keeps every connection; a start without a key still needed is refused', async () => {
+    let t = await start();
+    assert.equal((await t.call('POST', '/connection', { connection_id: 'u2', provider_config_key: 'gh', credentials: { type: 'oauth2', access_token: 'tok-old' } })).status, 200);
+    await t.close();
+    t = await start({ TERAPI_ENCRYPTION_KEY: KEY_B, TERAPI_PREVIOUS_ENCRYPTION_KEYS: TEST_ENCRYPTION_KEY });
     let r = await t.call('GET', '/auth/token/gh/u1');
     assert.equal(r.status, 200);
     assert.equal(r.body.access_token, 'tok-1');
-    // Written again: now sealed with the new key only.
+    // Written again: now sealed with the new key only (u2 is left sealed with the old one).
     await t.call('DELETE', '/connection/u1?provider_config_key=gh');
     await t.call('POST', '/connection', { connection_id: 'u1', provider_config_key: 'gh', credentials: { type: 'oauth2', access_token: 'tok-2' } });
+    // The integration's client secret is sealed too: with the old key dropped, the start is refused until it is written again.
+    await t.close();
+    await assert.rejects(start({ TERAPI_ENCRYPTION_KEY: KEY_B }), (e: ConfigError) => {
+      assert.deepEqual(e.problems, [`the OAuth client secret of integration "gh" cannot be opened: these credentials were sealed with an encryption key this server does not have (${keyId(TEST_ENCRYPTION_KEY)}): add it to TERAPI_PREVIOUS_ENCRYPTION_KEYS`]);
+      return true;
+    });
+    t = await start({ TERAPI_ENCRYPTION_KEY: KEY_B, TERAPI_PREVIOUS_ENCRYPTION_KEYS: TEST_ENCRYPTION_KEY });
+    assert.equal((await t.call('PATCH', '/integration/gh', { oauth_client_secret: 'cs-2' })).status, 200);
     await t.close();
     t = await start({ TERAPI_ENCRYPTION_KEY: KEY_B });
     r = await t.call('GET', '/auth/token/gh/u1');
     assert.equal(r.body.access_token, 'tok-2');
-    await t.close();
-    t = await start({ TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY });
-    r = await t.call('GET', '/auth/token/gh/u1');
+    // The start opens one connection (the first by key, u1): u2, still sealed with the dropped key, fails on use.
+    r = await t.call('GET', '/auth/token/gh/u2');
     assert.equal(r.status, 500);
     assert.equal(r.body.error, 'encryption_key_missing');
     assert.match(r.body.message, /TERAPI_PREVIOUS_ENCRYPTION_KEYS/);
     await t.close();
+    // The old key alone opens nothing written since: refused at start, naming the setting.
+    await assert.rejects(start({ TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY }), (e: ConfigError) => {
+      assert.equal(e.problems.length, 2);
+      assert.match(e.problems[1], new RegExp(`^the credentials of connection "u1" \\(integration "gh"\\) cannot be opened: .*\\(${keyId(KEY_B)}\\): add it to TERAPI_PREVIOUS_ENCRYPTION_KEYS$`));
+      return true;
+    });
   });
 });
+
+const keyId = (hex: string) => createHash('sha256').update(Buffer.from(hex, 'hex')).digest('hex').slice(0, 8);
 
 /** A TCP hop in front of PostgreSQL that the test can cut and restore: a real outage, seen from the server. */
 async function tcpHop(target: { host: string; port: number }) {

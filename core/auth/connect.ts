@@ -109,10 +109,10 @@ export class ConnectFlow {
     return url.toString();
   }
 
-  /** The OAuth callback. Never throws: every failure is an outcome for the page, and is logged. */
-  async callback(query: Record<string, string | undefined>): Promise<ConnectOutcome> {
+  /** The OAuth callback. Never throws: every failure is an outcome for the page, and is logged (with `requestId`). */
+  async callback(query: Record<string, string | undefined>, requestId?: string): Promise<ConnectOutcome> {
     const fail = (error: string, message: string, extra: Partial<ConnectOutcome> = {}): ConnectOutcome => {
-      this.log.warn({ error, ...extra }, `connect flow failed: ${message}`);
+      this.log.warn({ request_id: requestId, error, ...extra }, `connect flow failed: ${message}`);
       return { ok: false, error, message, ...extra } as ConnectOutcome;
     };
     // Taken, not read: a state works once, whatever happens next.
@@ -135,7 +135,7 @@ export class ConnectFlow {
         metadata: { ...session.metadata, ...result.metadata },
         replace: true,
       });
-      this.log.info(where, 'connection made through the connect flow');
+      this.log.info({ request_id: requestId, ...where }, 'connection made through the connect flow');
       return { ok: true, provider_config_key: state.integration, connection_id: session.connection_id };
     } catch (e) {
       if (e instanceof OAuthError) return fail('token_exchange_failed', `the provider refused the authorization code: ${e.message}`, where);

@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import { TerapiError } from '../errors.ts';
 import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
@@ -9,7 +10,8 @@ import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEq
 export class Sealer {
   private readonly keys: Map<string, Buffer>;
   private readonly currentId: string;
-  private readonly opened = new Map<string, string>();
+  /** Opened texts by sealed text (see open). */
+  private readonly opened = new LRUCache<string, string>({ max: 10_000 });
 
   constructor(keys: Buffer[]) {
     if (!keys.length) throw new Error('an encryption key is required');
@@ -32,7 +34,6 @@ export class Sealer {
     // enough. Decrypting was a seventh of a token request's time (bench/api.ts). The process
     // holds the key anyway, so this copy exposes nothing the process could not read already.
     this.opened.set(sealed, text);
-    if (this.opened.size > 10_000) this.opened.delete(this.opened.keys().next().value!);
     return JSON.parse(text) as T;
   }
 

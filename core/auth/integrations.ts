@@ -1,3 +1,4 @@
+import { LRUCache } from 'lru-cache';
 import type { Sealer } from './crypto.ts';
 import { badRequest, conflict, notFound } from '../errors.ts';
 import type { ProviderRegistry } from '../format/provider-registry.ts';
@@ -54,7 +55,7 @@ export const connectionsPrefix = (key: string) => `${Store.key('connection', key
 const CACHE_MS = 5_000;
 
 export class Integrations {
-  private readonly cache = new Map<string, { record: IntegrationRecord; until: number }>();
+  private readonly cache = new LRUCache<string, IntegrationRecord>({ max: 10_000, ttl: CACHE_MS });
 
   constructor(
     private readonly store: Store,
@@ -118,10 +119,10 @@ export class Integrations {
 
   async record(key: string): Promise<IntegrationRecord> {
     const cached = this.cache.get(key);
-    if (cached && cached.until > Date.now()) return cached.record;
+    if (cached) return cached;
     const record = await this.store.get<IntegrationRecord>(integrationKey(key));
     if (!record) throw notFound('unknown_integration', `there is no integration "${key}": POST /integration creates one`);
-    this.cache.set(key, { record, until: Date.now() + CACHE_MS });
+    this.cache.set(key, record);
     return record;
   }
 

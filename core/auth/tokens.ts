@@ -56,8 +56,11 @@ export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_
     super();
   }
 
-  /** The connection with credentials good for at least the provider's refresh buffer. */
-  async fresh(integrationKey: string, connectionId: string, forceRefresh = false): Promise<Fresh> {
+  /**
+   * The connection with credentials good for at least the provider's refresh buffer. `requestId`
+   * (here and below) is the API request this serves, for its log lines (README, "Request ids").
+   */
+  async fresh(integrationKey: string, connectionId: string, forceRefresh = false, requestId?: string): Promise<Fresh> {
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
     const record = await this.connections.get(integrationKey, connectionId);
     if (record.needs_reauth) throw reauthNeeded(record.id, record.reauth_reason ?? 'the provider revoked its grant');
@@ -70,14 +73,14 @@ export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_
     const key = `refresh:${integrationKey}:${connectionId}`;
     let flight = this.inflight.get(key);
     if (!flight) {
-      flight = this.lock.run(key, () => this.refreshLocked(integration, provider, record)).finally(() => this.inflight.delete(key));
+      flight = this.lock.run(key, () => this.refreshLocked(integration, provider, record, requestId)).finally(() => this.inflight.delete(key));
       this.inflight.set(key, flight);
     }
     return flight;
   }
 
   /** Under the lock: read the connection again, since another server may have refreshed it while we waited. */
-  private async refreshLocked(integration: IntegrationRecord, provider: Provider, seen: ConnectionRecord): Promise<Fresh> {
+  private async refreshLocked(integration: IntegrationRecord, provider: Provider, seen: ConnectionRecord, requestId?: string): Promise<Fresh> {
     const record = await this.connections.get(seen.provider_config_key, seen.id);
     if (record.needs_reauth) throw reauthNeeded(record.id, record.reauth_reason ?? 'the provider revoked its grant');
     const current = this.connections.credentials(record);
@@ -102,15 +105,15 @@ export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_
     } catch (e) {
       if (e instanceof OAuthError && e.error === 'invalid_grant') {
         await this.connections.markNeedsReauth(record, `the provider answered invalid_grant to a token refresh`);
-        this.log.warn({ connection: record.id, integration: record.provider_config_key }, 'refresh refused with invalid_grant: connection needs re-authorisation');
+        this.log.warn({ request_id: requestId, connection: record.id, integration: record.provider_config_key }, 'refresh refused with invalid_grant: connection needs re-authorisation');
         this.emit('needs_reauth', { provider_config_key: record.provider_config_key, connection_id: record.id, reason: 'the provider answered invalid_grant to a token refresh' });
         throw reauthNeeded(record.id, 'the provider answered invalid_grant to a token refresh');
       }
-      this.log.error({ connection: record.id, integration: record.provider_config_key, err: (e as Error).message }, 'token refresh failed');
+      this.log.error({ request_id: requestId, connection: record.id, integration: record.provider_config_key, err: e }, 'token refresh failed');
       throw e instanceof TerapiError ? e : providerFailed(`refreshing the token failed: ${(e as Error).message}`);
     }
     const saved = await this.connections.save({ ...record, connection_config: { ...record.connection_config, ...result.config } }, result.credentials);
-    this.log.info({ connection: record.id, integration: record.provider_config_key }, 'token refreshed');
+    this.log.info({ request_id: requestId, connection: record.id, integration: record.provider_config_key }, 'token refreshed');
     return { record: saved, credentials: result.credentials, provider, integration };
   }
 
@@ -154,7 +157,7 @@ export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_
   }
 
   /** Revokes a connection's grant where the provider has a revocation URL. Best effort: logged, never thrown. */
-  async revoke(provider: Provider, integration: IntegrationRecord, record: ConnectionRecord): Promise<void> {
+  async revoke(provider: Provider, integration: IntegrationRecord, record: ConnectionRecord, requestId?: string): Promise<void> {
     if (provider.auth.mode !== 'oauth2' || !provider.auth.revocation) return;
     const revocation = provider.auth.revocation;
     try {
@@ -165,10 +168,10 @@ export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_
         [revocation.token_param ?? 'token']: token,
       });
       const res = await send(req, { max_attempts: 2 });
-      if (res.status >= 400) this.log.warn({ connection: record.id, status: res.status }, 'revocation refused by the provider');
-      else this.log.info({ connection: record.id }, 'grant revoked');
+      if (res.status >= 400) this.log.warn({ request_id: requestId, connection: record.id, status: res.status }, 'revocation refused by the provider');
+      else this.log.info({ request_id: requestId, connection: record.id }, 'grant revoked');
     } catch (e) {
-      this.log.warn({ connection: record.id, err: (e as Error).message }, 'revocation failed');
+      this.log.warn({ request_id: requestId, connection: record.id, err: e }, 'revocation failed');
     }
   }
 }

@@ -10,6 +10,10 @@ export class ProviderLoadError extends Error {
   }
 }
 
+/** An error for each TERAPI_PROVIDERS_DIR folder that does not exist. */
+export const missingFolders = (dirs: string[]): SourceError[] =>
+  dirs.filter((dir) => !existsSync(dir)).map((dir) => ({ file: dir, line: 1, col: 1, message: 'this TERAPI_PROVIDERS_DIR folder does not exist: create it or remove it from the list' }));
+
 /**
  * The live catalogue of providers. Built-in files load once; the folders of TERAPI_PROVIDERS_DIR are
  * watched, and a change is live as soon as the whole catalogue loads again without error. An
@@ -29,9 +33,8 @@ export class ProviderRegistry extends EventEmitter {
 
   /** Loads everything; throws ProviderLoadError with every error of every file. */
   load(): void {
-    for (const dir of this.extraDirs) {
-      if (!existsSync(dir)) throw new ProviderLoadError([{ file: dir, line: 1, col: 1, message: 'this TERAPI_PROVIDERS_DIR folder does not exist: create it or remove it from the list' }]);
-    }
+    const missing = missingFolders(this.extraDirs);
+    if (missing.length) throw new ProviderLoadError(missing);
     const { providers, errors } = loadCatalog([this.builtinDir, ...this.extraDirs].map(providerFiles));
     if (errors.length) throw new ProviderLoadError(errors);
     this.providers = providers;

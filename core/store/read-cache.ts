@@ -1,3 +1,5 @@
+import { LRUCache } from 'lru-cache';
+
 /**
  * The embedded store's copy of recently read values, kept in step by every write of this process.
  * Only for the embedded store, where one server process owns the database file (command-line tools
@@ -6,24 +8,22 @@
  * copy it (and a caller that forgets gets a TypeError, not a cache silently out of step).
  */
 export class ReadCache {
-  private readonly entries = new Map<string, { value: unknown; expires?: number }>();
+  /** Values are wrapped: lru-cache cannot hold undefined or null, a stored value can be null. */
+  private readonly entries: LRUCache<string, { value: unknown }>;
 
-  constructor(private readonly max = 10_000) {}
+  constructor(max = 10_000) {
+    this.entries = new LRUCache({ max });
+  }
 
   /** The value, or undefined when this key is not cached (or has expired). */
   get<T>(key: string): { value: T } | undefined {
-    const entry = this.entries.get(key);
-    if (!entry) return undefined;
-    this.entries.delete(key);
-    if (entry.expires !== undefined && entry.expires <= Date.now()) return undefined;
-    this.entries.set(key, entry); // most recently used last
-    return { value: entry.value as T };
+    return this.entries.get(key) as { value: T } | undefined;
   }
 
   set(key: string, value: unknown, ttlMs?: number): void {
-    this.entries.delete(key);
-    this.entries.set(key, { value: deepFreeze(structuredClone(value)), expires: ttlMs === undefined ? undefined : Date.now() + ttlMs });
-    if (this.entries.size > this.max) this.entries.delete(this.entries.keys().next().value!);
+    // A ttl of 0 means "never expires" to lru-cache: a value already past its time is not kept.
+    if (ttlMs !== undefined && ttlMs <= 0) this.entries.delete(key);
+    else this.entries.set(key, { value: deepFreeze(structuredClone(value)) }, { ttl: ttlMs && Math.ceil(ttlMs) });
   }
 
   delete(key: string): void {
@@ -31,7 +31,7 @@ export class ReadCache {
   }
 
   deletePrefix(prefix: string): void {
-    for (const key of this.entries.keys()) if (key.startsWith(prefix)) this.entries.delete(key);
+    for (const key of [...this.entries.keys()]) if (key.startsWith(prefix)) this.entries.delete(key);
   }
 }
 

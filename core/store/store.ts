@@ -4,6 +4,7 @@ import KeyvSqlite from '@keyv/sqlite';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
+import { ConfigError } from '../config.ts';
 import { TerapiError } from '../errors.ts';
 import { ReadCache } from './read-cache.ts';
 
@@ -53,22 +54,39 @@ export class Store {
     keyv.on('error', () => {});
   }
 
+  /**
+   * Opens the store and reaches it once, so that a start with a database it cannot use fails at
+   * once with a ConfigError naming the setting, rather than answering 503 to every call.
+   */
   static async open(options: { databaseUrl?: string; dataDir: string }): Promise<Store> {
     if (options.databaseUrl) {
-      const adapter = new KeyvPostgres({ uri: options.databaseUrl, keySize: 1024, iterationLimit: 500, max: 20, Client: SurvivingClient } as any);
+      // A bounded connect: an address that drops packets would otherwise hold a start (or a call
+      // during an outage) for the system's TCP timeout, minutes.
+      const adapter = new KeyvPostgres({ uri: options.databaseUrl, keySize: 1024, iterationLimit: 500, max: 20, connectionTimeoutMillis: 10_000, Client: SurvivingClient } as any);
       const keyv = new Keyv({ store: adapter, namespace: '', throwOnErrors: true } as any);
       const store = new Store(keyv, (sql, params) => adapter.query(sql, params as any) as Promise<any>, 'postgres', () => adapter.disconnect());
+      try {
+        await store.query('SELECT 1', []);
+      } catch (e) {
+        await store.close().catch(() => {});
+        throw new ConfigError(`TERAPI_DATABASE_URL: the database cannot be reached: ${(e as Error).message || (e as NodeJS.ErrnoException).code}`);
+      }
       return store;
     }
-    mkdirSync(options.dataDir, { recursive: true });
-    const adapter = new KeyvSqlite({ uri: `sqlite://${join(options.dataDir, 'terapi.sqlite')}`, busyTimeout: 5000, keySize: 1024 } as any);
-    const run: Query = (sql, params) => (adapter as any).query(sql, ...params);
-    // WAL lets readers and the writer work at once; the busy timeout makes a second handle wait
-    // for a write lock instead of failing.
-    await run('PRAGMA journal_mode=WAL', []);
-    await run('PRAGMA synchronous=NORMAL', []);
-    const keyv = new Keyv({ store: adapter, namespace: '', throwOnErrors: true } as any);
-    return new Store(keyv, run, 'sqlite', () => (adapter as any).close(), new ReadCache());
+    const file = join(options.dataDir, 'terapi.sqlite');
+    try {
+      mkdirSync(options.dataDir, { recursive: true });
+      const adapter = new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: 5000, keySize: 1024 } as any);
+      const run: Query = (sql, params) => (adapter as any).query(sql, ...params);
+      // WAL lets readers and the writer work at once; the busy timeout makes a second handle wait
+      // for a write lock instead of failing.
+      await run('PRAGMA journal_mode=WAL', []);
+      await run('PRAGMA synchronous=NORMAL', []);
+      const keyv = new Keyv({ store: adapter, namespace: '', throwOnErrors: true } as any);
+      return new Store(keyv, run, 'sqlite', () => (adapter as any).close(), new ReadCache());
+    } catch (e) {
+      throw new ConfigError(`TERAPI_DATA_DIR: the embedded store ${file} cannot be opened: ${(e as Error).message}`);
+    }
   }
 
   /** The first n parameter placeholders in this database's SQL. */
@@ -113,11 +131,11 @@ export class Store {
     return this.guard(() => this.keyv.delete(key));
   }
 
-  /** Every live value whose key starts with `prefix` (a key from Store.key plus '/'), in key order. */
-  async list<T>(prefix: string): Promise<T[]> {
+  /** Every live value whose key starts with `prefix` (a key from Store.key plus '/'), in key order; the first `limit` only if given. */
+  async list<T>(prefix: string, limit?: number): Promise<T[]> {
     const p = this.params(2);
     const rows = await this.guard(() =>
-      this.query(`SELECT key, value FROM keyv WHERE substr(key, 1, ${p[0]}) = ${p[1]} ORDER BY key`, [prefix.length, prefix]),
+      this.query(`SELECT key, value FROM keyv WHERE substr(key, 1, ${p[0]}) = ${p[1]} ORDER BY key${limit === undefined ? '' : ` LIMIT ${Math.floor(limit)}`}`, [prefix.length, prefix]),
     );
     const values = await Promise.all(rows.map((r) => this.live<T>(r.value as string)));
     return values.filter((v) => v !== undefined) as T[];
