@@ -81,7 +81,9 @@ export class Engine {
     await new SyncStore(sql).migrate();
     const lock = config.databaseUrl ? new PostgresLock(config.databaseUrl) : new LocalLock();
     const queue = config.databaseUrl ? await PgBossQueue.open(config.databaseUrl, log) : await SqliteQueue.open(sql, log);
-    const engine = new Engine(config, registry, store, sql, acquirePools(), queue, lock, log);
+    const pools = acquirePools();
+    await pools.warm();
+    const engine = new Engine(config, registry, store, sql, pools, queue, lock, log);
     try {
       await engine.checkSealedValues();
     } catch (e) {
@@ -123,7 +125,8 @@ export class Engine {
 
   /** Stops taking runs and webhooks; runs still going after the grace period are handed back to be resumed. */
   async stop(): Promise<void> {
-    await this.syncs.stop(this.config.shutdownTimeoutMs);
+    // Runs get the stop's bound less a margin to hand back the rest, so that the whole stop fits in it.
+    await this.syncs.stop(Math.max(0, this.config.shutdownTimeoutMs - 2000));
     this.registry.close();
     await this.queue.close();
     await releasePools(this.pools);
@@ -169,7 +172,8 @@ export class Engine {
     );
     if (!previous) {
       await this.syncs.scheduleConnection(input.integration, input.connection_id);
-      await this.webhooks.send({ type: 'connection.created', provider_config_key: input.integration, connection_id: input.connection_id });
+      // The connection is made: a webhook that cannot be queued is logged, not the request's failure.
+      await this.webhooks.send({ type: 'connection.created', provider_config_key: input.integration, connection_id: input.connection_id }).catch((e) => this.log.warn({ err: e }, 'webhook connection.created not queued'));
     }
     return this.connections.view(record);
   };

@@ -74,6 +74,14 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     }
   });
 
+  // A worker process (TERAPI_ROLE=worker) runs syncs and webhooks; it serves only its health.
+  if (engine.config.role === 'worker') {
+    app.use(async (ctx, next) => {
+      if (ctx.path === '/health' || ctx.path === '/metrics') return next();
+      throw new TerapiError(404, 'not_found', 'this process is a worker (TERAPI_ROLE=worker): it runs syncs and serves only /health and /metrics; the API is served by the api processes');
+    });
+  }
+
   app.use(bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8', detectJSON: (ctx) => Boolean(ctx.request.is(JSON_TYPES)) }));
 
   /** Checks the secret key (unless the operation is public) and the request against the document. */

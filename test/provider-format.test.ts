@@ -291,7 +291,7 @@ const INVALID: Record<string, Case> = {
   },
   'pattern: frequency, with the description as a hint': {
     text: edit(BASE, ['frequency: 15m', 'frequency: 15 minutes']),
-    errors: [`${F}:25:16: "syncs.tickets.frequency" must match ^[1-9][0-9]*(m|h|d)$ (How often it runs on its own, e.g. 15m, 1h, 1d; an integration can set another (PATCH /integration, sync_frequencies).); got "15 minutes"`],
+    errors: [`${F}:25:16: "syncs.tickets.frequency" must match ^[1-9][0-9]*(s|m|h|d)$ (How often it runs on its own, e.g. 30s, 15m, 1h, 1d; an integration can set another (PATCH /integration, sync_frequencies).); got "15 minutes"`],
   },
   'pattern: a URL template that is not http(s)': {
     text: edit(BASE, ['  token_url: https://${subdomain}', '  token_url: ftp://${subdomain}']),

@@ -66,7 +66,7 @@ export class WorkerPools {
     const cores = availableParallelism();
     this.graceMs = options.graceMs ?? 1000;
     this.runMemoryMb = options.runMemoryMb ?? 512;
-    this.runs = new Piscina({ filename, minThreads: 0, maxThreads: options.runThreads ?? Math.max(2, cores * 2), idleTimeout: 60_000, resourceLimits: { maxOldGenerationSizeMb: this.runMemoryMb } });
+    this.runs = new Piscina({ filename, minThreads: 1, maxThreads: options.runThreads ?? Math.max(2, cores * 2), idleTimeout: 60_000, resourceLimits: { maxOldGenerationSizeMb: this.runMemoryMb } });
     this.evals = new Piscina({ filename, minThreads: 1, maxThreads: Math.max(1, Math.min(2, cores)), idleTimeout: 60_000, resourceLimits: { maxOldGenerationSizeMb: 256 } });
     this.timer = setInterval(() => this.watch(), 100).unref();
   }
@@ -95,25 +95,30 @@ export class WorkerPools {
     }
   }
 
-  /** Evaluates a provider expression in an evaluation thread, as `expr.evaluate` would here. */
+  /**
+   * Evaluates a provider expression in an evaluation thread, as `expr.evaluate` would here. Its
+   * time limit counts from when the thread starts evaluating (the worker reports the deadline),
+   * not from when the task was queued: a thread still starting is not a slow expression.
+   */
   async evaluate(expr: Expression, input: unknown, bindings: Record<string, unknown>, limitMs: number): Promise<unknown> {
-    const abort = new AbortController();
-    const watched: Watched = { slot: new Float64Array(1), abort, where: expr.describe() };
-    const timer = setTimeout(() => {
-      watched.stopped = `took longer than its time limit of ${limitMs} ms`;
-      abort.abort();
-    }, limitMs + this.graceMs);
+    const watched: Watched = { slot: new Float64Array(new SharedArrayBuffer(8)), abort: new AbortController(), where: expr.describe() };
+    this.active.add(watched);
     let out: EvaluateOutcome;
     try {
-      out = await this.evals.run({ kind: 'evaluate', source: expr.source, input, bindings, limitMs }, { signal: abort.signal });
+      out = await this.evals.run({ kind: 'evaluate', source: expr.source, input, bindings, limitMs, deadline: watched.slot }, { signal: watched.abort.signal });
     } catch (e) {
       const stopped = this.explain(e, watched, 256);
       throw stopped instanceof WorkerStopped ? new ExpressionError(stopped.message, undefined, 'expression_limit') : stopped;
     } finally {
-      clearTimeout(timer);
+      this.active.delete(watched);
     }
     if (!out.ok) throw new ExpressionError(out.message, out.position, out.code);
     return out.json === undefined ? undefined : JSON.parse(out.json);
+  }
+
+  /** Starts the evaluation thread now (its first task would otherwise wait for it to load). */
+  async warm(): Promise<void> {
+    await this.evals.run({ kind: 'evaluate', source: '1', input: null, bindings: {}, limitMs: 60_000, deadline: new Float64Array(1) });
   }
 
   async close(): Promise<void> {

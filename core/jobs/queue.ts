@@ -59,7 +59,8 @@ export class PgBossQueue implements JobQueue {
     await this.boss.send(queue, data, {
       singletonKey: options.singletonKey,
       retryLimit: options.retryLimit ?? 0,
-      retryDelay: options.retryDelaySeconds ?? 0,
+      // pg-boss counts in whole seconds.
+      retryDelay: Math.ceil(options.retryDelaySeconds ?? 0),
       retryBackoff: (options.retryLimit ?? 0) > 0,
       // A run is held by its own lease: pg-boss's expiry only tidies a job whose process died.
       expireInSeconds: 3600,

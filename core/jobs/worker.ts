@@ -39,6 +39,8 @@ export interface EvaluateTask {
   input: unknown;
   bindings: Record<string, unknown>;
   limitMs: number;
+  /** The watchdog's slot, as for a sync task. */
+  deadline: Float64Array;
 }
 
 export type Task = SyncTask | EvaluateTask;
@@ -120,11 +122,14 @@ async function evaluate(task: EvaluateTask): Promise<EvaluateOutcome> {
     if (compiled.size >= 1000) compiled.delete(compiled.keys().next().value!);
     compiled.set(task.source, (expr = new Expression(task.source)));
   }
+  reportDeadlines(task.deadline);
   try {
     const value = await expr.evaluate(task.input, task.bindings, task.limitMs);
     return { ok: true, json: value === undefined ? undefined : JSON.stringify(value) };
   } catch (e) {
     if (e instanceof ExpressionError) return { ok: false, message: e.message, position: e.position, code: e.code };
     throw e;
+  } finally {
+    reportDeadlines(undefined);
   }
 }

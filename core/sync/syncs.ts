@@ -352,11 +352,11 @@ export function syncOf(provider: Provider, name: string): Sync {
 /** One waiting run per sync: the queue's singleton key. */
 const jobKey = (k: SyncKey) => JSON.stringify([k.integration, k.connection, k.sync]);
 
-/** `15m`, `1h`, `1d` in ms; undefined gives the format's default, an hour. */
+/** `30s`, `15m`, `1h`, `1d` in ms; undefined gives the format's default, an hour. */
 export function frequencyMs(frequency = '1h'): number {
-  const unit = { m: 60_000, h: 3_600_000, d: 86_400_000 }[frequency.slice(-1) as 'm' | 'h' | 'd'];
+  const unit = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[frequency.slice(-1) as 's' | 'm' | 'h' | 'd'];
   const n = Number(frequency.slice(0, -1));
-  if (!unit || !Number.isInteger(n) || n < 1) throw badRequest('invalid_request', `a frequency is a number and a unit (m, h or d), like 15m or 1h; got ${JSON.stringify(frequency)}`);
+  if (!unit || !Number.isInteger(n) || n < 1) throw badRequest('invalid_request', `a frequency is a number and a unit (s, m, h or d), like 15m or 1h; got ${JSON.stringify(frequency)}`);
   return n * unit;
 }
 
