@@ -82,7 +82,8 @@ export class Engine {
     const lock = config.databaseUrl ? new PostgresLock(config.databaseUrl) : new LocalLock();
     const queue = config.databaseUrl ? await PgBossQueue.open(config.databaseUrl, log) : await SqliteQueue.open(sql, log);
     const pools = acquirePools();
-    await pools.warm();
+    // Not awaited: an evaluation's time limit counts from when its thread starts it anyway.
+    void pools.warm().catch((e) => log.warn({ err: e }, 'the evaluation thread did not start'));
     const engine = new Engine(config, registry, store, sql, pools, queue, lock, log);
     try {
       await engine.checkSealedValues();

@@ -2,7 +2,8 @@ import { availableParallelism } from 'node:os';
 import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { ExpressionError, runEvaluationsWith, type Expression } from '../expression/expression.ts';
-import type { EvaluateOutcome, FreshAnswer, SyncOutcome, SyncTask, WorkerMessage } from './worker.ts';
+import type { EvaluateOutcome } from './eval-worker.ts';
+import type { FreshAnswer, SyncOutcome, SyncTask, WorkerMessage } from './sync-worker.ts';
 
 export interface PoolOptions {
   /** Threads for sync runs; runs mostly wait on the network, so more than the cores. */
@@ -62,17 +63,18 @@ export class WorkerPools {
   private readonly runMemoryMb: number;
 
   constructor(options: PoolOptions = {}) {
-    const filename = new URL('./worker-entry.mjs', import.meta.url).href;
+    const filename = new URL('./thread-entry.mjs', import.meta.url).href;
+    const module = (name: string) => ({ module: new URL(name, import.meta.url).href });
     const cores = availableParallelism();
     this.graceMs = options.graceMs ?? 1000;
     this.runMemoryMb = options.runMemoryMb ?? 512;
-    this.runs = new Piscina({ filename, minThreads: 1, maxThreads: options.runThreads ?? Math.max(2, cores * 2), idleTimeout: 60_000, resourceLimits: { maxOldGenerationSizeMb: this.runMemoryMb } });
-    this.evals = new Piscina({ filename, minThreads: 1, maxThreads: Math.max(1, Math.min(2, cores)), idleTimeout: 60_000, resourceLimits: { maxOldGenerationSizeMb: 256 } });
+    this.runs = new Piscina({ filename, workerData: module('./sync-worker.ts'), minThreads: 1, maxThreads: options.runThreads ?? Math.max(2, cores * 2), idleTimeout: 60_000, resourceLimits: { maxOldGenerationSizeMb: this.runMemoryMb } });
+    this.evals = new Piscina({ filename, workerData: module('./eval-worker.ts'), minThreads: 1, maxThreads: Math.max(1, Math.min(2, cores)), idleTimeout: 60_000, resourceLimits: { maxOldGenerationSizeMb: 256 } });
     this.timer = setInterval(() => this.watch(), 100).unref();
   }
 
   /** Runs a sync in a run thread; `answer` serves its requests for fresh credentials. */
-  async runSync(task: Omit<SyncTask, 'kind' | 'port' | 'deadline'>, answer: (id: number) => Promise<FreshAnswer>, signal?: AbortSignal): Promise<SyncOutcome> {
+  async runSync(task: Omit<SyncTask, 'port' | 'deadline'>, answer: (id: number) => Promise<FreshAnswer>, signal?: AbortSignal): Promise<SyncOutcome> {
     const { port1, port2 } = new MessageChannel();
     const watched: Watched = { slot: new Float64Array(new SharedArrayBuffer(8)), abort: new AbortController(), where: 'an expression' };
     signal?.addEventListener('abort', () => {
@@ -85,7 +87,7 @@ export class WorkerPools {
     });
     this.active.add(watched);
     try {
-      const full: SyncTask = { kind: 'sync', ...task, port: port2, deadline: watched.slot };
+      const full: SyncTask = { ...task, port: port2, deadline: watched.slot };
       return await this.runs.run(full, { transferList: [port2] as any, signal: watched.abort.signal });
     } catch (e) {
       throw this.explain(e, watched, this.runMemoryMb);
@@ -105,7 +107,7 @@ export class WorkerPools {
     this.active.add(watched);
     let out: EvaluateOutcome;
     try {
-      out = await this.evals.run({ kind: 'evaluate', source: expr.source, input, bindings, limitMs, deadline: watched.slot }, { signal: watched.abort.signal });
+      out = await this.evals.run({ source: expr.source, input, bindings, limitMs, deadline: watched.slot }, { signal: watched.abort.signal });
     } catch (e) {
       const stopped = this.explain(e, watched, 256);
       throw stopped instanceof WorkerStopped ? new ExpressionError(stopped.message, undefined, 'expression_limit') : stopped;
@@ -118,7 +120,7 @@ export class WorkerPools {
 
   /** Starts the evaluation thread now (its first task would otherwise wait for it to load). */
   async warm(): Promise<void> {
-    await this.evals.run({ kind: 'evaluate', source: '1', input: null, bindings: {}, limitMs: 60_000, deadline: new Float64Array(1) });
+    await this.evals.run({ source: '1', input: null, bindings: {}, limitMs: 60_000, deadline: new Float64Array(1) });
   }
 
   async close(): Promise<void> {

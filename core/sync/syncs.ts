@@ -6,7 +6,7 @@ import type { Integrations } from '../auth/integrations.ts';
 import { badRequest, notFound, TerapiError } from '../errors.ts';
 import type { Provider, Sync } from '../format/provider-types.ts';
 import type { WorkerPools } from '../jobs/pools.ts';
-import type { FreshAnswer, StoreOptions } from '../jobs/worker.ts';
+import type { FreshAnswer, StoreOptions } from '../jobs/sync-worker.ts';
 import type { Logger } from '../logger.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { Webhooks } from '../jobs/webhooks.ts';

@@ -1,13 +1,12 @@
 /**
- * What a worker thread does (loaded through worker-entry.mjs): sync runs, and evaluations of
- * provider expressions for the thread that serves the API. Runs here cannot stall the API, and the
- * thread's memory is capped: a runaway ends this thread, never the process.
+ * What a run thread does (loaded through thread-entry.mjs): sync runs. Runs here cannot stall the
+ * API, and the thread's memory is capped: a runaway ends this thread, never the process.
  */
 import { createHash } from 'node:crypto';
 import type { MessagePort } from 'node:worker_threads';
 import type { Fresh } from '../auth/tokens.ts';
 import { TerapiError } from '../errors.ts';
-import { Expression, ExpressionError, reportDeadlines } from '../expression/expression.ts';
+import { reportDeadlines } from '../expression/expression.ts';
 import { loadCatalog, type SourceFile } from '../format/provider-loader.ts';
 import type { Provider } from '../format/provider-types.ts';
 import { openSql, type Sql } from '../store/sql.ts';
@@ -20,7 +19,6 @@ export interface StoreOptions {
 }
 
 export interface SyncTask {
-  kind: 'sync';
   store: StoreOptions;
   /** The provider's files by text: the worker loads exactly what the API thread has. */
   sources: SourceFile[];
@@ -33,30 +31,17 @@ export interface SyncTask {
   deadline: Float64Array;
 }
 
-export interface EvaluateTask {
-  kind: 'evaluate';
-  source: string;
-  input: unknown;
-  bindings: Record<string, unknown>;
-  limitMs: number;
-  /** The watchdog's slot, as for a sync task. */
-  deadline: Float64Array;
-}
-
-export type Task = SyncTask | EvaluateTask;
 
 /** A sync task's answer: the run's result, or why it stopped without one. */
 export type SyncOutcome = { ok: true; result: RunResult } | { ok: false; lost: 'run' | 'connection'; message: string };
-/** A value travels as JSON text: what is sent or stored from it is JSON anyway, and a JSONata function in it could not cross threads. */
-export type EvaluateOutcome = { ok: true; json?: string } | { ok: false; message: string; position?: number; code?: string };
 
 /** Messages a sync task sends on its port. */
 export type WorkerMessage = { kind: 'fresh'; id: number } | { kind: 'evaluating'; where: string };
 /** Answers to them. */
 export type FreshAnswer = { id: number; fresh?: Omit<Fresh, 'provider'>; error?: { status: number; code: string; message: string } };
 
-export default async function work(task: Task): Promise<SyncOutcome | EvaluateOutcome> {
-  return task.kind === 'sync' ? sync(task) : evaluate(task);
+export default function work(task: SyncTask): Promise<SyncOutcome> {
+  return sync(task);
 }
 
 const stores = new Map<string, SyncStore>();
@@ -114,22 +99,3 @@ async function sync(task: SyncTask): Promise<SyncOutcome> {
   }
 }
 
-/** Compiled expressions by source, so that an action's body is compiled once per thread. */
-const compiled = new Map<string, Expression>();
-async function evaluate(task: EvaluateTask): Promise<EvaluateOutcome> {
-  let expr = compiled.get(task.source);
-  if (!expr) {
-    if (compiled.size >= 1000) compiled.delete(compiled.keys().next().value!);
-    compiled.set(task.source, (expr = new Expression(task.source)));
-  }
-  reportDeadlines(task.deadline);
-  try {
-    const value = await expr.evaluate(task.input, task.bindings, task.limitMs);
-    return { ok: true, json: value === undefined ? undefined : JSON.stringify(value) };
-  } catch (e) {
-    if (e instanceof ExpressionError) return { ok: false, message: e.message, position: e.position, code: e.code };
-    throw e;
-  } finally {
-    reportDeadlines(undefined);
-  }
-}
