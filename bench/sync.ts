@@ -26,8 +26,8 @@ import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import pg from 'pg';
 import { send } from '../core/http/send.ts';
+import { freshDatabase } from '../test/support.ts';
 
 function option(name: string, fallback: number): number {
   const i = process.argv.indexOf(`--${name}`);
@@ -164,24 +164,7 @@ async function prepare(server: Server, apiUrl: string) {
 }
 
 async function pgDatabase(): Promise<{ url: string; drop: () => Promise<void> } | undefined> {
-  if (!PG_URL) return undefined;
-  const name = `terapi_bench_${process.pid}`;
-  const admin = new pg.Client({ connectionString: PG_URL });
-  await admin.connect();
-  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-  await admin.query(`CREATE DATABASE ${name}`);
-  await admin.end();
-  const url = new URL(PG_URL);
-  url.pathname = `/${name}`;
-  return {
-    url: url.toString(),
-    drop: async () => {
-      const c = new pg.Client({ connectionString: PG_URL });
-      await c.connect();
-      await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-      await c.end();
-    },
-  };
+  return PG_URL ? freshDatabase(PG_URL, 'terapi_bench') : undefined;
 }
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');

@@ -17,19 +17,19 @@ export const PG_URL = process.env.TERAPI_TEST_DATABASE_URL;
 if (process.env.CI === 'true' && !PG_URL) throw new Error('CI=true but TERAPI_TEST_DATABASE_URL is not set: the PostgreSQL tests cannot run');
 export const pgSkip = PG_URL ? false : 'TERAPI_TEST_DATABASE_URL is not set (CI sets it)';
 
-/** A database of its own for one test file, dropped at the end. */
-export async function freshDatabase(): Promise<{ url: string; drop: () => Promise<void> }> {
-  const name = `terapi_test_${randomBytes(5).toString('hex')}`;
-  const admin = new pg.Client({ connectionString: PG_URL });
+/** A database of its own for one test file (or bench run), on the server of `adminUrl`, dropped at the end. */
+export async function freshDatabase(adminUrl = PG_URL!, prefix = 'terapi_test'): Promise<{ url: string; drop: () => Promise<void> }> {
+  const name = `${prefix}_${randomBytes(5).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
   await admin.connect();
   await admin.query(`CREATE DATABASE ${name}`);
   await admin.end();
-  const url = new URL(PG_URL!);
+  const url = new URL(adminUrl);
   url.pathname = `/${name}`;
   return {
     url: url.toString(),
     drop: async () => {
-      const c = new pg.Client({ connectionString: PG_URL });
+      const c = new pg.Client({ connectionString: adminUrl });
       await c.connect();
       await c.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       await c.end();
