@@ -25,7 +25,7 @@
  *   evaluates the members concurrently, so which member sees the binding depends on its scheduling.
  */
 import jsonata from 'jsonata';
-import { LIBRARY, UNBOUND, begin, wrapInput } from './runtime.ts';
+import { LIBRARY, UNBOUND, begin, next, paramsOf, wrapInput } from './runtime.ts';
 import * as runtime from './runtime.ts';
 import type { Any } from './library.ts';
 import type { Limit } from './limits.ts';
@@ -51,6 +51,24 @@ export class Program {
   run(input: Any, bindings: Record<string, Any>, free: Any[], limit: Limit): Any {
     begin(limit);
     return this.body(wrapInput(input), input, bindings, free);
+  }
+
+  /**
+   * Evaluates `items[from]` and those after it into `out`, one evaluation each under one Limit, and
+   * stops at the first that throws: gives its index and error, or the length when all went through.
+   */
+  each(items: Any[], bindings: Record<string, Any>, free: Any[], limit: Limit, out: Any[], from: number): { index: number; error?: unknown } {
+    begin(limit);
+    let i = from;
+    try {
+      for (; i < items.length; i++) {
+        next();
+        out[i] = this.body(wrapInput(items[i]), items[i], bindings, free);
+      }
+      return { index: i };
+    } catch (error) {
+      return { index: i, error };
+    }
   }
 
   /** Runs inside an evaluation already begun (the function composition of `~>`). */
@@ -174,6 +192,10 @@ class Generator {
   private readonly free = new Map<string, number>();
   private counter = 0;
   private lines: string[] = [];
+  /** Temporaries that hold a value evaluate() would not change (see `direct`). */
+  private readonly normalized = new Set<string>();
+  /** Inputs known to be `R.ordinary` or not, by the constant that says so (see `group`). */
+  private readonly ordinary = new Map<string, string>();
 
   program(ast: Node): Program {
     const top: Frame = { vars: new Map([['$', { js: 'root', certain: true }]]) };
@@ -187,8 +209,8 @@ class Generator {
     const result = this.value(ast, 'input', top);
     // The runtime's functions as local constants: calls through the module namespace object are slower.
     const body = `${this.lines.join('\n')}\nreturn ${result};`;
-    const used = Object.keys(runtime).filter((name) => body.includes(`R.${name}(`));
-    const code = `"use strict";\nconst U = R.UNBOUND;\nconst { ${used.join(', ')} } = R;\nreturn function program(input, root, B, F) {\n${body.replace(/\bR\.(\w+)\(/g, '$1(')}\n};`;
+    const used = Object.keys(runtime).filter((name) => new RegExp(`\\bR\\.${name}\\b`).test(body));
+    const code = `"use strict";\nconst U = R.UNBOUND;\nconst { ${used.join(', ')} } = R;\nreturn function program(input, root, B, F) {\n${body.replace(/\bR\.(\w+)\b/g, '$1')}\n};`;
     return new Program(new Function('R', 'K', code)(runtime, this.constants), [...this.free.keys()]);
   }
 
@@ -262,6 +284,7 @@ class Generator {
   /** evaluate(node, ctx): the node, its predicates, its grouping, the normalisation of sequences. */
   value(node: Node, ctx: string, frame: Frame): string {
     let result = this.core(node, ctx, frame);
+    if (this.normalized.has(result) && !node.predicate && !node.group && !node.keepArray) return result;
     for (const predicate of node.predicate ?? []) result = this.filter(predicate.expr, this.assign(result), frame);
     if (node.type !== 'path' && node.group) result = this.group(node.group.lhs, this.assign(result), node.group.position, frame);
     if (node.keepArray) result = `R.normKeep(${result})`;
@@ -325,7 +348,7 @@ class Generator {
     const steps: Node[] = node.steps;
     const kind = namesOnly(node);
     if (kind === 'after variable') return `R.namesAfter(${this.value(steps[0], ctx, frame)}, ${this.k(steps.slice(1).map((s) => s.value))})`;
-    if (kind === 'names') return steps.length === 1 ? `R.name(${ctx}, ${this.k(steps[0].value)})` : `R.names(${ctx}, ${this.k(steps.map((s) => s.value))})`;
+    if (kind === 'names') return this.names(ctx, steps.map((s) => s.value));
 
     const input = this.assign(steps[0].type === 'variable' ? `R.seqOf(${ctx})` : `(Array.isArray(${ctx}) ? ${ctx} : R.seqOf(${ctx}))`);
     const rs = this.id();
@@ -355,6 +378,27 @@ class Generator {
     if (node.keepSingletonArray) this.emit(`${rs} = R.keepSingleton(${rs});`);
     if (node.group) return this.group(node.group.lhs, rs, node.group.position, frame);
     return rs;
+  }
+
+  /**
+   * A path of plain names. Where each step meets an ordinary object (prototype Object.prototype or null,
+   * not an array, not a function) holding the name with a value that is not an array, the value is
+   * read in line, with the property caches of its own code; otherwise R.names walks the path. Names
+   * Object.prototype itself has (`constructor`, `toString`...) always take the long way.
+   */
+  private names(ctx: string, keys: string[]): string {
+    const general = keys.length === 1 ? `R.name(${ctx}, ${this.k(keys[0])})` : `R.names(${ctx}, ${this.k(keys)})`;
+    if (keys.some((key) => key in Object.prototype)) return general;
+    const result = this.id();
+    const tests: string[] = [];
+    let from = ctx;
+    for (const key of keys) {
+      tests.push(`${this.ordinary.get(from) ?? `R.ordinary(${from})`} && (${result} = ${from}[${this.k(key)}]) !== undefined && !Array.isArray(${result})`);
+      from = result;
+    }
+    this.emit(`let ${result};`);
+    this.emit(`if (!(${tests.join(' && ')})) ${result} = ${general};`);
+    return result;
   }
 
   /** evaluateFilter: a number literal indexes, anything else is a predicate per item. */
@@ -390,18 +434,20 @@ class Generator {
     const result = this.id();
     this.emit(`let ${result};`);
     this.emit(`if (Array.isArray(${input})) ${result} = ${general()};`);
-    // An object made with Object.create(null) is a slow dictionary from the start; one built as a
-    // literal and then given its null prototype is the same object, built faster. Only a key
-    // `__proto__` needs the former (on a literal it would set the prototype).
-    const proto = keys.includes('__proto__');
+    // Object.create(null) makes a slow dictionary from the start; an empty literal given a null
+    // prototype is the same kind of object, and stays fast as it is filled.
     const { lines } = this.block(() => {
-      this.emit(`${result} = ${proto ? 'Object.create(null)' : '{}'};`);
+      this.emit(`${result} = Object.setPrototypeOf({}, null);`);
+      // The values read names off the same input: whether it is ordinary is asked once.
+      const ordinary = this.id('o');
+      this.emit(`const ${ordinary} = R.ordinary(${input});`);
+      this.ordinary.set(input, ordinary);
       const order = Object.keys(Object.fromEntries(keys.map((k, i) => [k, i]))) as string[];
       for (const key of order) {
         const value = this.value(pairs[keys.indexOf(key)][1], input, frame);
         this.emit(`if (${value} !== undefined) ${result}[${this.k(key)}] = ${value};`);
       }
-      if (!proto) this.emit(`Object.setPrototypeOf(${result}, null);`);
+      this.ordinary.delete(input);
       return '';
     });
     this.emit(`else {\n${lines.join('\n')}\n}`);
@@ -455,7 +501,7 @@ class Generator {
     const result = this.id();
     const then = this.block(() => this.value(node.then, ctx, frame));
     this.emit(`let ${result};`);
-    this.emit(`if (R.boolean(${test})) {\n${then.lines.join('\n')}\n${result} = ${then.value};\n}`);
+    this.emit(`if (typeof ${test} === 'boolean' ? ${test} : R.boolean(${test})) {\n${then.lines.join('\n')}\n${result} = ${then.value};\n}`);
     if (node.else !== undefined) {
       const otherwise = this.block(() => this.value(node.else, ctx, frame));
       this.emit(`else {\n${otherwise.lines.join('\n')}\n${result} = ${otherwise.value};\n}`);
@@ -490,15 +536,58 @@ class Generator {
 
   /** evaluateFunction; `context` is the left side of `~>`, passed first and unwrapped. */
   private call(node: Node, ctx: string, frame: Frame, context?: string): string {
-    const proc = this.value(node.procedure, ctx, frame);
+    const procedure = node.procedure;
+    // A plain variable as procedure is read without normalising: a function is its own normal form, and
+    // the direct way below compares it with the library's; the other ways normalise it.
+    const plain = procedure.type === 'variable' && procedure.value !== '' && !procedure.predicate && !procedure.group && !procedure.keepArray;
+    const raw = plain ? this.assign(this.ref(procedure.value, frame)) : undefined;
+    const proc = raw !== undefined ? `R.norm(${raw})` : this.value(procedure, ctx, frame);
     this.forgotDollar('T1005', node, proc, frame);
     const values: string[] = node.arguments.map((arg: Node) => this.value(arg, ctx, frame));
     const position = this.int(node.position);
-    const token = this.k(this.procName(node.procedure));
-    if (context === undefined && values.length >= 1 && values.length <= 3) return `R.native(${proc}, ${ctx}, ${position}, ${token}, ${values.length}, ${values.join(', ')})`;
+    const token = this.k(this.procName(procedure));
+    if (context === undefined && values.length >= 1 && values.length <= 3) {
+      const native = `R.native(${proc}, ${ctx}, ${position}, ${token}, ${values.length}, ${values.join(', ')})`;
+      return (raw !== undefined && this.direct(procedure.value, raw, values, native)) || native;
+    }
     const args = context === undefined ? [] : [context];
     for (const value of values) args.push(`R.argument(${value})`);
     return `R.call(${proc}, [${args.join(', ')}], ${ctx}, ${position}, ${token})`;
+  }
+
+  /**
+   * A call of a library function (`$trim(name)`) in line: when the procedure is that function and the
+   * arguments have the types its signature takes at their positions (tested here with typeof, from the
+   * signature), its implementation is called directly, a call the JIT can see through, and a function
+   * that returns a string, number or boolean needs no normalising. Anything else, or an error, takes the
+   * `native` way, which gives JSONata's validation and errors and records the call site on the function
+   * (the direct way leaves that out: only errors read it, and errors take the other way).
+   */
+  private direct(name: string, proc: string, values: string[], otherwise: string): string | undefined {
+    const definition = Object.prototype.hasOwnProperty.call(LIBRARY, name) ? LIBRARY[name] : undefined;
+    if (!definition?.signature) return undefined;
+    const params = paramsOf(definition.signature);
+    if (values.length > params.length || values.length < params.optionalFrom) return undefined;
+    const tests: string[] = [];
+    for (let i = 0; i < values.length; i++) {
+      const param = params[i];
+      if (param.type === 'a' || param.variadic) return undefined;
+      const v = values[i];
+      const symbols = [...param.symbols].filter((symbol) => symbol !== 'f');
+      if (!symbols.length) return undefined;
+      if (symbols.length === 7) {
+        tests.push(`R.notFunction(${v})`);
+        continue;
+      }
+      const test: Record<string, string> = { s: `typeof ${v} === 'string'`, n: `typeof ${v} === 'number'`, b: `typeof ${v} === 'boolean'`, l: `${v} === null`, m: `${v} === undefined`, a: `Array.isArray(${v})`, o: `(typeof ${v} === 'object' && ${v} !== null && !Array.isArray(${v}) && R.notFunction(${v}))` };
+      tests.push(`(${symbols.map((symbol) => test[symbol]).join(' || ')})`);
+    }
+    const scalar = /:[snb]>$/.test(definition.signature.definition);
+    const result = this.id();
+    this.emit(`let ${result};`);
+    this.emit(`if (${proc} === ${this.k(definition)} && ${tests.join(' && ')}) {\ntry { ${result} = ${this.k(definition.implementation)}.call(R.focus, ${values.join(', ')}); } catch { ${result} = R.norm(${otherwise}); }\n${scalar ? '' : `${result} = R.norm(${result});\n`}} else ${result} = R.norm(${otherwise});`);
+    this.normalized.add(result);
+    return result;
   }
 
   /** JSONata's hint when a path names a function: `string(x)` where `$string` was meant. */

@@ -173,17 +173,16 @@ export class Expression {
     const limit = this.limit(timeLimitMs);
     const { program } = this.prepare();
     const out = new Array(items.length);
-    const free = program?.resolve(bindings);
+    if (!program) {
+      for (let i = 0; i < items.length; i++) out[i] = await this.interpret(items[i], bindings, limit);
+      return out;
+    }
+    const free = program.resolve(bindings);
     for (let i = 0; i < items.length; i++) {
-      if (program) {
-        limit.allocated = 0;
-        try {
-          out[i] = program.run(items[i], bindings, free!, limit);
-          continue;
-        } catch (e) {
-          if (e instanceof LimitError) throw e;
-        }
-      }
+      const stop = program.each(items, bindings, free, limit, out, i);
+      if (stop.index === items.length) break;
+      if (stop.error instanceof LimitError) throw stop.error;
+      i = stop.index;
       out[i] = await this.interpret(items[i], bindings, limit);
     }
     return out;

@@ -588,20 +588,21 @@ export const INTERPRETER_OVERRIDES: Record<string, NativeFunction> = bounded({
  * at each end. When the string between its first and last other character holds no tab, line break or
  * double space, that comes to cutting the runs at both ends; the regular expression is kept for others.
  */
-function isSpace(c: number): boolean {
-  return c === 32 || c === 9 || c === 10 || c === 13;
-}
-
 function trim(this: Focus, str: Any): Any {
   if (typeof str === 'string') {
     let start = 0;
     let end = str.length;
-    while (start < end && isSpace(str.charCodeAt(start))) start++;
-    while (end > start && isSpace(str.charCodeAt(end - 1))) end--;
+    let c;
+    while (start < end && ((c = str.charCodeAt(start)) === 32 || c === 9 || c === 10 || c === 13)) start++;
+    while (end > start && ((c = str.charCodeAt(end - 1)) === 32 || c === 9 || c === 10 || c === 13)) end--;
     let plain = true;
-    for (let i = start; i < end && plain; i++) {
-      const c = str.charCodeAt(i);
-      plain = c !== 9 && c !== 10 && c !== 13 && !(c === 32 && str.charCodeAt(i + 1) === 32);
+    for (let i = start, previous = 0; i < end; i++) {
+      c = str.charCodeAt(i);
+      if (c <= 32 && (c === 9 || c === 10 || c === 13 || (c === 32 && previous === 32))) {
+        plain = false;
+        break;
+      }
+      previous = c;
     }
     if (plain) return start === 0 && end === str.length ? str : str.substring(start, end);
   }
@@ -611,7 +612,7 @@ function trim(this: Focus, str: Any): Any {
 /**
  * $toMillis without a picture: JSONata checks the string against its ISO 8601 pattern and gives it to
  * Date.parse. The usual form, `2024-05-06T07:08:09.123Z` or with a `+hh:mm` offset and in-range fields,
- * is read here directly (Date.UTC, which rolls a day past the month's end over as Date.parse does);
+ * is read here directly (a day past the month's end rolls over, as in Date.parse);
  * any other string, or a picture, goes to JSONata's function.
  */
 function toMillis(this: Focus, timestamp: Any, picture: Any): Any {
@@ -622,46 +623,59 @@ function toMillis(this: Focus, timestamp: Any, picture: Any): Any {
   return JSONATA.toMillis.implementation.call(this, timestamp, picture);
 }
 
-function digits(s: string, from: number, count: number): number {
-  let n = 0;
-  for (let i = from; i < from + count; i++) {
-    const d = s.charCodeAt(i) - 48;
-    if (d < 0 || d > 9) return -1;
-    n = n * 10 + d;
-  }
-  return n;
+/** The number the two decimal digits at `i` spell, or a number above 99. */
+function two(s: string, i: number): number {
+  const a = s.charCodeAt(i) - 48;
+  const b = s.charCodeAt(i + 1) - 48;
+  return a >= 0 && a <= 9 && b >= 0 && b <= 9 ? a * 10 + b : 100;
 }
 
 /** `YYYY-MM-DDTHH:MM:SS[.f+](Z|±HH:MM)` with year ≥ 1000 and every field in range, else undefined. */
 export function isoMillis(s: string): number | undefined {
-  if (s.length < 20 || s.charCodeAt(4) !== 45 || s.charCodeAt(7) !== 45 || s.charCodeAt(10) !== 84 || s.charCodeAt(13) !== 58 || s.charCodeAt(16) !== 58) return undefined;
-  const year = digits(s, 0, 4);
-  const month = digits(s, 5, 2);
-  const day = digits(s, 8, 2);
-  const hour = digits(s, 11, 2);
-  const minute = digits(s, 14, 2);
-  const second = digits(s, 17, 2);
-  if (year < 1000 || month < 1 || month > 12 || day < 1 || day > 31 || hour < 0 || hour > 23 || minute < 0 || minute > 59 || second < 0 || second > 59) return undefined;
+  const n = s.length;
+  if (n < 20 || s.charCodeAt(4) !== 45 || s.charCodeAt(7) !== 45 || s.charCodeAt(10) !== 84 || s.charCodeAt(13) !== 58 || s.charCodeAt(16) !== 58) return undefined;
+  const century = two(s, 0);
+  const decade = two(s, 2);
+  const month = two(s, 5);
+  const day = two(s, 8);
+  const hour = two(s, 11);
+  const minute = two(s, 14);
+  const second = two(s, 17);
+  if (century < 10 || century > 99 || decade > 99 || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 59) return undefined;
   let i = 19;
   let ms = 0;
-  if (s.charCodeAt(i) === 46) {
+  let c = s.charCodeAt(i);
+  if (c === 46) {
     const start = ++i;
-    while (i < s.length && s.charCodeAt(i) >= 48 && s.charCodeAt(i) <= 57) i++;
+    while (i < n && ((c = s.charCodeAt(i)) - 48) >>> 0 <= 9) {
+      if (i - start < 3) ms = ms * 10 + (c - 48);
+      i++;
+    }
     if (i === start) return undefined;
-    for (let k = 0; k < 3; k++) ms = ms * 10 + (start + k < i ? s.charCodeAt(start + k) - 48 : 0);
+    c = s.charCodeAt(i);
+    for (let k = i - start; k < 3; k++) ms *= 10;
   }
   let offset = 0;
-  if (s.charCodeAt(i) === 90 && i + 1 === s.length) {
+  if (c === 90 && i + 1 === n) {
     offset = 0;
-  } else if ((s.charCodeAt(i) === 43 || s.charCodeAt(i) === 45) && i + 6 === s.length && s.charCodeAt(i + 3) === 58) {
-    const oh = digits(s, i + 1, 2);
-    const om = digits(s, i + 4, 2);
-    if (oh < 0 || oh > 23 || om < 0 || om > 59) return undefined;
-    offset = (s.charCodeAt(i) === 43 ? 1 : -1) * (oh * 60 + om) * 60000;
+  } else if ((c === 43 || c === 45) && i + 6 === n && s.charCodeAt(i + 3) === 58) {
+    const oh = two(s, i + 1);
+    const om = two(s, i + 4);
+    if (oh > 23 || om > 59) return undefined;
+    offset = (c === 43 ? 1 : -1) * (oh * 60 + om) * 60000;
   } else {
     return undefined;
   }
-  return Date.UTC(year, month - 1, day, hour, minute, second, ms) - offset;
+  return (daysFromCivil(century * 100 + decade, month) + day - 1) * 86400000 + hour * 3600000 + minute * 60000 + second * 1000 + ms - offset;
+}
+
+/** Days from 1970-01-01 to the first of a month, in the proleptic Gregorian calendar (year 1000 to 9999). */
+function daysFromCivil(year: number, month: number): number {
+  const y = month <= 2 ? year - 1 : year;
+  const era = (y / 400) | 0;
+  const yoe = y - era * 400;
+  const doy = ((153 * (month + (month > 2 ? -3 : 9)) + 2) / 5) | 0;
+  return era * 146097 + yoe * 365 + ((yoe / 4) | 0) - ((yoe / 100) | 0) + doy - 719468;
 }
 
 const SYNC_PORTS: Partial<Record<keyof typeof JSONATA, NativeFunction['implementation']>> = {

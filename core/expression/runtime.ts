@@ -56,12 +56,23 @@ export function createSequence(...items: Any[]): Any[] {
   return sequence;
 }
 
-const focus: Focus = { environment, createSequence };
+/**
+ * The `this` of native functions: JSONata's focus, minus `input`, which only $eval reads. Compiled code
+ * calls library functions directly with it (see the compiler's `direct`).
+ */
+export const focus: Focus = { environment, createSequence };
 
 /** Starts an evaluation, under this Limit. */
 export function begin(budget: Limit): void {
   limit = budget;
+  next();
+}
+
+/** Starts the next evaluation under the same Limit (the next record of a page): its own time and budget. */
+export function next(): void {
+  limit.allocated = 0;
   timestamp = undefined;
+  lastOrdinary = UNBOUND as unknown as object;
 }
 
 /** A sequence compiled code fills itself (its pushes are counted by the caller). */
@@ -144,6 +155,27 @@ export function names(input: Any, keys: string[]): Any {
   }
   return current;
 }
+
+/**
+ * An object whose own properties are all a name step can see: not an array, not a JSONata function,
+ * inheriting from Object.prototype or from nothing (compiled code reads a name on it in line).
+ */
+export function ordinary(value: Any): boolean {
+  if (value === lastOrdinary) return true;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+  const proto = Object.getPrototypeOf(value);
+  if ((proto === Object.prototype || proto === null) && value._jsonata_function !== true && value._jsonata_lambda !== true) {
+    lastOrdinary = value;
+    return true;
+  }
+  return false;
+}
+
+/**
+ * The last object found ordinary: a mapping reads many names on one record. Only a transform changes
+ * an object an evaluation has seen (it may give a clone any key), so it forgets it, as `begin` does.
+ */
+let lastOrdinary: object = UNBOUND as unknown as object;
 
 /** `names` for a path of one name (`id`): the object's own field, when it is not an array. */
 export function name(input: Any, key: string): Any {
@@ -596,8 +628,10 @@ function applyInner(proc: Any, args: Any[], input: Any): Any {
  * A signature's parameters, as parseSignature reads them: the symbols each accepts (its regex's
  * character class), and its modifiers.
  */
-interface Param {
+export interface Param {
   symbols: string;
+  /** The same, as a bit per symbol (SYMBOLS' order), for the short way of `native`. */
+  mask: number;
   type: string;
   context: boolean;
   optional: boolean;
@@ -628,7 +662,7 @@ function parameters(definition: string): Params {
     const symbol = definition.charAt(position);
     if (symbol === ':') break;
     const prev = params[params.length - 1];
-    const add = (symbols: string, type: string) => params.push({ symbols, type, context: false, optional: false, variadic: false });
+    const add = (symbols: string, type: string) => params.push({ symbols, mask: maskOf(symbols), type, context: false, optional: false, variadic: false });
     if ('snblo'.includes(symbol)) add(symbol + 'm', symbol);
     else if (symbol === 'a' || symbol === 'x') add('asnblfom', symbol);
     else if (symbol === 'f') add('f', symbol);
@@ -651,20 +685,32 @@ function parameters(definition: string): Params {
   return params;
 }
 
-function paramsOf(signature: Any): Params {
+const SYMBOLS = 'snbflaom';
+
+function maskOf(symbols: string): number {
+  let mask = 0;
+  for (const symbol of symbols) mask |= 1 << SYMBOLS.indexOf(symbol);
+  return mask;
+}
+
+export function paramsOf(signature: Any): Params {
   return (signature[PARAMS] ??= parameters(signature.definition));
 }
 
-/** getSymbol of parseSignature */
-function symbolOf(value: Any): string {
+/** getSymbol of parseSignature, as its index in SYMBOLS. */
+function symbolIndex(value: Any): number {
   switch (typeof value) {
-    case 'string': return 's';
-    case 'number': return 'n';
-    case 'boolean': return 'b';
-    case 'function': return 'f';
-    case 'object': return value === null ? 'l' : isFunction(value) ? 'f' : Array.isArray(value) ? 'a' : 'o';
-    default: return 'm';
+    case 'string': return 0;
+    case 'number': return 1;
+    case 'boolean': return 2;
+    case 'function': return 3;
+    case 'object': return value === null ? 4 : isFunction(value) ? 3 : Array.isArray(value) ? 5 : 6;
+    default: return 7;
   }
+}
+
+function symbolOf(value: Any): string {
+  return SYMBOLS[symbolIndex(value)];
 }
 
 const MISFIT = Symbol('misfit');
@@ -674,9 +720,10 @@ const MISFIT = Symbol('misfit');
  * it does not fit there plainly (a function, a `+` parameter, a type error to report).
  */
 function fit(param: Param, arg: Any): Any {
-  const symbol = symbolOf(arg);
-  if (param.variadic || symbol === 'f' || !param.symbols.includes(symbol)) return MISFIT;
+  const index = symbolIndex(arg);
+  if (param.variadic || index === 3 || (param.mask & (1 << index)) === 0) return MISFIT;
   if (param.type !== 'a') return arg;
+  const symbol = SYMBOLS[index];
   if (symbol === 'm') return undefined;
   if (param.subtype !== undefined) {
     if (symbol !== 'a' && symbol !== param.subtype) return MISFIT;
@@ -707,6 +754,12 @@ function validate(signature: Any, args: Any[], input: Any): Any[] {
   }
   return validated;
 }
+
+/** Whether a value is not a function, JSONata's or JavaScript's (a signature's `f`). */
+export function notFunction(value: Any): boolean {
+  return typeof value !== 'function' && !(typeof value === 'object' && value !== null && (value._jsonata_function === true || value._jsonata_lambda === true));
+}
+
 
 /**
  * A call of a native function with one to three arguments, the short way when the arguments fit
@@ -851,6 +904,7 @@ export function transform(
         if (updateType !== 'undefined') {
           if (updateType !== 'object' || changes === null || Array.isArray(changes)) fail('T2011', { position: updatePosition, value: changes });
           for (const prop of objectKeys(changes)) match[prop] = changes[prop];
+          lastOrdinary = UNBOUND as unknown as object;
         }
         if (remove !== undefined) {
           let deletions = remove(match);
