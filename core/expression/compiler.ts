@@ -62,6 +62,7 @@ export class Program {
     let i = from;
     try {
       for (; i < items.length; i++) {
+        limit.tick();
         next();
         out[i] = this.body(wrapInput(items[i]), items[i], bindings, free);
       }

@@ -24,8 +24,8 @@ function parse(source: string): jsonata.Expression {
   try {
     return jsonata(source);
   } catch (e) {
-    const err = e as { message: string; position?: number };
-    throw new ExpressionError(err.message, err.position);
+    const err = e as { message: string; position?: number; code?: string };
+    throw new ExpressionError(err.message, err.position, err.code);
   }
 }
 

@@ -67,17 +67,24 @@ export class Limit {
 
   /** One step of work (a loop iteration, a call): looks at the clock every CLOCK_EVERY steps. */
   tick(): void {
-    if (--this.countdown > 0) return;
+    if (--this.countdown <= 0) this.clock();
+  }
+
+  private clock(): void {
     this.countdown = CLOCK_EVERY;
     if (Date.now() > this.deadline) throw new LimitError(`${this.what()} took longer than its time limit of ${this.timeLimitMs} ms: make it do less work per record`);
   }
 
-  /** Accounts for `n` elements or characters built; refuses a structure longer than MAX_LENGTH. */
+  /**
+   * Accounts for `n` elements or characters built; refuses a structure longer than MAX_LENGTH. Building
+   * counts as work too (a step per 64 elements): a builtin that runs over what was built does not step.
+   */
   build(n: number, what: string): void {
     if (n > MAX_LENGTH) throw new LimitError(`${this.what()} built ${what} of ${n} elements or characters, more than the ${MAX_LENGTH} an expression may build`);
     if ((this.allocated += n) > MAX_ALLOCATED) {
       throw new LimitError(`${this.what()} built more than ${MAX_ALLOCATED} elements and characters in all in one evaluation: make it build less`);
     }
+    if ((this.countdown -= n >> 6) <= 0) this.clock();
   }
 
   depth(): never {

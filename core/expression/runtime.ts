@@ -742,7 +742,7 @@ function fit(param: Param, arg: Any): Any {
  * is the first assignment JSONata's signature regex tries, so it is the one it takes; any other call
  * goes to JSONata's own validate.
  */
-function validate(signature: Any, args: Any[], input: Any): Any[] {
+export function validate(signature: Any, args: Any[], input: Any): Any[] {
   const params = paramsOf(signature);
   const n = args.length;
   if (n > params.length || n < params.optionalFrom) return signature.validate(args, input);
@@ -752,6 +752,7 @@ function validate(signature: Any, args: Any[], input: Any): Any[] {
     if (value === MISFIT) return signature.validate(args, input);
     validated[i] = value;
   }
+  for (let i = n; i < params.length; i++) validated[i] = undefined;
   return validated;
 }
 
