@@ -25,7 +25,7 @@
  *   evaluates the members concurrently, so which member sees the binding depends on its scheduling.
  */
 import jsonata from 'jsonata';
-import { LIBRARY, UNBOUND, begin, next, paramsOf, wrapInput } from './runtime.ts';
+import { LIBRARY, Shape, UNBOUND, begin, next, paramsOf, wrapInput } from './runtime.ts';
 import * as runtime from './runtime.ts';
 import type { Any } from './library.ts';
 import type { Limit } from './limits.ts';
@@ -435,20 +435,20 @@ class Generator {
     const result = this.id();
     this.emit(`let ${result};`);
     this.emit(`if (Array.isArray(${input})) ${result} = ${general()};`);
-    // Object.create(null) makes a slow dictionary from the start; an empty literal given a null
-    // prototype is the same kind of object, and stays fast as it is filled.
+    const order = Object.keys(Object.fromEntries(keys.map((k, i) => [k, i]))) as string[];
     const { lines } = this.block(() => {
-      this.emit(`${result} = Object.setPrototypeOf({}, null);`);
       // The values read names off the same input: whether it is ordinary is asked once.
       const ordinary = this.id('o');
       this.emit(`const ${ordinary} = R.ordinary(${input});`);
       this.ordinary.set(input, ordinary);
-      const order = Object.keys(Object.fromEntries(keys.map((k, i) => [k, i]))) as string[];
-      for (const key of order) {
-        const value = this.value(pairs[keys.indexOf(key)][1], input, frame);
-        this.emit(`if (${value} !== undefined) ${result}[${this.k(key)}] = ${value};`);
-      }
+      const values = order.map((key) => this.value(pairs[keys.indexOf(key)][1], input, frame));
       this.ordinary.delete(input);
+      // The object comes from R.Shape with the keys of the defined values already in place, so that it
+      // stays a fast object however many keys it has (see there), then gets its null prototype.
+      const mask = values.length <= 30 ? values.map((v, i) => `(${v} !== undefined ? ${2 ** i} : 0)`).join(' | ') : '-1';
+      this.emit(`${result} = ${this.k(new Shape(order))}.object(${mask});`);
+      values.forEach((value, i) => this.emit(`if (${value} !== undefined) ${result}[${this.k(order[i])}] = ${value};`));
+      this.emit(`Object.setPrototypeOf(${result}, null);`);
       return '';
     });
     this.emit(`else {\n${lines.join('\n')}\n}`);

@@ -57,8 +57,8 @@ export function createSequence(...items: Any[]): Any[] {
 }
 
 /**
- * The `this` of native functions: JSONata's focus, minus `input`, which only $eval reads. Compiled code
- * calls library functions directly with it (see the compiler's `direct`).
+ * The `this` of native functions: JSONata's focus without `input`, which only $eval reads (and $eval is
+ * left to the interpreter). Compiled code calls library functions directly with it (the compiler's `direct`).
  */
 export const focus: Focus = { environment, createSequence };
 
@@ -68,7 +68,7 @@ export function begin(budget: Limit): void {
   next();
 }
 
-/** Starts the next evaluation under the same Limit (the next record of a page): its own time and budget. */
+/** Starts the next evaluation under the same Limit (the next record of a page): its own budget and timestamp. */
 export function next(): void {
   limit.allocated = 0;
   timestamp = undefined;
@@ -218,6 +218,8 @@ function namesFrom(input: Any, keys: string[], from: number): Any {
  */
 function flattenStep(result: Any[], lastStep: boolean): Any {
   if (lastStep && result.length === 1 && Array.isArray(result[0]) && !isSequence(result[0])) return result[0];
+  // With nothing to flatten, JSONata's new sequence would hold the same items as this fresh one.
+  if (!result.some((res) => Array.isArray(res) && !(res as Any).cons)) return result;
   const rs = seq();
   for (let i = 0; i < result.length; i++) {
     const res = result[i];
@@ -294,6 +296,7 @@ export function wildcard(input: Any): Any {
       if (Array.isArray(value)) {
         value = flatten(value, []);
         results = append(results, value);
+        if (results.length > MAX_LENGTH) throw tooLong('a sequence', results.length);
       } else {
         results.push(value);
       }
@@ -356,6 +359,30 @@ export function member(result: Any[], value: Any, nested: boolean): Any[] {
 export function cons(result: Any[]): Any[] {
   Object.defineProperty(result, 'cons', { enumerable: false, configurable: false, value: true });
   return result;
+}
+
+/**
+ * The keys of an object constructor with literal keys, as the objects it builds: V8 turns an object
+ * filled key by key into a slow dictionary past about sixteen keys, but a copy (spread) of a fast object
+ * stays fast. So for each set of defined values (a bit each in `mask`) a template holding those keys in
+ * order, parsed from JSON once, is copied; its keys are own data properties, so that even `__proto__`
+ * is then set as a plain value. A constructor that meets more than 64 sets of keys, or has more than
+ * 30, builds the rest key by key on an object that has a null prototype from the start.
+ */
+export class Shape {
+  private readonly templates = new Map<number, object>();
+
+  constructor(private readonly keys: string[]) {}
+
+  object(mask: number): Any {
+    let template = this.templates.get(mask);
+    if (!template) {
+      if (mask < 0 || this.templates.size >= 64) return Object.setPrototypeOf({}, null);
+      template = JSON.parse(`{${this.keys.filter((_, i) => mask & (2 ** i)).map((key) => `${JSON.stringify(key)}:null`).join(',')}}`);
+      this.templates.set(mask, template!);
+    }
+    return { ...template };
+  }
 }
 
 /** The checks evaluateUnary '[' leaves to the caller: the finished array counts against the budget. */
@@ -603,7 +630,6 @@ function applyInner(proc: Any, args: Any[], input: Any): Any {
     if (isLambda(proc)) {
       result = proc.invoke(validatedArgs);
     } else if (proc && proc._jsonata_function === true) {
-      focus.input = input;
       result = proc.implementation.apply(focus, validatedArgs);
       if (isIterable(result)) result = result.next().value;
       if (isPromise(result)) throw new NeedsInterpreter('a function returned a promise');
@@ -778,7 +804,6 @@ export function native(proc: Any, input: Any, position: number, token: string, c
         proc.token = token;
         proc.position = position;
         limit.tick();
-        focus.input = input;
         try {
           let result = proc.implementation.call(focus, v0, v1, v2);
           if (isIterable(result)) result = result.next().value;
