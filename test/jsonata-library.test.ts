@@ -51,6 +51,18 @@ test('$toMillis reads the usual ISO form itself exactly as Date.parse does, and 
   }
 });
 
+test('$fromMillis without a picture writes what JSONata writes, from year 0 to 9999 and around', () => {
+  const mine = COMPILED_LIBRARY.fromMillis.implementation as (...a: unknown[]) => unknown;
+  const theirs = JSONATA.fromMillis.implementation as (...a: unknown[]) => unknown;
+  const r = seeded(13);
+  const values: unknown[] = [0, -1, 1.5, -0.5, -62167219200000, -62167219200001, 253402300799999, 253402300800000, NaN, Infinity, -8.64e15];
+  for (let i = 0; i < 20_000; i++) values.push(Math.floor((r() - 0.2) * 3.2e14), (r() - 0.5) * 1e13);
+  for (const v of values) {
+    assert.deepEqual(call(mine, v), call(theirs, v), String(v));
+    assert.deepEqual(call(mine, v, '[Y0001]-[M01]-[D01]'), call(theirs, v, '[Y0001]-[M01]-[D01]'), String(v));
+  }
+});
+
 test('$string of a scalar: the same as JSONata (JSON.stringify with its replacer for numbers)', () => {
   const mine = COMPILED_LIBRARY.string.implementation as (...a: unknown[]) => unknown;
   const theirs = JSONATA.string.implementation as (...a: unknown[]) => unknown;

@@ -678,13 +678,25 @@ function daysFromCivil(year: number, month: number): number {
   return era * 146097 + yoe * 365 + ((yoe / 4) | 0) - ((yoe / 100) | 0) + doy - 719468;
 }
 
+/**
+ * $fromMillis without a picture or timezone: JSONata formats the ISO 8601 picture
+ * `[Y0001]-[M01]-[D01]T[H01]:[m01]:[s01].[f001][Z01:01t]` in UTC, which for the years 0 to 9999 is what
+ * Date.prototype.toISOString writes; other cases go to JSONata's function.
+ */
+function fromMillis(this: Focus, millis: Any, picture: Any, timezone: Any): Any {
+  if (picture === undefined && timezone === undefined && typeof millis === 'number' && millis >= -62167219200000 && millis <= 253402300799999) {
+    return new Date(millis).toISOString();
+  }
+  return JSONATA.fromMillis.implementation.call(this, millis, picture, timezone);
+}
+
 const SYNC_PORTS: Partial<Record<keyof typeof JSONATA, NativeFunction['implementation']>> = {
-  match, contains, map, filter, single, reduce: foldLeft, sift, each, trim, toMillis,
+  match, contains, map, filter, single, reduce: foldLeft, sift, each, trim, toMillis, fromMillis,
 };
 
 /**
  * The functions compiled code calls: JSONata's own, the async ones ported, the bounded ones wrapped,
- * and $trim and $toMillis with a short way for the common string.
+ * and $trim, $toMillis and $fromMillis with a short way for the common case.
  */
 export const COMPILED_LIBRARY: Record<string, NativeFunction> = (() => {
   const library: Record<string, NativeFunction> = {};
