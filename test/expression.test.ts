@@ -136,6 +136,14 @@ test('compiled code hands to the interpreter what it cannot run synchronously: a
   assert.deepEqual(await e.evaluateEach([{ x: 1 }, { x: 2 }], { f: async (v: number) => v * 10 }), [11, 21]);
 });
 
+test('a name that is not a function of the library is nothing, even one of Object.prototype', async () => {
+  for (const source of ['$toString', '$constructor', '$hasOwnProperty']) {
+    assert.equal(await new Expression(source).evaluate({}), undefined, source);
+    assert.equal(await new Expression(interpreted(source)).evaluate({}), undefined, source);
+  }
+  await assert.rejects(new Expression('$toString(1)').evaluate({}), { code: 'T1006' });
+});
+
 test('what the compiler leaves to the interpreter is named', () => {
   assert.equal(new Expression('Account.Order.Product.{ "order": %.OrderID }').unsupported, 'a focus (@), index (#) or parent (%) binding');
   assert.equal(new Expression('$eval("1 + 1")').unsupported, '$eval');

@@ -10,8 +10,9 @@
  * Each AST node compiles to statements that leave `evaluate(node, input)`'s value in a temporary: the
  * node's own evaluation (runtime.ts mirrors the evaluator function by function), then its predicates,
  * its grouping, and the sequence normalisation. Where the shape is known statically the code takes a
- * shorter way with the same result: a path of plain names, an object constructor with literal keys met
- * with one object, variables resolved to the frame that binds them.
+ * shorter way with the same result: a path of plain names read in line, an object constructor with
+ * literal keys met with one object, a library function called directly when its arguments fit its
+ * signature, variables resolved to the frame that binds them.
  *
  * Variables: a JSONata frame (the top, a block, a lambda's invocation) is a JavaScript scope. A name a
  * frame may bind (`:=` anywhere in its own region) is a `let` that starts UNBOUND, so a lookup falls
@@ -44,7 +45,8 @@ export class Program {
 
   /** The values of the free names for these bindings: once per evaluation, or per page. */
   resolve(bindings: Record<string, Any>): Any[] {
-    return this.freeNames.map((name) => (Object.prototype.hasOwnProperty.call(bindings, name) ? bindings[name] : LIBRARY[name]));
+    const own = (o: object, name: string) => Object.prototype.hasOwnProperty.call(o, name);
+    return this.freeNames.map((name) => (own(bindings, name) ? bindings[name] : own(LIBRARY, name) ? LIBRARY[name] : undefined));
   }
 
   /** Evaluates against `input`, as the interpreter's `evaluate(input, bindings)` would. */
