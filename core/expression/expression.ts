@@ -1,27 +1,19 @@
 import jsonata from 'jsonata';
+import { Program, Unsupported, compileAst } from './compiler.ts';
+import { INTERPRETER_OVERRIDES, LIMIT_KEY, type Any } from './library.ts';
+import { ExpressionError, Limit, LimitError, MAX_DEPTH } from './limits.ts';
+import { createSequence } from './runtime.ts';
 
-/** Longest time one evaluation of a provider file's expression may run. */
+export { ExpressionError, LIMIT_CODE, MAX_ALLOCATED, MAX_LENGTH } from './limits.ts';
+
+/** Longest time one evaluation of a provider file's expression may run (one page, for evaluateEach). */
 export const DEFAULT_TIME_LIMIT_MS = 2000;
 
+/** The time limit of an evaluation over a page of `n` records: the default, and 10 ms more a record. */
+export const pageTimeLimitMs = (n: number) => DEFAULT_TIME_LIMIT_MS + 10 * n;
+
 const ENTRY = Symbol.for('jsonata.__evaluate_entry');
-const LIMIT = '__terapi_limit';
-
-interface Limit {
-  deadline: number;
-  steps: number;
-}
-
-export class ExpressionError extends Error {
-  constructor(
-    message: string,
-    /** Offset in the expression's source (0-based) where JSONata stopped, when it says. */
-    readonly position?: number,
-    /** JSONata's error code (T2001, D3001...), when it gives one. */
-    readonly code?: string,
-  ) {
-    super(message);
-  }
-}
+const EXIT = Symbol.for('jsonata.__evaluate_exit');
 
 /** Where an expression stands in a provider file, for errors at run time; located only when needed. */
 export interface ExpressionOrigin {
@@ -44,8 +36,9 @@ export function runEvaluationsWith(run: Executor | undefined): void {
 
 /**
  * A worker thread's report to its watchdog: the deadline of the evaluation in progress (0 when
- * none), in memory both threads see, and which expression it is when that changes. A builtin that
- * runs long is one step for JSONata's own hook; the watchdog stops the thread instead.
+ * none), in memory both threads see, and which expression it is when that changes. The bounds of
+ * limits.ts stop an evaluation from inside; a thread stuck where they do not look (a long builtin
+ * on the interpreter) is stopped by the watchdog instead.
  */
 let watch: { slot: Float64Array; onExpression: (expr: Expression) => void; last?: Expression; active: number[] } | undefined;
 export function reportDeadlines(slot: Float64Array | undefined, onExpression: (expr: Expression) => void = () => {}): void {
@@ -65,27 +58,75 @@ function watching(deadline: number, expr: Expression): () => void {
   };
 }
 
-function compile(source: string): jsonata.Expression {
+function parse(source: string): jsonata.Expression {
   try {
     return jsonata(source);
   } catch (e) {
-    const err = e as { message: string; position?: number };
-    throw new ExpressionError(err.message, err.position);
+    const err = e as { message: string; position?: number; code?: string };
+    throw new ExpressionError(err.message, err.position, err.code);
   }
 }
 
+/** How an expression runs, decided on its first evaluation. */
+interface Engine {
+  interpreter: jsonata.Expression;
+  /** The compiled program, unless the compiler leaves the expression to the interpreter. */
+  program?: Program;
+  /** Why the interpreter runs it, when it does. */
+  unsupported?: string;
+}
+
 /**
- * A JSONata expression from a provider file. Its syntax is checked at load (Expression.check), and
- * it is compiled once, on its first evaluation: JSONata spends some 60 µs setting up its parser on
- * every call, so checking a file's expressions in one parse and compiling each only when a sync or
- * action first needs it keeps loading a large catalogue well under a second (bench/load.ts).
+ * The interpreter, held to the bounds compiled code keeps (limits.ts): the evaluation's Limit travels
+ * in its bindings; on entry to each step the hook counts the step, looks at the clock now and then,
+ * refuses a nesting deeper than MAX_DEPTH and gives the evaluation bounded sequences; on exit it counts
+ * what ranges, concatenations and array constructors built; the builtins that build or split strings
+ * and arrays are replaced by their bounded versions.
+ */
+function interpreter(source: string): jsonata.Expression {
+  const expression = parse(source);
+  expression.assign(ENTRY as unknown as string, (_node: unknown, _input: unknown, env: Any) => {
+    const base = env.base;
+    const limit: Limit | undefined = base.lookup(LIMIT_KEY);
+    if (!limit) return;
+    if (base.createSequence !== createSequence) base.createSequence = createSequence;
+    if (base.depth > MAX_DEPTH) limit.depth();
+    limit.tick();
+  });
+  expression.assign(EXIT as unknown as string, (node: Any, _input: unknown, env: Any, result: Any) => {
+    const kind = node.type === 'binary' ? (node.value === '..' ? 'a range' : node.value === '&' ? 'a string' : undefined) : node.type === 'unary' && node.value === '[' ? 'an array' : undefined;
+    if (kind && result) (env.base.lookup(LIMIT_KEY) as Limit | undefined)?.build(result.length, kind);
+  });
+  for (const [name, definition] of Object.entries(INTERPRETER_OVERRIDES)) expression.assign(name, definition);
+  return expression;
+}
+
+/** A JSONata error, or a RangeError of V8's (a string, array or stack past its size), as an ExpressionError. */
+function expressionError(e: unknown): ExpressionError {
+  if (e instanceof ExpressionError) return e;
+  if (e instanceof RangeError) return new LimitError(`an expression went past a limit of the JavaScript engine (${e.message}): make it build less, or recurse less deeply`);
+  const err = e as { message: string; position?: number; code?: string };
+  return new ExpressionError(err.message, err.position, err.code);
+}
+
+/**
+ * A JSONata expression from a provider file. Its syntax is checked at load (Expression.check); on its
+ * first evaluation it is compiled: to JavaScript (compiler.ts) where the compiler covers it, which gives
+ * the interpreter's results some fifty times faster, or else to JSONata's interpreter. JSONata spends
+ * some 60 µs setting up its parser on every call, so checking a file's expressions in one parse and
+ * compiling each only when a sync or action first needs it keeps loading a large catalogue well under
+ * a second (bench/load.ts).
  *
- * Each evaluation carries its own deadline in its bindings: evaluations interleave (JSONata is
- * async), so the limit cannot live on the shared compiled expression. The entry hook runs on every
- * AST node; checking the clock every 256 steps keeps its cost low.
+ * Compiled code that fails replays the evaluation on the interpreter, whose error is the one reported:
+ * JSONata evaluates the members of a constructor concurrently, so when two fail, which error it reports
+ * depends on its scheduling. Errors are rare; identical errors are worth a second run. A bound of
+ * limits.ts broken (time, size, allocation) is reported as it is, without a replay.
+ *
+ * Each evaluation carries its own Limit: evaluations interleave on the interpreter (JSONata is async),
+ * so the limit cannot live on the shared compiled expression.
  */
 export class Expression {
-  private compiled?: jsonata.Expression;
+  private engine?: Engine;
 
   constructor(
     readonly source: string,
@@ -117,7 +158,7 @@ export class Expression {
     }
     sources.forEach((source, i) => {
       try {
-        compile(source);
+        parse(source);
       } catch (e) {
         errors.set(i, e as ExpressionError);
       }
@@ -125,41 +166,89 @@ export class Expression {
     return errors;
   }
 
-  private program(): jsonata.Expression {
-    if (this.compiled) return this.compiled;
-    const compiled = compile(this.source);
-    compiled.assign(ENTRY as unknown as string, (_expr: unknown, _input: unknown, env: { lookup(name: string): unknown }) => {
-      const limit = env.lookup(LIMIT) as Limit | undefined;
-      if (limit && ++limit.steps % 256 === 0 && Date.now() > limit.deadline) {
-        throw new ExpressionError(`expression took longer than its time limit: ${this.source.slice(0, 80)}`);
-      }
-    });
-    return (this.compiled = compiled);
+  private prepare(): Engine {
+    if (this.engine) return this.engine;
+    const engine: Engine = { interpreter: interpreter(this.source) };
+    try {
+      engine.program = compileAst(engine.interpreter.ast());
+    } catch (e) {
+      // Unsupported, or a fault of the compiler's own (the suite and catalogue tests keep those out):
+      // either way the interpreter runs the expression.
+      engine.unsupported = e instanceof Unsupported ? e.message : `the compiler failed: ${(e as Error).message}`;
+    }
+    return (this.engine = engine);
+  }
+
+  /** Why it runs on the interpreter (the construct the compiler leaves to it), or undefined when it runs compiled. */
+  get unsupported(): string | undefined {
+    return this.prepare().unsupported;
+  }
+
+  private limit(timeLimitMs: number): Limit {
+    return new Limit(timeLimitMs, () => `expression ${JSON.stringify(this.source.slice(0, 80))}`);
   }
 
   /** Evaluates against `input`; `bindings` become `$name` variables. */
   async evaluate(input: unknown, bindings: Record<string, unknown> = {}, timeLimitMs = DEFAULT_TIME_LIMIT_MS): Promise<unknown> {
     if (executor) return executor(this, input, bindings, timeLimitMs);
-    const limit: Limit = { deadline: Date.now() + timeLimitMs, steps: 0 };
+    const limit = this.limit(timeLimitMs);
     const done = watching(limit.deadline, this);
     try {
-      return await this.program().evaluate(input, { ...bindings, [LIMIT]: limit });
-    } catch (e) {
-      if (e instanceof ExpressionError) throw e;
-      const err = e as { message: string; position?: number; code?: string };
-      throw new ExpressionError(err.message, err.position, err.code);
+      const { program } = this.prepare();
+      if (program) {
+        try {
+          return program.run(input, bindings, program.resolve(bindings), limit);
+        } catch (e) {
+          if (e instanceof LimitError) throw e;
+        }
+      }
+      return await this.interpret(input, bindings, limit);
     } finally {
       done();
     }
   }
 
   /**
-   * Evaluates once per item (a page of records), each under its own time limit. One call per page
-   * lets a compiled mapping run without a round of promises per record.
+   * Evaluates once per item (a page of records), in one call: compiled, the page runs synchronously,
+   * without a promise per item. The time limit is the page's: a mapping slow enough to matter stops
+   * within about `timeLimitMs` whatever the page size. The budget of what an evaluation may build
+   * (limits.ts) is each item's.
    */
   async evaluateEach(items: unknown[], bindings: Record<string, unknown> = {}, timeLimitMs = DEFAULT_TIME_LIMIT_MS): Promise<unknown[]> {
-    const out = new Array(items.length);
-    for (let i = 0; i < items.length; i++) out[i] = await this.evaluate(items[i], bindings, timeLimitMs);
-    return out;
+    if (executor) {
+      const out = [];
+      for (const item of items) out.push(await executor(this, item, bindings, timeLimitMs));
+      return out;
+    }
+    const limit = this.limit(timeLimitMs);
+    const done = watching(limit.deadline, this);
+    try {
+      const { program } = this.prepare();
+      const out = new Array(items.length);
+      if (!program) {
+        for (let i = 0; i < items.length; i++) out[i] = await this.interpret(items[i], bindings, limit);
+        return out;
+      }
+      const free = program.resolve(bindings);
+      for (let i = 0; i < items.length; i++) {
+        const stop = program.each(items, bindings, free, limit, out, i);
+        if (stop.index === items.length) break;
+        if (stop.error instanceof LimitError) throw stop.error;
+        i = stop.index;
+        out[i] = await this.interpret(items[i], bindings, limit);
+      }
+      return out;
+    } finally {
+      done();
+    }
+  }
+
+  private async interpret(input: unknown, bindings: Record<string, unknown>, limit: Limit): Promise<unknown> {
+    limit.allocated = 0;
+    try {
+      return await this.prepare().interpreter.evaluate(input, { ...bindings, [LIMIT_KEY]: limit });
+    } catch (e) {
+      throw expressionError(e);
+    }
   }
 }

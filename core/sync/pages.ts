@@ -1,5 +1,6 @@
 import LinkHeader from 'http-link-header';
 import { freshValues, type Fresh } from '../auth/tokens.ts';
+import { pageTimeLimitMs } from '../expression/expression.ts';
 import type { Sync } from '../format/provider-types.ts';
 import { apiRequest } from '../http/provider-request.ts';
 import { ProviderUnreachable, providerFailed, send, type HttpRequest, type HttpResponse, type WaitBudget } from '../http/send.ts';
@@ -47,7 +48,7 @@ export async function* readPages(
     if (res.status >= 400) throw providerFailed(`${current.provider.display_name} answered HTTP ${res.status} to page ${number}: ${res.text.slice(0, 300)}`);
     const found = await sync.records.evaluate(res.body);
     const raw = found === undefined ? [] : Array.isArray(found) ? found : [found];
-    const keep = sync.filter && raw.length ? await sync.filter.evaluateEach(raw) : undefined;
+    const keep = sync.filter && raw.length ? await sync.filter.evaluateEach(raw, {}, pageTimeLimitMs(raw.length)) : undefined;
     const items = keep ? raw.filter((_, i) => keep[i] === true) : raw;
     const next = raw.length ? await nextPosition(current, sync, position, res, raw.length) : undefined;
     if (next) pending = await request(fresh, sync, next, options);

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { ValidateFunction } from 'ajv';
 import type { Fresh } from '../auth/tokens.ts';
 import { TerapiError } from '../errors.ts';
-import { ExpressionError, type Expression } from '../expression/expression.ts';
+import { ExpressionError, pageTimeLimitMs, type Expression } from '../expression/expression.ts';
 import { compileInputSchema } from '../format/provider-schema.ts';
 import type { Sync } from '../format/provider-types.ts';
 import { MalformedBody, RateLimited, type WaitBudget } from '../http/send.ts';
@@ -69,7 +69,7 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
       lap('pages_ms');
       const fresh = await deps.fresh();
       const where = `sync "${handle.sync}", page ${page.number}`;
-      const mapped = page.items.length ? await evaluating(sync.mapping, where, () => sync.mapping.evaluateEach(page.items, { config: fresh.record.connection_config })) : [];
+      const mapped = page.items.length ? await evaluating(sync.mapping, where, () => sync.mapping.evaluateEach(page.items, { config: fresh.record.connection_config }, pageTimeLimitMs(page.items.length))) : [];
       const { records, valid } = prepare(sync, mapped, where, page.number, summary, check);
       if (sync.mode === 'incremental' && sync.checkpoint && valid.length) {
         const value = sync.checkpoint.value;
