@@ -109,32 +109,39 @@ export class Engine {
       for (const [name, expr] of Object.entries(provider.post_connection.metadata ?? {})) metadata[name] = await expr.evaluate(res.body);
       checkConnectionConfig(provider, config);
     }
-    const previous = input.replace ? await this.connections.get(input.integration, input.connection_id).catch(() => undefined) : undefined;
     const now = new Date().toISOString();
-    const record = await this.connections.save(
-      { id: input.connection_id, provider_config_key: input.integration, provider: provider.name, metadata, connection_config: config, created_at: previous?.created_at ?? now, updated_at: now },
-      credentials,
-      !input.replace,
-    );
-    return this.connections.view(record);
+    const record = { id: input.connection_id, provider_config_key: input.integration, provider: provider.name, metadata, connection_config: config, created_at: now };
+    try {
+      if (!input.replace) return this.connections.view(await this.connections.create(integration, record, credentials));
+      const { record: written, replaced } = await this.connections.put(integration, record, credentials);
+      // Connecting again replaces the grant: the old one must not stay alive at the provider.
+      if (replaced) await this.auth.revokeReplaced(provider, integration, replaced, credentials);
+      return this.connections.view(written);
+    } catch (e) {
+      // This process's copy of the integration may be one another server has deleted since.
+      if ((e as { code?: string }).code === 'unknown_integration') this.integrations.forget(input.integration);
+      throw e;
+    }
   };
 
   async deleteConnection(integrationKey: string, id: string): Promise<void> {
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
-    const record = await this.connections.get(integrationKey, id);
-    await this.connections.delete(record);
-    await this.auth.revoke(provider, integration, record);
+    const record = await this.connections.delete(integrationKey, id);
+    if (!record) throw notFound('unknown_connection', `there is no connection "${id}" in integration "${integrationKey}"`);
+    // What was deleted is what is revoked: a refresh that wrote new tokens just before is covered.
+    await this.auth.revokeRecord(provider, integration, record);
   }
 
-  /** Deletes an integration, its connections and everything hanging off them. */
+  /**
+   * Deletes an integration, its connections and everything hanging off them: the integration row
+   * first, after which no connection can be made under it, then every connection of its key.
+   */
   async deleteIntegration(key: string): Promise<void> {
-    const integration = await this.integrations.record(key);
+    const integration = await this.integrations.delete(key);
     const provider = this.registry.get(integration.provider);
-    for (const record of await this.connections.list(key)) {
-      await this.connections.delete(record);
-      if (provider) await this.auth.revoke(provider, integration, record);
+    for (const record of await this.connections.deleteAll(key)) {
+      if (provider) await this.auth.revokeRecord(provider, integration, record);
     }
-    await this.integrations.delete(key);
   }
 
   /** getAuthToken (PRODUCT.md): the credential in the shape the app uses it. */

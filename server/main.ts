@@ -1,3 +1,4 @@
+import type { AddressInfo } from 'node:net';
 import { ConfigError, loadConfig } from '../core/config.ts';
 import { Engine } from '../core/engine.ts';
 import { createLogger } from '../core/logger.ts';
@@ -29,7 +30,8 @@ async function main() {
     throw e;
   }
   const server = createApp(engine).listen(config.port, () => {
-    log.info({ port: config.port, store: engine.store.dialect, providers: engine.registry.list().length }, 'terapi listening');
+    // The port really listened on: PORT=0 asks for a free one (tests).
+    log.info({ port: (server.address() as AddressInfo).port, store: engine.store.dialect, providers: engine.registry.list().length }, 'terapi listening');
     if (generatedSecretKey) {
       // The one time a secret reaches the output (PRODUCT.md, "Configuration").
       console.log(`\nFirst start: your secret key is ${generatedSecretKey}\nIt is kept in ${config.dataDir}/keys.json; use it as "Authorization: Bearer <key>".\n`);

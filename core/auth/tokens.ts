@@ -1,5 +1,5 @@
-import { TerapiError, badRequest } from '../errors.ts';
-import type { ConnectionRecord, Connections, Credentials } from './connections.ts';
+import { TerapiError, badRequest, notFound } from '../errors.ts';
+import { belongsTo, type ConnectionRecord, type Connections, type Credentials } from './connections.ts';
 import { callProvider, providerFailed, send, type HttpRequest } from '../http/send.ts';
 import type { IntegrationRecord, Integrations } from './integrations.ts';
 import type { Lock } from '../store/lock.ts';
@@ -55,8 +55,7 @@ export class AuthEngine {
 
   /** The connection with credentials good for at least the provider's refresh buffer. */
   async fresh(integrationKey: string, connectionId: string, forceRefresh = false): Promise<Fresh> {
-    const { integration, provider } = await this.integrations.withProvider(integrationKey);
-    const record = await this.connections.get(integrationKey, connectionId);
+    const { integration, provider, record } = await this.bound(integrationKey, connectionId);
     if (record.needs_reauth) throw reauthNeeded(record.id, record.reauth_reason ?? 'the provider revoked its grant');
     const credentials = this.connections.credentials(record);
     if (!forceRefresh && !needsRefresh(provider, credentials)) return { record, credentials, provider, integration };
@@ -73,7 +72,31 @@ export class AuthEngine {
     return flight;
   }
 
-  /** Under the lock: read the connection again, since another server may have refreshed it while we waited. */
+  /**
+   * The connection with its integration, which must be the one it was made under: a connection of
+   * an earlier integration of the same key never has its credentials used (they were given for
+   * another provider, or another OAuth app). This process's copy of the integration may be older
+   * than the connection, so it is read again before a connection is refused.
+   */
+  private async bound(integrationKey: string, connectionId: string): Promise<{ integration: IntegrationRecord; provider: Provider; record: ConnectionRecord }> {
+    let { integration, provider } = await this.integrations.withProvider(integrationKey);
+    const record = await this.connections.get(integrationKey, connectionId);
+    if (!belongsTo(record, integration)) {
+      this.integrations.forget(integrationKey);
+      ({ integration, provider } = await this.integrations.withProvider(integrationKey));
+      if (!belongsTo(record, integration)) {
+        throw notFound('unknown_connection', `there is no connection "${connectionId}" in integration "${integrationKey}" (one was left from an earlier integration of that key; delete it)`);
+      }
+    }
+    return { integration, provider, record };
+  }
+
+  /**
+   * Under the lock: read the connection again, since another server may have refreshed it while we
+   * waited. The new credentials are written over those the refresh started from: if the connection
+   * was deleted (or reconnected) meanwhile, nothing is written, and what the provider just gave is
+   * revoked, so a delete stays final even against a refresh in flight on another server.
+   */
   private async refreshLocked(integration: IntegrationRecord, provider: Provider, seen: ConnectionRecord): Promise<Fresh> {
     const record = await this.connections.get(seen.provider_config_key, seen.id);
     if (record.needs_reauth) throw reauthNeeded(record.id, record.reauth_reason ?? 'the provider revoked its grant');
@@ -98,16 +121,29 @@ export class AuthEngine {
       }
     } catch (e) {
       if (e instanceof OAuthError && e.error === 'invalid_grant') {
-        await this.connections.markNeedsReauth(record, `the provider answered invalid_grant to a token refresh`);
+        const reason = 'the provider answered invalid_grant to a token refresh';
+        if (!(await this.connections.markNeedsReauth(record, reason))) return this.overtaken(integration, provider, record);
         this.log.warn({ connection: record.id, integration: record.provider_config_key }, 'refresh refused with invalid_grant: connection needs re-authorisation');
-        throw reauthNeeded(record.id, 'the provider answered invalid_grant to a token refresh');
+        throw reauthNeeded(record.id, reason);
       }
       this.log.error({ connection: record.id, integration: record.provider_config_key, err: (e as Error).message }, 'token refresh failed');
       throw e instanceof TerapiError ? e : providerFailed(`refreshing the token failed: ${(e as Error).message}`);
     }
-    const saved = await this.connections.save({ ...record, connection_config: { ...record.connection_config, ...result.config } }, result.credentials);
+    const saved = await this.connections.update(record, result.credentials, { connection_config: { ...record.connection_config, ...result.config } });
+    if (!saved) {
+      this.log.warn({ connection: record.id, integration: record.provider_config_key }, 'connection deleted or reconnected during a token refresh: the new tokens are revoked');
+      await this.revoke(provider, integration, record.connection_config, result.credentials);
+      return this.overtaken(integration, provider, record);
+    }
     this.log.info({ connection: record.id, integration: record.provider_config_key }, 'token refreshed');
     return { record: saved, credentials: result.credentials, provider, integration };
+  }
+
+  /** After a write lost its race: the connection as it is now (reconnected), or 404 if it was deleted. */
+  private async overtaken(integration: IntegrationRecord, provider: Provider, record: ConnectionRecord): Promise<Fresh> {
+    const now = await this.connections.get(record.provider_config_key, record.id);
+    if (now.needs_reauth) throw reauthNeeded(now.id, now.reauth_reason ?? 'the provider revoked its grant');
+    return { record: now, credentials: this.connections.credentials(now), provider, integration };
   }
 
   /** Exchanges an authorization code (the connect flow's callback). */
@@ -149,26 +185,56 @@ export class AuthEngine {
     return format === 'json' ? { method, url, headers, json: body } : { method, url, headers, form: body };
   }
 
-  /** Revokes a connection's grant where the provider has a revocation URL. Best effort: logged, never thrown. */
-  async revoke(provider: Provider, integration: IntegrationRecord, record: ConnectionRecord): Promise<void> {
-    if (provider.auth.mode !== 'oauth2' || !provider.auth.revocation) return;
+  /**
+   * Revokes a grant where the provider has a revocation URL: a deleted connection's, a replaced one's,
+   * or the tokens a discarded refresh obtained. Best effort: logged, never thrown.
+   */
+  async revoke(provider: Provider, integration: IntegrationRecord, config: Record<string, string>, credentials: Credentials): Promise<void> {
+    if (provider.auth.mode !== 'oauth2' || !provider.auth.revocation || credentials.type !== 'oauth2') return;
     const revocation = provider.auth.revocation;
     try {
-      const credentials = this.connections.credentials(record);
-      if (credentials.type !== 'oauth2') return;
       const token = revocation.token === 'refresh_token' ? credentials.refresh_token ?? credentials.access_token : credentials.access_token;
-      const req = this.clientRequest(integration, revocation.client_auth ?? provider.auth.client_auth, revocation.format, revocation.method ?? 'POST', revocation.url.renderUrl(record.connection_config), {
+      const req = this.clientRequest(integration, revocation.client_auth ?? provider.auth.client_auth, revocation.format, revocation.method ?? 'POST', revocation.url.renderUrl(config), {
         [revocation.token_param ?? 'token']: token,
       });
       const res = await send(req, { max_attempts: 2 });
-      if (res.status >= 400) this.log.warn({ connection: record.id, status: res.status }, 'revocation refused by the provider');
-      else this.log.info({ connection: record.id }, 'grant revoked');
+      if (res.status >= 400) this.log.warn({ integration: integration.unique_key, status: res.status }, 'revocation refused by the provider');
+      else this.log.info({ integration: integration.unique_key }, 'grant revoked');
     } catch (e) {
-      this.log.warn({ connection: record.id, err: (e as Error).message }, 'revocation failed');
+      this.log.warn({ integration: integration.unique_key, err: (e as Error).message }, 'revocation failed');
     }
   }
-}
 
+  /**
+   * Revokes the grant a reconnect replaced, unless the provider gave the same token again, or its
+   * file says revoking an old token would end the new grant too (one grant per user and app).
+   */
+  async revokeReplaced(provider: Provider, integration: IntegrationRecord, replaced: ConnectionRecord, now: Credentials): Promise<void> {
+    if (provider.auth.mode !== 'oauth2' || provider.auth.revocation?.on_reconnect === false) return;
+    let old: Credentials;
+    try {
+      old = this.connections.credentials(replaced);
+    } catch {
+      return; // sealed with a key this server no longer has: nothing it could send
+    }
+    if (old.type !== 'oauth2' || now.type !== 'oauth2') return;
+    const kept = new Set([now.access_token, now.refresh_token]);
+    if (kept.has(old.access_token) || (old.refresh_token && kept.has(old.refresh_token))) return;
+    await this.revoke(provider, integration, replaced.connection_config, old);
+  }
+
+  /** Revokes the grant of a connection as it was stored. */
+  async revokeRecord(provider: Provider, integration: IntegrationRecord, record: ConnectionRecord): Promise<void> {
+    let credentials: Credentials;
+    try {
+      credentials = this.connections.credentials(record);
+    } catch (e) {
+      this.log.warn({ connection: record.id, err: (e as Error).message }, 'revocation failed');
+      return;
+    }
+    await this.revoke(provider, integration, record.connection_config, credentials);
+  }
+}
 
 export async function readTokenResponse(provider: Provider, auth: OAuth2Auth | ClientCredentialsAuth, data: Record<string, unknown>, type: 'oauth2' | 'oauth2_client_credentials'): Promise<TokenResult> {
   const pick = auth.token_response ?? {};

@@ -23,6 +23,7 @@ export interface Revocation {
   client_auth?: ClientAuth;
   format?: 'form' | 'json';
   token_param?: string;
+  on_reconnect?: boolean;
 }
 
 export interface OAuth2Auth {
