@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { DEFAULT_MAX_RESPONSE_BYTES } from './http/send.ts';
 
 export interface Config {
   port: number;
@@ -13,6 +14,8 @@ export interface Config {
   publicUrl: string;
   webhookUrl?: string;
   logLevel: string;
+  /** The most bytes of a provider's answer read into memory (TERAPI_MAX_RESPONSE_BYTES). */
+  maxResponseBytes: number;
 }
 
 export class ConfigError extends Error {}
@@ -63,6 +66,8 @@ export function loadConfig(options: { embeddedKeys: boolean } = { embeddedKeys: 
   if (options.embeddedKeys && (!secretKey || !encryptionKey)) throw new ConfigError('TERAPI_SECRET_KEY and TERAPI_ENCRYPTION_KEY are required');
 
   const previous = (env.TERAPI_PREVIOUS_ENCRYPTION_KEYS ?? '').split(',').filter(Boolean);
+  const maxResponseBytes = Number(env.TERAPI_MAX_RESPONSE_BYTES ?? DEFAULT_MAX_RESPONSE_BYTES);
+  if (!Number.isSafeInteger(maxResponseBytes) || maxResponseBytes < 1) throw new ConfigError(`TERAPI_MAX_RESPONSE_BYTES must be a number of bytes, not "${env.TERAPI_MAX_RESPONSE_BYTES}"`);
   return {
     generatedSecretKey,
     config: {
@@ -75,6 +80,7 @@ export function loadConfig(options: { embeddedKeys: boolean } = { embeddedKeys: 
       publicUrl: (env.TERAPI_PUBLIC_URL ?? `http://localhost:${port}`).replace(/\/$/, ''),
       webhookUrl: env.TERAPI_WEBHOOK_URL || undefined,
       logLevel: env.TERAPI_LOG_LEVEL ?? 'info',
+      maxResponseBytes,
     },
   };
 }

@@ -1,6 +1,6 @@
 import type { ValidateFunction } from 'ajv';
 import { AuthEngine, freshValues } from './auth/tokens.ts';
-import { callProvider, providerFailed } from './http/send.ts';
+import { callProvider, callProviderStreamed, limits, providerFailed, targetUrl, type StreamedResponse } from './http/send.ts';
 import { ConnectFlow, type FinishConnection } from './auth/connect.ts';
 import { checkConnectionConfig, Connections, parseCredentials, type ConnectionView, type Credentials } from './auth/connections.ts';
 import type { Config } from './config.ts';
@@ -14,9 +14,11 @@ import { ProviderRegistry } from './format/provider-registry.ts';
 import { compileInputSchema } from './format/provider-schema.ts';
 import type { Action, Method, Provider, Sync } from './format/provider-types.ts';
 import { Template } from './format/template.ts';
-import type { HttpResponse } from './http/send.ts';
 import { runSync } from './sync/runner.ts';
 import { Store } from './store/store.ts';
+import { own } from './own.ts';
+import { checkJson, MAX_METADATA_BYTES } from './json-limits.ts';
+import { evaluate } from './format/evaluate.ts';
 
 export interface SyncState {
   sync_name: string;
@@ -69,6 +71,7 @@ export class Engine {
     registry.watch();
     registry.on('reloaded', (count) => log.info({ providers: count }, 'provider files reloaded'));
     registry.on('rejected', (errors) => log.error({ errors }, 'provider change rejected: the previous version stays live'));
+    limits.responseBytes = config.maxResponseBytes;
     const store = await Store.open(config);
     const lock = config.databaseUrl ? new PostgresLock(config.databaseUrl) : new LocalLock();
     return new Engine(config, registry, store, lock, log);
@@ -83,6 +86,7 @@ export class Engine {
 
   /** createConnection: credentials the app already holds. */
   async createConnection(input: { connection_id: string; provider_config_key: string; credentials?: Record<string, unknown>; metadata?: Record<string, unknown>; connection_config?: Record<string, unknown> }): Promise<ConnectionView> {
+    checkJson(input.metadata, 'metadata', MAX_METADATA_BYTES);
     const { provider } = await this.integrations.withProvider(input.provider_config_key);
     const credentials = parseCredentials(provider, input.credentials);
     const config = checkConnectionConfig(provider, input.connection_config ?? {});
@@ -103,11 +107,16 @@ export class Engine {
       const res = await callProvider(apiRequest(provider, values, provider.post_connection.request), provider.api.retry);
       if (res.status >= 400) throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to the post-connection request`);
       for (const [name, expr] of Object.entries(provider.post_connection.config ?? {})) {
-        const v = await expr.evaluate(res.body);
+        const v = await evaluate(expr, res.body);
         if (typeof v === 'string') config[name] = v;
       }
-      for (const [name, expr] of Object.entries(provider.post_connection.metadata ?? {})) metadata[name] = await expr.evaluate(res.body);
+      for (const [name, expr] of Object.entries(provider.post_connection.metadata ?? {})) metadata[name] = await evaluate(expr, res.body);
       checkConnectionConfig(provider, config);
+    }
+    try {
+      checkJson(metadata, 'metadata', MAX_METADATA_BYTES);
+    } catch (e) {
+      throw providerFailed(`the connection's metadata, with what ${provider.display_name} answered, cannot be kept: ${(e as Error).message}`);
     }
     const now = new Date().toISOString();
     const record = { id: input.connection_id, provider_config_key: input.integration, provider: provider.name, metadata, connection_config: config, created_at: now };
@@ -207,7 +216,7 @@ export class Engine {
   }
 
   private syncOf(provider: Provider, name: string): Sync {
-    const sync = provider.syncs?.[name];
+    const sync = own(provider.syncs, name);
     if (!sync) throw notFound('unknown_sync', `provider "${provider.name}" has no sync "${name}"${provider.syncs ? `; its syncs are ${Object.keys(provider.syncs).join(', ')}` : ''}`);
     return sync;
   }
@@ -217,31 +226,25 @@ export class Engine {
    * provider file says. Only requests that cannot have been applied (429) are retried for POST and
    * PATCH; the others follow the provider's retry rules.
    */
-  async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }): Promise<HttpResponse> {
-    // Decoded first: a URL parser reads %2e%2e as .. too.
-    const segments = req.path.split('/').map((s) => {
-      try {
-        return decodeURIComponent(s);
-      } catch {
-        return '..';
-      }
-    });
-    if (segments.some((s) => s === '..' || s === '.') || /^[a-z][a-z0-9+.-]*:/i.test(req.path)) {
-      throw badRequest('invalid_request', 'the proxied path must be a path under the provider\'s base URL, without . or .. segments');
-    }
+  async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }): Promise<StreamedResponse> {
+    checkProxyPath(req.path);
     const fresh = await this.auth.fresh(integrationKey, id);
     const values = freshValues(fresh);
     const spec = { method: req.method as Method, path: Template.literal(`/${req.path.replace(/^\/+/, '')}`) };
     const built = apiRequest(fresh.provider, values, spec, { json: req.body, searchParams: req.query, headers: req.headers });
+    // Whatever the path held, the request stays under the provider's base URL.
+    const base = targetUrl(fresh.provider.api.base_url.renderUrl(values));
+    const target = targetUrl(built.url);
+    if (target.origin !== base.origin || !target.pathname.startsWith(base.pathname.replace(/\/?$/, '/'))) throw outsideBase();
     const retry = fresh.provider.api.retry ?? {};
     const safe = !['POST', 'PATCH'].includes(req.method);
-    return callProvider(built, safe ? retry : { ...retry, statuses: (retry.statuses ?? [429]).filter((s) => s === 429) });
+    return callProviderStreamed(built, safe ? retry : { ...retry, statuses: (retry.statuses ?? [429]).filter((s) => s === 429) });
   }
 
   /** triggerAction: input checked against the action's schema, request built by JSONata. */
   async runAction(integrationKey: string, id: string, name: string, input: Record<string, unknown> = {}): Promise<{ success: true; action_name: string; output: Record<string, unknown> }> {
     const { provider } = await this.integrations.withProvider(integrationKey);
-    const action = provider.actions?.[name];
+    const action = own(provider.actions, name);
     if (!action) throw notFound('unknown_action', `provider "${provider.name}" has no action "${name}"${provider.actions ? `; its actions are ${Object.keys(provider.actions).join(', ')}` : ''}`);
     let validate = this.inputValidators.get(action);
     if (!validate) this.inputValidators.set(action, (validate = compileInputSchema(action.input)));
@@ -251,12 +254,32 @@ export class Engine {
     }
     const fresh = await this.auth.fresh(integrationKey, id);
     const values = { ...freshValues(fresh), input };
-    const json = action.request.body ? await action.request.body.evaluate(input, { input, config: fresh.record.connection_config }) : undefined;
+    const json = action.request.body ? await evaluate(action.request.body, input, { input, config: fresh.record.connection_config }) : undefined;
     const res = await callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);
     if (res.status >= 400) {
       throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to action "${name}": ${res.text.slice(0, 300)}`);
     }
-    const output = action.output ? await action.output.evaluate(res.body, { input }) : res.body;
+    const output = action.output ? await evaluate(action.output, res.body, { input }) : res.body;
     return { success: true, action_name: name, output: (output && typeof output === 'object' && !Array.isArray(output) ? output : { result: output ?? null }) as Record<string, unknown> };
   }
+}
+
+const outsideBase = () => badRequest('invalid_request', "the proxied path must be a path under the provider's base URL, without . or .. segments, backslashes or control characters");
+
+/**
+ * The proxied path, refused at the cause of every climb above the base path: it is decoded first
+ * (a URL parser reads %2e%2e as ..), and then a `.` or `..` segment between slashes or backslashes
+ * (the URL parser reads \ as /, so ..\..\x climbed), any backslash, or a control character (the
+ * parser drops tabs and newlines, joining what was apart) is refused. An encoded slash inside a
+ * segment stays allowed: GitLab names projects as group%2Fproject.
+ */
+function checkProxyPath(path: string): void {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(path);
+  } catch {
+    throw outsideBase();
+  }
+  if (/[\\\u0000-\u001f\u007f]/.test(decoded) || /[\\\u0000-\u001f\u007f]/.test(path)) throw outsideBase();
+  if (decoded.split('/').some((s) => s === '.' || s === '..') || /^[a-z][a-z0-9+.-]*:/i.test(path)) throw outsideBase();
 }

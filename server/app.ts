@@ -4,6 +4,7 @@ import { bodyParser } from '@koa/bodyparser';
 import { secretChecker } from '../core/auth/crypto.ts';
 import type { Engine } from '../core/engine.ts';
 import { TerapiError } from '../core/errors.ts';
+import { checkJson } from '../core/json-limits.ts';
 import { OPENAPI_TEXT, operations, type Checked } from './openapi.ts';
 import { callbackPage } from './callback-page.ts';
 
@@ -181,6 +182,8 @@ export function createApp(engine: Engine): Koa {
     const connection = ctx.get('connection-id');
     proxyOp.check({ path: ctx.path.slice(7) }, {}, undefined);
     if (!integration || !connection) throw new TerapiError(400, 'invalid_request', 'the proxy needs the headers Provider-Config-Key and Connection-Id');
+    const body = ctx.request.is('application/json') ? ctx.request.body : undefined;
+    checkJson(body, 'body');
     const forwarded: Record<string, string> = {};
     for (const [name, value] of Object.entries(ctx.headers)) {
       if (typeof value === 'string' && !NOT_FORWARDED.has(name)) forwarded[name] = value;
@@ -190,12 +193,13 @@ export function createApp(engine: Engine): Koa {
       path: ctx.path.slice(7),
       query: Object.fromEntries(Object.entries(ctx.query).map(([k, v]) => [k, Array.isArray(v) ? v[v.length - 1] : (v ?? '')])),
       headers: forwarded,
-      body: ctx.request.is('application/json') ? ctx.request.body : undefined,
+      body,
     });
     ctx.status = res.status;
     const type = res.headers['content-type'];
     if (typeof type === 'string') ctx.type = type;
-    ctx.body = res.text;
+    // Passed on as it arrives: an answer of any size goes through in constant memory.
+    ctx.body = res.body;
   });
 
   app.use(router.routes());

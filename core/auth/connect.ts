@@ -7,6 +7,8 @@ import { checkKey, type Integrations } from './integrations.ts';
 import type { Logger } from '../logger.ts';
 import type { OAuth2Auth } from '../format/provider-types.ts';
 import { Store } from '../store/store.ts';
+import { own } from '../own.ts';
+import { checkJson, MAX_METADATA_BYTES } from '../json-limits.ts';
 
 export const SESSION_TTL_MS = 30 * 60_000;
 export const STATE_TTL_MS = 10 * 60_000;
@@ -62,10 +64,11 @@ export class ConnectFlow {
 
   async createSession(input: { connection_id: string; allowed_integrations: string[]; connection_config?: Record<string, Record<string, string>>; metadata?: Record<string, unknown> }): Promise<{ token: string; expires_at: string }> {
     checkKey(input.connection_id, 'connection_id');
+    checkJson(input.metadata, 'metadata', MAX_METADATA_BYTES);
     if (!input.allowed_integrations.length) throw badRequest('invalid_request', 'allowed_integrations must name at least one integration');
     for (const key of input.allowed_integrations) {
       const { provider } = await this.integrations.withProvider(key);
-      checkConnectionConfig(provider, input.connection_config?.[key] ?? {}, 'before_auth');
+      checkConnectionConfig(provider, own(input.connection_config, key) ?? {}, 'before_auth');
     }
     for (const key of Object.keys(input.connection_config ?? {})) {
       if (!input.allowed_integrations.includes(key)) throw badRequest('invalid_request', `connection_config names "${key}", which is not in allowed_integrations`);
@@ -90,7 +93,7 @@ export class ConnectFlow {
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
     if (provider.auth.mode !== 'oauth2') throw badRequest('not_oauth', `integration "${integrationKey}" uses ${provider.auth.mode} auth: post the credentials to /connect/${integrationKey}/credentials instead`);
     const auth: OAuth2Auth = provider.auth;
-    const config = checkConnectionConfig(provider, session.connection_config[integrationKey] ?? {}, 'before_auth');
+    const config = checkConnectionConfig(provider, own(session.connection_config, integrationKey) ?? {}, 'before_auth');
     const state = token();
     const verifier = auth.pkce ? token() : undefined;
     await this.store.set(stateKey(state), { session_token: sessionToken!, integration: integrationKey, verifier, connection_config: config } satisfies OAuthState, STATE_TTL_MS);
@@ -152,7 +155,7 @@ export class ConnectFlow {
       throw badRequest('not_credentials', `integration "${integrationKey}" uses ${provider.auth.mode}: use GET /oauth/connect/${integrationKey}`);
     }
     const credentials = parseCredentials(provider, { type: provider.auth.mode, ...input });
-    const config = checkConnectionConfig(provider, session.connection_config[integrationKey] ?? {});
+    const config = checkConnectionConfig(provider, own(session.connection_config, integrationKey) ?? {});
     await verifyCredentials(provider, config, credentials);
     await this.finish({ integration: integrationKey, connection_id: session.connection_id, credentials, connection_config: config, metadata: session.metadata, replace: true });
     return { provider_config_key: integrationKey, connection_id: session.connection_id };

@@ -3,6 +3,8 @@ import { badRequest, conflict, notFound } from '../errors.ts';
 import { checkKey, integrationKey, type IntegrationRecord } from './integrations.ts';
 import type { AuthMode, Provider } from '../format/provider-types.ts';
 import { Store } from '../store/store.ts';
+import { own } from '../own.ts';
+import { fullMatch } from '../expression/regex.ts';
 
 /** Credentials as sealed at rest, by auth mode (PRODUCT.md, "Credentials in createConnection"). */
 export type Credentials =
@@ -203,12 +205,12 @@ export function checkConnectionConfig(provider: Provider, config: Record<string,
   const filledLater = new Set([...Object.keys(provider.post_connection?.config ?? {}), ...Object.entries(fields).filter(([, f]) => f.from_token_response).map(([n]) => n)]);
   const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(config)) {
-    const field = fields[name];
+    const field = own(fields, name);
     if (!field) {
       const known = Object.keys(fields);
       throw badRequest('invalid_connection_config', `provider "${provider.name}" has no connection_config field "${name}"${known.length ? `; its fields are ${known.join(', ')}` : ''}`);
     }
-    if (typeof value !== 'string' || !new RegExp(`^(?:${field.pattern})$`).test(value)) {
+    if (typeof value !== 'string' || !fullMatch(field.pattern, value)) {
       throw badRequest('invalid_connection_config', `connection_config.${name} must match ${field.pattern}${field.example ? ` (e.g. ${field.example})` : ''}; got ${JSON.stringify(value)}`);
     }
     out[name] = value;
@@ -241,7 +243,7 @@ export function parseCredentials(provider: Provider, input: Record<string, unkno
     }
     case 'api_key':
       if (!input || input.type !== 'api_key' || !str(input.api_key)) throw mismatch('{"type": "api_key", "api_key"}');
-      if (provider.auth.pattern && !new RegExp(`^(?:${provider.auth.pattern})$`).test(input.api_key as string)) {
+      if (provider.auth.pattern && !fullMatch(provider.auth.pattern, input.api_key as string)) {
         throw badRequest('invalid_credentials', `this ${provider.auth.label ?? 'API key'} does not look like one of ${provider.display_name}'s`);
       }
       return { type: 'api_key', api_key: input.api_key as string };

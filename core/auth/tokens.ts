@@ -6,6 +6,7 @@ import type { Lock } from '../store/lock.ts';
 import { apiRequest, templateValues } from '../http/provider-request.ts';
 import type { ClientAuth, ClientCredentialsAuth, OAuth2Auth, Provider } from '../format/provider-types.ts';
 import type { Logger } from '../logger.ts';
+import { fullMatch } from '../expression/regex.ts';
 
 export const reauthNeeded = (id: string, reason: string) =>
   new TerapiError(424, 'connection_needs_reauth', `connection "${id}" needs the end user to connect again: ${reason}`);
@@ -254,7 +255,7 @@ export async function readTokenResponse(provider: Provider, auth: OAuth2Auth | C
   for (const [name, field] of Object.entries(provider.connection_config ?? {})) {
     if (!field.from_token_response) continue;
     const v = await field.from_token_response.evaluate(data);
-    if (typeof v !== 'string' || !new RegExp(`^(?:${field.pattern})$`).test(v)) {
+    if (typeof v !== 'string' || !fullMatch(field.pattern, v)) {
       throw providerFailed(`the token response's ${name} does not match the pattern the provider file declares`);
     }
     config[name] = v;

@@ -1,4 +1,5 @@
 import jsonata from 'jsonata';
+import { Re2RegExp } from './regex.ts';
 
 /** Longest time one evaluation of a provider file's expression may run. */
 export const DEFAULT_TIME_LIMIT_MS = 2000;
@@ -33,7 +34,7 @@ export interface ExpressionOrigin {
 
 function compile(source: string): jsonata.Expression {
   try {
-    return jsonata(source);
+    return jsonata(source, { RegexEngine: Re2RegExp as unknown as RegExpConstructor });
   } catch (e) {
     const err = e as { message: string; position?: number };
     throw new ExpressionError(err.message, err.position);
