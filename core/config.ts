@@ -16,6 +16,11 @@ export interface Config {
   logLevel: string;
   /** The most bytes of a provider's answer read into memory (TERAPI_MAX_RESPONSE_BYTES). */
   maxResponseBytes: number;
+  /**
+   * The origins of the app's pages that open the connect popup (TERAPI_ALLOWED_ORIGINS): the only
+   * windows the callback page tells how the flow ended. Unset: the public URL's origin.
+   */
+  allowedOrigins?: string[];
 }
 
 export class ConfigError extends Error {}
@@ -81,6 +86,25 @@ export function loadConfig(options: { embeddedKeys: boolean } = { embeddedKeys: 
       webhookUrl: env.TERAPI_WEBHOOK_URL || undefined,
       logLevel: env.TERAPI_LOG_LEVEL ?? 'info',
       maxResponseBytes,
+      allowedOrigins: env.TERAPI_ALLOWED_ORIGINS ? parseOrigins(env.TERAPI_ALLOWED_ORIGINS) : undefined,
     },
   };
+}
+
+/** TERAPI_ALLOWED_ORIGINS: origins (scheme, host, port) separated by commas, such as https://app.example.com. */
+function parseOrigins(value: string): string[] {
+  return value
+    .split(',')
+    .map((o) => o.trim())
+    .filter(Boolean)
+    .map((o) => {
+      let url: URL | undefined;
+      try {
+        url = new URL(o);
+      } catch {}
+      if (!url || !/^https?:$/.test(url.protocol) || url.origin !== o.replace(/\/$/, '')) {
+        throw new ConfigError(`TERAPI_ALLOWED_ORIGINS must list origins such as https://app.example.com (scheme, host and port, no path), not "${o}"`);
+      }
+      return url.origin;
+    });
 }

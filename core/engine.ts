@@ -1,11 +1,11 @@
 import type { ValidateFunction } from 'ajv';
-import { AuthEngine, freshValues } from './auth/tokens.ts';
+import { AuthEngine, freshValues, type Fresh } from './auth/tokens.ts';
 import { callProvider, callProviderStreamed, limits, providerFailed, targetUrl, type StreamedResponse } from './http/send.ts';
 import { ConnectFlow, type FinishConnection } from './auth/connect.ts';
 import { checkConnectionConfig, Connections, parseCredentials, type ConnectionView, type Credentials } from './auth/connections.ts';
 import type { Config } from './config.ts';
 import { Sealer } from './auth/crypto.ts';
-import { badRequest, notFound } from './errors.ts';
+import { badRequest, notFound, reworded } from './errors.ts';
 import { Integrations } from './auth/integrations.ts';
 import { LocalLock, PostgresLock, type Lock } from './store/lock.ts';
 import type { Logger } from './logger.ts';
@@ -61,7 +61,7 @@ export class Engine {
     this.integrations = new Integrations(store, registry, sealer);
     this.connections = new Connections(store, sealer);
     this.auth = new AuthEngine(this.integrations, this.connections, lock, log);
-    this.connect = new ConnectFlow(store, this.integrations, this.auth, this.finishConnection, config, log);
+    this.connect = new ConnectFlow(store, this.integrations, this.auth, this.finishConnection, config, sealer, log);
   }
 
   /** Loads the providers (throws ProviderLoadError listing every error) and opens the store. */
@@ -103,14 +103,19 @@ export class Engine {
     const config = { ...input.connection_config };
     const metadata = { ...input.metadata };
     if (provider.post_connection) {
-      const values = templateValues(config, credentials, integration.oauth_client_id);
-      const res = await callProvider(apiRequest(provider, values, provider.post_connection.request), provider.api.retry);
-      if (res.status >= 400) throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to the post-connection request`);
-      for (const [name, expr] of Object.entries(provider.post_connection.config ?? {})) {
-        const v = await evaluate(expr, res.body);
-        if (typeof v === 'string') config[name] = v;
+      const post = provider.post_connection;
+      try {
+        const values = templateValues(config, credentials, integration.oauth_client_id);
+        const res = await callProvider(apiRequest(provider, values, post.request), provider.api.retry);
+        if (res.status >= 400) throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to the post-connection request`);
+        for (const [name, expr] of Object.entries(post.config ?? {})) {
+          const v = await evaluate(expr, res.body);
+          if (typeof v === 'string') config[name] = v;
+        }
+        for (const [name, expr] of Object.entries(post.metadata ?? {})) metadata[name] = await evaluate(expr, res.body);
+      } catch (e) {
+        throw reworded(e, this.auth.scrubber(integration, credentials));
       }
-      for (const [name, expr] of Object.entries(provider.post_connection.metadata ?? {})) metadata[name] = await evaluate(expr, res.body);
       checkConnectionConfig(provider, config);
     }
     try {
@@ -159,7 +164,7 @@ export class Engine {
     switch (credentials.type) {
       case 'oauth2':
       case 'oauth2_client_credentials':
-        return { type: 'Bearer', access_token: credentials.access_token!, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}), raw: credentials.raw ?? {} };
+        return { type: 'Bearer', access_token: credentials.access_token!, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}), raw: withoutRefreshToken(credentials) };
       case 'api_key':
         return { type: 'ApiKey', access_token: credentials.api_key };
       case 'basic':
@@ -229,6 +234,14 @@ export class Engine {
   async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }): Promise<StreamedResponse> {
     checkProxyPath(req.path);
     const fresh = await this.auth.fresh(integrationKey, id);
+    try {
+      return await this.proxyWith(fresh, req);
+    } catch (e) {
+      throw reworded(e, fresh.scrub);
+    }
+  }
+
+  private async proxyWith(fresh: Fresh, req: Parameters<Engine['proxy']>[2]): Promise<StreamedResponse> {
     const values = freshValues(fresh);
     const spec = { method: req.method as Method, path: Template.literal(`/${req.path.replace(/^\/+/, '')}`) };
     const built = apiRequest(fresh.provider, values, spec, { json: req.body, searchParams: req.query, headers: req.headers });
@@ -253,15 +266,30 @@ export class Engine {
       throw badRequest('invalid_input', `the input of action "${name}" does not match its schema: ${problems}`);
     }
     const fresh = await this.auth.fresh(integrationKey, id);
-    const values = { ...freshValues(fresh), input };
-    const json = action.request.body ? await evaluate(action.request.body, input, { input, config: fresh.record.connection_config }) : undefined;
-    const res = await callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);
-    if (res.status >= 400) {
-      throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to action "${name}": ${res.text.slice(0, 300)}`);
+    try {
+      const values = { ...freshValues(fresh), input };
+      const json = action.request.body ? await evaluate(action.request.body, input, { input, config: fresh.record.connection_config }) : undefined;
+      const res = await callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);
+      if (res.status >= 400) {
+        throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to action "${name}": ${fresh.scrub(res.text.slice(0, 10_000)).slice(0, 300)}`);
+      }
+      const output = action.output ? await evaluate(action.output, res.body, { input }) : res.body;
+      return { success: true, action_name: name, output: (output && typeof output === 'object' && !Array.isArray(output) ? output : { result: output ?? null }) as Record<string, unknown> };
+    } catch (e) {
+      // Provider text in any error (a body, an expression's message) may repeat the credentials.
+      throw reworded(e, fresh.scrub);
     }
-    const output = action.output ? await evaluate(action.output, res.body, { input }) : res.body;
-    return { success: true, action_name: name, output: (output && typeof output === 'object' && !Array.isArray(output) ? output : { result: output ?? null }) as Record<string, unknown> };
   }
+}
+
+/**
+ * The provider's token response as the app sees it: without the refresh token, wherever the
+ * response put it. Refreshing is Terapi's job; an app that used a rotating refresh token once
+ * would break the connection.
+ */
+function withoutRefreshToken(credentials: Extract<Credentials, { type: 'oauth2' | 'oauth2_client_credentials' }>): Record<string, unknown> {
+  const refresh = credentials.type === 'oauth2' ? credentials.refresh_token : undefined;
+  return JSON.parse(JSON.stringify(credentials.raw ?? {}, (key, value) => (key === 'refresh_token' || (refresh !== undefined && value === refresh) ? undefined : value)));
 }
 
 const outsideBase = () => badRequest('invalid_request', "the proxied path must be a path under the provider's base URL, without . or .. segments, backslashes or control characters");

@@ -48,6 +48,15 @@ export function createApp(engine: Engine): Koa {
     }
   });
 
+  // Every answer: never sniffed into another type, never framed, nothing loaded or run unless the
+  // page says so (the callback page allows its own script by hash).
+  app.use(async (ctx, next) => {
+    ctx.set('x-content-type-options', 'nosniff');
+    ctx.set('x-frame-options', 'DENY');
+    ctx.set('content-security-policy', "default-src 'none'; frame-ancestors 'none'");
+    await next();
+  });
+
   app.use(bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8' }));
 
   /** Checks the secret key (unless the operation is public) and the request against the document. */
@@ -159,14 +168,22 @@ export function createApp(engine: Engine): Koa {
   });
   router.get('/oauth/connect/:provider_config_key', op('oauthConnect'), async (ctx) => {
     const { params, query } = input(ctx);
-    ctx.redirect(await engine.connect.authorizationUrl(query.connect_session_token as string, params.provider_config_key));
+    const { url, cookie } = await engine.connect.authorizationUrl(query.connect_session_token as string, params.provider_config_key);
+    // Set by hand: Koa's cookies refuse Secure on a plain connection, and TLS often ends at a proxy in front.
+    const publicUrl = new URL(engine.config.publicUrl);
+    const path = `${publicUrl.pathname.replace(/\/$/, '')}/oauth/callback`;
+    ctx.append('set-cookie', `${cookie.name}=${cookie.value}; Max-Age=${cookie.maxAgeSeconds}; Path=${path}; HttpOnly; SameSite=Lax${publicUrl.protocol === 'https:' ? '; Secure' : ''}`);
+    ctx.set('cache-control', 'no-store');
+    ctx.redirect(url);
   });
   router.get('/oauth/callback', op('oauthCallback'), async (ctx) => {
-    const outcome = await engine.connect.callback(input(ctx).query as Record<string, string>);
+    const outcome = await engine.connect.callback(input(ctx).query as Record<string, string>, (name) => ctx.cookies.get(name));
+    const { html, csp } = callbackPage(outcome, engine.config.allowedOrigins ?? [new URL(engine.config.publicUrl).origin]);
     ctx.status = outcome.ok ? 200 : 400;
     ctx.type = 'text/html';
     ctx.set('cache-control', 'no-store');
-    ctx.body = callbackPage(outcome);
+    ctx.set('content-security-policy', csp);
+    ctx.body = html;
   });
   router.post('/connect/:provider_config_key/credentials', op('connectCredentials'), async (ctx) => {
     const { params, query, body } = input(ctx);

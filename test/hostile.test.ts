@@ -17,7 +17,7 @@ const providers = (url: string) => ({
 display_name: Hostile
 categories: [testing]
 docs: https://example.com/docs
-auth: { mode: api_key, pattern: "(a+)+b|[a-z0-9-]+" }
+auth: { mode: api_key, pattern: "(a+)+b|[A-Za-z0-9_/+=-]+" }
 connection_config:
   region: { pattern: "(x+x+)+y|[a-z]{2}", optional: true }
 api:
@@ -44,6 +44,9 @@ actions:
   big:
     input: { type: object }
     request: { method: GET, path: /big }
+  leak:
+    input: { type: object }
+    request: { method: GET, path: /leak }
 `,
   loose: `
 display_name: Loose
@@ -72,6 +75,11 @@ function suite(store: 'sqlite' | 'postgres') {
     before(async () => {
       api = await fakeApi((req, res) => {
         if (req.url?.startsWith('/big')) return sendBytes(res, LIMIT_BYTES * 2);
+        if (req.url === '/leak') {
+          // A provider that echoes the credentials it was sent, in several spellings.
+          const key = String(req.headers['x-api-key']);
+          return json(res, 401, { error: `bad key ${key}`, encoded: encodeURIComponent(key), base64: Buffer.from(key).toString('base64') });
+        }
         json(res, 200, { url: req.url, body: req.body ?? null, data: [] });
       });
       let databaseUrl: string | undefined;
@@ -193,6 +201,19 @@ function suite(store: 'sqlite' | 'postgres') {
       assert.equal(r.status, 502, JSON.stringify(r.body));
       assert.equal(r.body.error, 'expression_error');
       assert.match(r.body.message, /hostile\.yaml:\d+:\d+: "actions\.number\.request\.body"/);
+    });
+
+    test('credentials a provider echoes in an error are scrubbed from the answer and the logs', async () => {
+      const key = 'sk_live_S3cret/+=key';
+      let r = await t.call('POST', '/connection', { connection_id: 'leaky', provider_config_key: 'h', credentials: { type: 'api_key', api_key: key } });
+      assert.equal(r.status, 200);
+      const logged = t.logs.length;
+      r = await t.call('POST', '/action/trigger', { provider_config_key: 'h', connection_id: 'leaky', action_name: 'leak' });
+      assert.equal(r.status, 502);
+      assert.equal(r.body.error, 'provider_error');
+      assert.match(r.body.message, /bad key \[redacted\]/);
+      const shown = r.text + t.logs.slice(logged).join('');
+      for (const form of [key, encodeURIComponent(key), Buffer.from(key).toString('base64'), JSON.stringify(key).slice(1, -1)]) assert.ok(!shown.includes(form), `${form} was shown`);
     });
 
     test('the proxy refuses paths that climb above the base path, in every spelling', async () => {

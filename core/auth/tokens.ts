@@ -1,4 +1,5 @@
-import { TerapiError, badRequest, notFound } from '../errors.ts';
+import { TerapiError, badRequest, notFound, reworded } from '../errors.ts';
+import { scrubberOf, secretsOf } from './secrets.ts';
 import { belongsTo, type ConnectionRecord, type Connections, type Credentials } from './connections.ts';
 import { callProvider, providerFailed, send, type HttpRequest } from '../http/send.ts';
 import type { IntegrationRecord, Integrations } from './integrations.ts';
@@ -27,6 +28,11 @@ export interface Fresh {
   credentials: Credentials;
   provider: Provider;
   integration: IntegrationRecord;
+  /**
+   * Takes this connection's secrets (and its OAuth client's), in every form they may come back in,
+   * out of a provider's text before it is logged, stored (sync status) or answered.
+   */
+  scrub: (text: string) => string;
 }
 
 /** The values a fresh connection's templates may name: its configuration and credentials. */
@@ -59,9 +65,9 @@ export class AuthEngine {
     const { integration, provider, record } = await this.bound(integrationKey, connectionId);
     if (record.needs_reauth) throw reauthNeeded(record.id, record.reauth_reason ?? 'the provider revoked its grant');
     const credentials = this.connections.credentials(record);
-    if (!forceRefresh && !needsRefresh(provider, credentials)) return { record, credentials, provider, integration };
+    if (!forceRefresh && !needsRefresh(provider, credentials)) return this.made(integration, provider, record, credentials);
     if (credentials.type === 'oauth2' && !credentials.refresh_token) {
-      if (!forceRefresh && !isExpired(credentials.expires_at, 0)) return { record, credentials, provider, integration };
+      if (!forceRefresh && !isExpired(credentials.expires_at, 0)) return this.made(integration, provider, record, credentials);
       throw reauthNeeded(record.id, 'its access token expired and the provider gave no refresh token');
     }
     const key = `refresh:${integrationKey}:${connectionId}`;
@@ -102,7 +108,8 @@ export class AuthEngine {
     const record = await this.connections.get(seen.provider_config_key, seen.id);
     if (record.needs_reauth) throw reauthNeeded(record.id, record.reauth_reason ?? 'the provider revoked its grant');
     const current = this.connections.credentials(record);
-    if (record.credentials !== seen.credentials) return { record, credentials: current, provider, integration };
+    if (record.credentials !== seen.credentials) return this.made(integration, provider, record, current);
+    const scrub = this.scrubber(integration, current);
 
     let result: TokenResult;
     try {
@@ -118,7 +125,7 @@ export class AuthEngine {
       } else if (provider.auth.mode === 'oauth2_client_credentials') {
         result = await this.clientCredentialsToken(provider, provider.auth, integration, record.connection_config);
       } else {
-        return { record, credentials: current, provider, integration };
+        return this.made(integration, provider, record, current);
       }
     } catch (e) {
       if (e instanceof OAuthError && e.error === 'invalid_grant') {
@@ -127,8 +134,10 @@ export class AuthEngine {
         this.log.warn({ connection: record.id, integration: record.provider_config_key }, 'refresh refused with invalid_grant: connection needs re-authorisation');
         throw reauthNeeded(record.id, reason);
       }
-      this.log.error({ connection: record.id, integration: record.provider_config_key, err: (e as Error).message }, 'token refresh failed');
-      throw e instanceof TerapiError ? e : providerFailed(`refreshing the token failed: ${(e as Error).message}`);
+      // The provider's own words, which may repeat the refresh token or the client secret.
+      const message = scrub((e as Error).message);
+      this.log.error({ connection: record.id, integration: record.provider_config_key, err: message }, 'token refresh failed');
+      throw e instanceof TerapiError ? reworded(e, scrub) : providerFailed(`refreshing the token failed: ${message}`);
     }
     const saved = await this.connections.update(record, result.credentials, { connection_config: { ...record.connection_config, ...result.config } });
     if (!saved) {
@@ -137,14 +146,40 @@ export class AuthEngine {
       return this.overtaken(integration, provider, record);
     }
     this.log.info({ connection: record.id, integration: record.provider_config_key }, 'token refreshed');
-    return { record: saved, credentials: result.credentials, provider, integration };
+    return this.made(integration, provider, saved, result.credentials);
   }
 
   /** After a write lost its race: the connection as it is now (reconnected), or 404 if it was deleted. */
   private async overtaken(integration: IntegrationRecord, provider: Provider, record: ConnectionRecord): Promise<Fresh> {
     const now = await this.connections.get(record.provider_config_key, record.id);
     if (now.needs_reauth) throw reauthNeeded(now.id, now.reauth_reason ?? 'the provider revoked its grant');
-    return { record: now, credentials: this.connections.credentials(now), provider, integration };
+    return this.made(integration, provider, now, this.connections.credentials(now));
+  }
+
+  private made(integration: IntegrationRecord, provider: Provider, record: ConnectionRecord, credentials: Credentials): Fresh {
+    return { record, credentials, provider, integration, scrub: this.scrubber(integration, credentials) };
+  }
+
+  /**
+   * Takes these credentials and the integration's client secret out of provider text. Lazy: most
+   * requests never scrub anything, and the client secret may be sealed with a key this server no
+   * longer holds (rotation), which must not fail a request that does not need it.
+   */
+  scrubber(integration: IntegrationRecord, credentials?: Credentials, ...more: (string | undefined)[]): (text: string) => string {
+    let scrub: ((text: string) => string) | undefined;
+    return (text) => {
+      if (!scrub) {
+        let secret: string | undefined;
+        try {
+          secret = this.integrations.clientSecret(integration);
+        } catch {
+          // Unreadable here, so it cannot have been sent from here either.
+        }
+        const extra = more.filter((s): s is string => typeof s === 'string' && s.length > 0);
+        scrub = scrubberOf([...secretsOf(credentials, { id: integration.oauth_client_id, secret }), ...extra]);
+      }
+      return scrub(text);
+    };
   }
 
   /** Exchanges an authorization code (the connect flow's callback). */
@@ -202,7 +237,7 @@ export class AuthEngine {
       if (res.status >= 400) this.log.warn({ integration: integration.unique_key, status: res.status }, 'revocation refused by the provider');
       else this.log.info({ integration: integration.unique_key }, 'grant revoked');
     } catch (e) {
-      this.log.warn({ integration: integration.unique_key, err: (e as Error).message }, 'revocation failed');
+      this.log.warn({ integration: integration.unique_key, err: this.scrubber(integration, credentials)((e as Error).message) }, 'revocation failed');
     }
   }
 

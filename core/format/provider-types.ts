@@ -31,6 +31,7 @@ export interface OAuth2Auth {
   authorization_url: Template;
   token_url: Template;
   refresh_url?: Template;
+  issuer?: string;
   scopes?: string[];
   scope_separator?: string;
   scope_param?: string;
