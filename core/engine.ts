@@ -86,7 +86,7 @@ export class Engine {
 
   /** createConnection: credentials the app already holds. */
   async createConnection(input: { connection_id: string; provider_config_key: string; credentials?: Record<string, unknown>; metadata?: Record<string, unknown>; connection_config?: Record<string, unknown> }): Promise<ConnectionView> {
-    checkJson(input.metadata, 'metadata', MAX_METADATA_BYTES);
+    checkJson(input.metadata, 'metadata', { maxBytes: MAX_METADATA_BYTES, storable: true });
     const { provider } = await this.integrations.withProvider(input.provider_config_key);
     const credentials = parseCredentials(provider, input.credentials);
     const config = checkConnectionConfig(provider, input.connection_config ?? {});
@@ -119,7 +119,7 @@ export class Engine {
       checkConnectionConfig(provider, config);
     }
     try {
-      checkJson(metadata, 'metadata', MAX_METADATA_BYTES);
+      checkJson(metadata, 'metadata', { maxBytes: MAX_METADATA_BYTES });
     } catch (e) {
       throw providerFailed(`the connection's metadata, with what ${provider.display_name} answered, cannot be kept: ${(e as Error).message}`);
     }

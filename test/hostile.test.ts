@@ -152,6 +152,23 @@ function suite(store: 'sqlite' | 'postgres') {
       assert.equal((await t.call('DELETE', '/connection/tojson?provider_config_key=h')).status, 204);
     });
 
+    test('a NUL character or a lone surrogate is refused in what would be stored; what is stored stays readable and writable', async () => {
+      let r = await t.call('POST', '/integration', { provider_config_key: 'nul', provider: 'github', oauth_client_id: 'client\u0000id', oauth_client_secret: 's' });
+      assert.equal(r.status, 400, JSON.stringify(r.body));
+      assert.match(r.body.message, /NUL/);
+      r = await t.call('POST', '/connection', { connection_id: 'nul', provider_config_key: 'h', credentials: { type: 'api_key', api_key: 'k' }, metadata: { note: 'a\u0000b' } });
+      assert.equal(r.status, 400);
+      r = await t.call('POST', '/connection', { connection_id: 'nul', provider_config_key: 'h', credentials: { type: 'api_key', api_key: 'k' }, metadata: { ['\udfffkey']: 'x' } });
+      assert.equal(r.status, 400);
+      r = await t.call('POST', '/integration', { provider_config_key: 'nul', provider: 'github', oauth_client_id: 'client-id', oauth_client_secret: 's', oauth_scopes: 'repo,\ud800' });
+      assert.equal(r.status, 400);
+      r = await t.call('POST', '/integration', { provider_config_key: 'nul', provider: 'github', oauth_client_id: 'client-id', oauth_client_secret: 's' });
+      assert.equal(r.status, 200);
+      assert.equal((await t.call('PATCH', '/integration/nul', { oauth_scopes: 'repo' })).status, 200);
+      assert.equal((await t.call('POST', '/connection', { connection_id: 'nul', provider_config_key: 'nul', credentials: { type: 'oauth2', access_token: 'x' } })).status, 200);
+      assert.equal((await t.call('DELETE', '/integration/nul')).status, 204);
+    });
+
     test('a lone surrogate in an id is a 400, in a path or in a body', async () => {
       let r = await t.call('POST', '/sync/trigger', { provider_config_key: 'h', connection_id: '\ud800', syncs: ['items'] });
       assert.equal(r.status, 400, JSON.stringify(r.body));

@@ -164,7 +164,8 @@ export async function spawnTerapi(env: Record<string, string> = {}): Promise<Ser
   const secret = env.TERAPI_SECRET_KEY ?? `sk_test_${randomBytes(8).toString('hex')}`;
   const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH!, PORT: '0', TERAPI_DATA_DIR: dataDir, TERAPI_SECRET_KEY: secret, TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, TERAPI_LOG_LEVEL: 'info', ...env },
+    // At info level: the line saying which port it listens on is how this finds it.
+    env: { PATH: process.env.PATH!, PORT: '0', TERAPI_DATA_DIR: dataDir, TERAPI_SECRET_KEY: secret, TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, ...env, TERAPI_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

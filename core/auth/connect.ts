@@ -83,7 +83,7 @@ export class ConnectFlow {
 
   async createSession(input: { connection_id: string; allowed_integrations: string[]; connection_config?: Record<string, Record<string, string>>; metadata?: Record<string, unknown> }): Promise<{ token: string; expires_at: string }> {
     checkKey(input.connection_id, 'connection_id');
-    checkJson(input.metadata, 'metadata', MAX_METADATA_BYTES);
+    checkJson(input.metadata, 'metadata', { maxBytes: MAX_METADATA_BYTES, storable: true });
     if (!input.allowed_integrations.length) throw badRequest('invalid_request', 'allowed_integrations must name at least one integration');
     for (const key of input.allowed_integrations) {
       const { provider } = await this.integrations.withProvider(key);

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { badRequest, TerapiError } from '../errors.ts';
 import { ReadCache } from './read-cache.ts';
+import { storable } from '../json-limits.ts';
 
 /**
  * The pool inside @keyv/postgres has no 'error' listener, so an idle connection that PostgreSQL
@@ -142,7 +143,8 @@ export class Store {
     return this.cache.get<T>(key)?.value ?? raw.value;
   }
 
-  async set<T>(key: string, value: T, ttlMs?: number): Promise<void> {
+  async set<T>(key: string, given: T, ttlMs?: number): Promise<void> {
+    const value = storable(given);
     this.cache?.delete(key);
     await this.guard(() => this.keyv.set(key, value, ttlMs));
     this.cache?.set(key, value, ttlMs);
@@ -155,12 +157,13 @@ export class Store {
    * locked for share until the insert commits, so a delete of it waits for the insert, and a
    * delete that came first leaves nothing to insert under.
    */
-  async add<T>(key: string, value: T, requires?: Requires): Promise<boolean> {
+  async add<T>(key: string, given: T, requires?: Requires): Promise<boolean> {
+    const value = storable(given);
     const p = this.params(requires ? 4 : 2);
     const raw = serialize({ value });
     let sql = `INSERT INTO keyv (key, value) VALUES (${p[0]}, ${p[1]}) ON CONFLICT (key) DO NOTHING RETURNING key`;
     if (requires) {
-      const row = `SELECT 1 FROM keyv WHERE key = ${p[2]} AND ${this.field(requires.field)} = ${p[3]}`;
+      const row = `SELECT 1 FROM keyv WHERE key = ${p[2]} AND ${this.field(requires.field, p[2])} = ${p[3]}`;
       sql =
         this.dialect === 'postgres'
           ? `WITH required AS (${row} FOR SHARE) INSERT INTO keyv (key, value) SELECT ${p[0]}, ${p[1]} FROM required ON CONFLICT (key) DO NOTHING RETURNING key`
@@ -176,11 +179,12 @@ export class Store {
    * writer read, in one statement: a write that lost a race with a delete (or with another write)
    * touches nothing, and the caller learns it (false). A delete is final.
    */
-  async replace<T>(key: string, value: T, expects: Expects): Promise<boolean> {
+  async replace<T>(key: string, given: T, expects: Expects): Promise<boolean> {
+    const value = storable(given);
     const p = this.params(3);
     const raw = serialize({ value });
     this.cache?.delete(key);
-    const rows = await this.guard(() => this.query(`UPDATE keyv SET value = ${p[1]} WHERE key = ${p[0]} AND ${this.field(expects.field)} = ${p[2]} RETURNING key`, [key, raw, expects.equals]));
+    const rows = await this.guard(() => this.query(`UPDATE keyv SET value = ${p[1]} WHERE key = ${p[0]} AND ${this.field(expects.field, p[0])} = ${p[2]} RETURNING key`, [key, raw, expects.equals]));
     if (rows.length) this.cache?.set(key, value);
     return rows.length > 0;
   }
@@ -191,12 +195,15 @@ export class Store {
   }
 
   /**
-   * SQL reading one top-level field of a stored value as text ('' when absent). Field names come
-   * from this code, never from a request; they are checked anyway, since they are put in the SQL.
+   * SQL reading one top-level field of the value stored at the key given by parameter `keyParam`, as
+   * text ('' when absent). Only that row is ever parsed (CASE decides the order, whatever plan the
+   * database picks), so no other row can make the statement fail. Field names come from this code,
+   * never from a request; they are checked anyway, since they are put in the SQL.
    */
-  private field(name: string): string {
+  private field(name: string, keyParam: string): string {
     if (!/^[a-z_]+$/.test(name)) throw new Error(`not a field name: ${name}`);
-    return this.dialect === 'postgres' ? `coalesce((value::jsonb -> 'value' ->> '${name}'), '')` : `coalesce(json_extract(value, '$.value.${name}'), '')`;
+    const read = this.dialect === 'postgres' ? `(value::jsonb -> 'value' ->> '${name}')` : `json_extract(value, '$.value.${name}')`;
+    return `coalesce(CASE WHEN key = ${keyParam} THEN ${read} END, '')`;
   }
 
   /** Every live value whose key starts with `prefix` (a key from Store.key plus '/'), in key order. */
