@@ -40,7 +40,13 @@ export function createApp(engine: Engine): Koa {
       const err = e instanceof TerapiError ? e : undefined;
       const status = err?.status ?? ((e as { status?: number }).status === 400 || (e as { status?: number }).status === 413 ? (e as { status: number }).status : 500);
       ctx.status = status;
-      ctx.body = err ? { error: err.code, message: err.message } : status < 500 ? { error: 'invalid_request', message: `the request body could not be read: ${(e as Error).message}` } : { error: 'internal_error', message: 'an unexpected error happened; it has been logged' };
+      ctx.body = err
+        ? { error: err.code, message: err.message }
+        : status === 413
+          ? { error: 'body_too_large', message: 'the request body is larger than 1 MB' }
+          : status < 500
+            ? { error: 'invalid_request', message: `the request body could not be read: ${(e as Error).message}` }
+            : { error: 'internal_error', message: 'an unexpected error happened; it has been logged' };
       if (status >= 500) log.error({ err: e instanceof Error ? { message: e.message, stack: e.stack } : e, path: ctx.path }, 'request failed');
     } finally {
       // The path only: query strings may carry connect session tokens and OAuth codes.

@@ -144,6 +144,9 @@ function suite(store: 'sqlite' | 'postgres') {
       r = await t.call('POST', '/connection', { connection_id: 'huge', provider_config_key: 'h', credentials: { type: 'api_key', api_key: 'k' }, metadata: { blob: 'x'.repeat(200_000) } });
       assert.equal(r.status, 400);
       assert.match(r.body.message, /metadata/);
+      r = await t.call('POST', '/connection', { connection_id: 'huge', provider_config_key: 'h', metadata: { blob: 'x'.repeat(2_000_000) } });
+      assert.equal(r.status, 413);
+      assert.equal(r.body.error, 'body_too_large');
       r = await t.call('POST', '/connection', { connection_id: 'tojson', provider_config_key: 'h', credentials: { type: 'api_key', api_key: 'k' }, metadata: { toJSON: 'x', nested: { toJSON: 1 }, ':colon': ':value' } });
       assert.equal(r.status, 200, JSON.stringify(r.body));
       r = await t.call('GET', '/connection/tojson?provider_config_key=h');

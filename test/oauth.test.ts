@@ -4,13 +4,12 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../core/config.ts';
 import { OAuth2Server } from 'oauth2-mock-server';
-import { freshDatabase, pgSkip, providersDir, startTerapi, TEST_ENCRYPTION_KEY, type Running } from './support.ts';
+import { freshDatabase, pgSkip, providersDir, spawnTerapi, startTerapi, type Running, type ServerProcess } from './support.ts';
 
 interface Mock {
   server: OAuth2Server;
@@ -406,49 +405,29 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
 describe('single-flight refresh across two server processes on one PostgreSQL', { skip: pgSkip }, () => {
   let mock: Mock;
   let db: Awaited<ReturnType<typeof freshDatabase>>;
-  const servers: ChildProcess[] = [];
+  const servers: ServerProcess[] = [];
 
   before(async () => {
     mock = await startMock();
     db = await freshDatabase();
   });
   after(async () => {
-    for (const s of servers) s.kill('SIGTERM');
-    await Promise.all(servers.map((s) => new Promise((r) => (s.exitCode !== null ? r(null) : s.once('exit', r)))));
+    await Promise.all(servers.map((s) => s.stop()));
     await mock?.server.stop();
     await db?.drop();
   });
 
   test('200 concurrent token requests for an expired connection: one refresh, 200 new tokens', async () => {
-    const dir = providersDir({ mock: mockProvider(mock) });
-    const secret = 'sk_two_processes';
-    const ports = [34000 + Math.floor(Math.random() * 1000), 35000 + Math.floor(Math.random() * 1000)];
-    for (const port of ports) {
-      // As `npm start` runs it: node --import tsx server/main.ts.
-      const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
-        cwd: new URL('..', import.meta.url).pathname,
-        env: { ...process.env, PORT: String(port), TERAPI_DATABASE_URL: db.url, TERAPI_SECRET_KEY: secret, TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, TERAPI_PROVIDERS_DIR: dir, TERAPI_DATA_DIR: providersDir({}), TERAPI_LOG_LEVEL: 'warn' },
-        stdio: ['ignore', 'ignore', 'inherit'],
-      });
-      servers.push(child);
-    }
-    const call = (port: number, method: string, path: string, body?: unknown) =>
-      fetch(`http://127.0.0.1:${port}${path}`, { method, headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-    for (const port of ports) {
-      for (let i = 0; ; i++) {
-        const ok = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false);
-        if (ok) break;
-        assert.ok(i < 100, `server on ${port} did not start`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
-    let r = await call(ports[0], 'POST', '/integration', { provider_config_key: 'mock', provider: 'mock', oauth_client_id: 'c', oauth_client_secret: 's' });
+    const env = { TERAPI_DATABASE_URL: db.url, TERAPI_SECRET_KEY: 'sk_two_processes', TERAPI_PROVIDERS_DIR: providersDir({ mock: mockProvider(mock) }) };
+    // As `npm start` runs it: node --import tsx server/main.ts.
+    servers.push(await spawnTerapi(env), await spawnTerapi(env));
+    let r = await servers[0].call('POST', '/integration', { provider_config_key: 'mock', provider: 'mock', oauth_client_id: 'c', oauth_client_secret: 's' });
     assert.equal(r.status, 200);
-    r = await call(ports[1], 'POST', '/connection', { connection_id: 'shared', provider_config_key: 'mock', credentials: { type: 'oauth2', access_token: 'expired', refresh_token: 'rt', expires_at: new Date(Date.now() - 1000).toISOString() } });
+    r = await servers[1].call('POST', '/connection', { connection_id: 'shared', provider_config_key: 'mock', credentials: { type: 'oauth2', access_token: 'expired', refresh_token: 'rt', expires_at: new Date(Date.now() - 1000).toISOString() } });
     assert.equal(r.status, 200);
     const before = count(mock, 'refresh_token');
-    const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => call(ports[i % 2], 'GET', '/auth/token/mock/shared').then(async (res) => ({ status: res.status, body: await res.json() }))));
-    assert.deepEqual(answers.filter((a) => a.status !== 200), []);
+    const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => servers[i % 2].call('GET', '/auth/token/mock/shared')));
+    assert.deepEqual(answers.filter((a) => a.status !== 200).map((a) => a.body), []);
     assert.equal(count(mock, 'refresh_token') - before, 1, 'exactly one refresh reached the OAuth server');
     const tokens = new Set(answers.map((a) => a.body.access_token));
     assert.equal(tokens.size, 1);
