@@ -295,11 +295,11 @@ function withoutRefreshToken(credentials: Extract<Credentials, { type: 'oauth2' 
 const outsideBase = () => badRequest('invalid_request', "the proxied path must be a path under the provider's base URL, without . or .. segments, backslashes or control characters");
 
 /**
- * The proxied path, refused at the cause of every climb above the base path: it is decoded first
- * (a URL parser reads %2e%2e as ..), and then a `.` or `..` segment between slashes or backslashes
- * (the URL parser reads \ as /, so ..\..\x climbed), any backslash, or a control character (the
- * parser drops tabs and newlines, joining what was apart) is refused. An encoded slash inside a
- * segment stays allowed: GitLab names projects as group%2Fproject.
+ * The proxied path, refused at the cause of every climb above the base path. It is decoded first
+ * (a URL parser reads %2e%2e as ..); then a `.` or `..` segment, any backslash (a URL parser reads
+ * \ as /, so ..\..\x climbed) and any control character (the parser drops tabs and newlines,
+ * joining what was apart) are refused. An encoded slash inside a segment stays allowed: GitLab names
+ * projects as group%2Fproject.
  */
 function checkProxyPath(path: string): void {
   let decoded: string;

@@ -143,7 +143,8 @@ interface Fixtures {
   syncs: string[];
   actions: string[];
   sessions: string[];
-  states: string[];
+  /** States of flows started by seeding, with the cookie of the "browser" that started each. */
+  states: Map<string, string>;
   proxyPaths: string[];
 }
 
@@ -208,7 +209,8 @@ const errorsLogged = (server: ServerProcess) => server.output().split('\n').filt
 async function reseed(server: ServerProcess): Promise<void> {
   const make = async (path: string, body: unknown) => {
     const r = await server.call('POST', path, body);
-    if (r.status >= 300 && r.status !== 409) throw new Error(`seeding POST ${path} ${JSON.stringify(body)} answered ${r.status}: ${r.text}\n${errorsLogged(server)}`);
+    // Generated requests run meanwhile and may delete or remake what this makes: only a 5xx is wrong.
+    if (r.status >= 500) throw new Error(`seeding POST ${path} ${JSON.stringify(body)} answered ${r.status}: ${r.text}\n${errorsLogged(server)}`);
   };
   for (const [key, provider, client] of [['fz-api', 'fuzzapi'], ['fz-oauth', 'fuzzoauth', true], ['fz-basic', 'fuzzbasic']] as const) {
     // Generated requests may have made the key again with another provider.
@@ -223,6 +225,15 @@ async function reseed(server: ServerProcess): Promise<void> {
   }
 }
 
+/** Starts a few real connect flows, so that callbacks can be made with a state and the cookie that goes with it. */
+async function startFlows(server: ServerProcess, session: string, states: Map<string, string>): Promise<void> {
+  for (let i = 0; i < 5; i++) {
+    const res = await fetch(`${server.url}/oauth/connect/fz-oauth?connect_session_token=${session}`, { redirect: 'manual' });
+    const location = res.headers.get('location');
+    if (res.status === 302 && location) states.set(new URL(location).searchParams.get('state')!, (res.headers.get('set-cookie') ?? '').split(';')[0]);
+  }
+}
+
 async function seed(server: ServerProcess): Promise<Fixtures> {
   const must = async (method: string, path: string, body?: unknown) => {
     const r = await server.call(method, path, body);
@@ -232,12 +243,8 @@ async function seed(server: ServerProcess): Promise<Fixtures> {
   await reseed(server);
   const sessions: string[] = [];
   for (const allowed of [['fz-api'], ['fz-oauth'], ['fz-api', 'fz-basic', 'fz-oauth']]) sessions.push((await must('POST', '/connect/sessions', { connection_id: 'browser-1', allowed_integrations: allowed })).token);
-  // A few real states, for the callback to be called with.
-  const states: string[] = [];
-  for (let i = 0; i < 3; i++) {
-    const res = await fetch(`${server.url}/oauth/connect/fz-oauth?connect_session_token=${sessions[1]}`, { redirect: 'manual' });
-    states.push(new URL(res.headers.get('location')!).searchParams.get('state')!);
-  }
+  const states = new Map<string, string>();
+  await startFlows(server, sessions[1], states);
   return {
     integrations: ['fz-api', 'fz-oauth', 'fz-basic'],
     connections: ['c1', 'c2', 'c3', 'browser-1'],
@@ -261,13 +268,14 @@ interface Generated {
 
 function generator(ops: Operation[], fx: Fixtures, secret: string, seedValue: number) {
   const r = rng(seedValue);
-  const validFor = (name: string): string[] => {
-    if (/provider_config_key|integration/i.test(name)) return fx.integrations;
-    if (/connection_id|connection-id/i.test(name)) return fx.connections;
+  const validFor = (given: string): string[] => {
+    const name = given.toLowerCase().replace(/-/g, '_');
+    if (/provider_config_key|integration/.test(name)) return fx.integrations;
+    if (name === 'connection_id') return fx.connections;
     if (name === 'sync_name' || name === 'syncs') return fx.syncs;
     if (name === 'action_name') return fx.actions;
     if (name === 'connect_session_token') return fx.sessions;
-    if (name === 'state') return fx.states;
+    if (name === 'state') return [...fx.states.keys()];
     if (name === 'path') return fx.proxyPaths;
     if (name === 'provider') return ['fuzzapi', 'fuzzoauth', 'fuzzbasic', 'github', 'stripe'];
     return [];
@@ -328,6 +336,14 @@ function generator(ops: Operation[], fx: Fixtures, secret: string, seedValue: nu
       } else if (p.in === 'header') {
         if (r.chance(0.9)) headers[p.name.toLowerCase()] = string(p.name).replace(/[^\x20-\x7e]/g, '?');
       }
+    }
+    // A state started by seeding comes back with its browser's cookie, and a code, as a provider would send it.
+    const state = /[?&]state=([^&]*)/.exec(`?${query.join('&')}`)?.[1];
+    // Seeded states are base64url: a state that needs decoding is not one of them.
+    const cookie = state !== undefined ? fx.states.get(state) : undefined;
+    if (cookie && r.chance(0.9)) {
+      headers.cookie = cookie;
+      query.push(`code=code-${r.next().toString(36).slice(2)}`);
     }
     if (r.chance(0.05)) query.push(`${r.pick(['x', '__proto__', 'constructor', '%ZZ'])}=${encode(r.pick(HOSTILE_STRINGS))}`);
     if (query.length) path += `?${query.join('&')}`;
@@ -401,6 +417,7 @@ async function fuzzStore(store: string): Promise<{ sent: number; failures: strin
         // Deletes are generated too: every 100 requests, what was deleted is made again.
         if (sent % 100 === 0 && sent > 0) {
           await (reseeding ??= reseed(server)
+            .then(() => startFlows(server, fixtures.sessions[1], fixtures.states))
             .catch((e: Error) => failures.push(e.message))
             .finally(() => (reseeding = undefined)));
         }

@@ -126,6 +126,9 @@ function open(req: HttpRequest, url: URL): Promise<StreamedResponse> {
     timeout: { lookup: 10_000, connect: 10_000, secureConnect: 10_000, send: 30_000, response: 30_000, socket: 30_000 },
     followRedirect: false,
   });
+  // A stream of a method that may carry a body waits for one to be written: without a body, end it,
+  // or a DELETE (or a POST with no body) would never be sent.
+  if (req.json === undefined && req.form === undefined && req.method !== 'GET' && req.method !== 'HEAD') stream.end();
   return new Promise((resolve, reject) => {
     stream.once('error', reject);
     stream.once('response', (res: { statusCode: number; headers: HttpResponse['headers'] }) => {
