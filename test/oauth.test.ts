@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
+import pg from 'pg';
 import { loadConfig } from '../core/config.ts';
 import { OAuth2Server } from 'oauth2-mock-server';
 import { freshDatabase, pgSkip, providersDir, spawnTerapi, startTerapi, type Running, type ServerProcess } from './support.ts';
@@ -74,6 +75,16 @@ auth:
   refresh_buffer_seconds: 60
 api: { base_url: "${mock.url}" }
 `;
+
+/** Rows of the keyv table while a connect flow is open: neither its session token nor its PKCE verifier may be in them. */
+function assertNothingInClear(rows: string[], sessionToken: string, challenge: string) {
+  assert.ok(rows.some((r) => r.includes('"integration":"mock"')), 'the state row was read');
+  assert.ok(!rows.join('\n').includes(sessionToken), 'a connect session token is stored in clear');
+  const strings: string[] = [];
+  const collect = (v: unknown): void => void (typeof v === 'string' ? strings.push(v) : v && typeof v === 'object' && Object.values(v).forEach(collect));
+  rows.forEach((r) => collect(JSON.parse(r)));
+  assert.ok(!strings.some((v) => createHash('sha256').update(v).digest('base64url') === challenge), 'the PKCE verifier is stored in clear');
+}
 
 const count = (mock: Mock, grant: string) => mock.grants.filter((g) => g === grant).length;
 
@@ -338,12 +349,7 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
     const db = new sqlite3.Database(file);
     const rows: string[] = await new Promise((res, rej) => db.all('SELECT value FROM keyv', (e, r: { value: string }[]) => (e ? rej(e) : res(r.map((x) => x.value)))));
     db.close();
-    assert.ok(rows.some((r) => r.includes('"integration":"mock"')), 'the state row was read');
-    assert.ok(!rows.join('\n').includes(token), 'a connect session token is stored in clear');
-    const strings: string[] = [];
-    const collect = (v: unknown): void => void (typeof v === 'string' ? strings.push(v) : v && typeof v === 'object' && Object.values(v).forEach(collect));
-    rows.forEach((r) => collect(JSON.parse(r)));
-    assert.ok(!strings.some((v) => createHash('sha256').update(v).digest('base64url') === challenge), 'the PKCE verifier is stored in clear');
+    assertNothingInClear(rows, token, challenge!);
     for (const f of [file, `${file}-wal`, `${file}-shm`]) assert.equal(statSync(f).mode & 0o777, 0o600, `${f} is readable by others`);
   });
 
@@ -410,6 +416,9 @@ describe('single-flight refresh across two server processes on one PostgreSQL', 
   before(async () => {
     mock = await startMock();
     db = await freshDatabase();
+    const env = { TERAPI_DATABASE_URL: db.url, TERAPI_SECRET_KEY: 'sk_two_processes', TERAPI_PROVIDERS_DIR: providersDir({ mock: mockProvider(mock) }) };
+    // As `npm start` runs it: node --import tsx server/main.ts.
+    servers.push(await spawnTerapi(env), await spawnTerapi(env));
   });
   after(async () => {
     await Promise.all(servers.map((s) => s.stop()));
@@ -418,9 +427,6 @@ describe('single-flight refresh across two server processes on one PostgreSQL', 
   });
 
   test('200 concurrent token requests for an expired connection: one refresh, 200 new tokens', async () => {
-    const env = { TERAPI_DATABASE_URL: db.url, TERAPI_SECRET_KEY: 'sk_two_processes', TERAPI_PROVIDERS_DIR: providersDir({ mock: mockProvider(mock) }) };
-    // As `npm start` runs it: node --import tsx server/main.ts.
-    servers.push(await spawnTerapi(env), await spawnTerapi(env));
     let r = await servers[0].call('POST', '/integration', { provider_config_key: 'mock', provider: 'mock', oauth_client_id: 'c', oauth_client_secret: 's' });
     assert.equal(r.status, 200);
     r = await servers[1].call('POST', '/connection', { connection_id: 'shared', provider_config_key: 'mock', credentials: { type: 'oauth2', access_token: 'expired', refresh_token: 'rt', expires_at: new Date(Date.now() - 1000).toISOString() } });
@@ -432,5 +438,16 @@ describe('single-flight refresh across two server processes on one PostgreSQL', 
     const tokens = new Set(answers.map((a) => a.body.access_token));
     assert.equal(tokens.size, 1);
     assert.ok(!tokens.has('expired'));
+  });
+
+  test('on PostgreSQL too, the database holds no connect session token and no PKCE verifier in clear', async () => {
+    const token = (await servers[0].call('POST', '/connect/sessions', { connection_id: 'at-rest', allowed_integrations: ['mock'] })).body.token;
+    const start = await fetch(`${servers[1].url}/oauth/connect/mock?connect_session_token=${token}`, { redirect: 'manual' });
+    const challenge = new URL(start.headers.get('location')!).searchParams.get('code_challenge');
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    const rows: string[] = (await c.query('SELECT value FROM keyv')).rows.map((r) => r.value);
+    await c.end();
+    assertNothingInClear(rows, token, challenge!);
   });
 });

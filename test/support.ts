@@ -173,7 +173,7 @@ export async function spawnTerapi(env: Record<string, string> = {}): Promise<Ser
   child.stderr!.on('data', (d) => (output += d));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`the server did not start:\n${output}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`the server did not start:\n${output}`)), 60_000);
     const look = () => {
       const m = /"port":(\d+)[^\n]*terapi listening/.exec(output);
       if (m) {

@@ -3,7 +3,7 @@ import type { Sealer } from './crypto.ts';
 import { AuthEngine, OAuthError, verifyCredentials } from './tokens.ts';
 import type { Credentials } from './connections.ts';
 import { checkConnectionConfig, parseCredentials } from './connections.ts';
-import { badRequest, TerapiError } from '../errors.ts';
+import { badRequest, reworded, TerapiError } from '../errors.ts';
 import { checkKey, type Integrations } from './integrations.ts';
 import type { Logger } from '../logger.ts';
 import type { OAuth2Auth } from '../format/provider-types.ts';
@@ -192,13 +192,17 @@ export class ConnectFlow {
   /** API key and basic integrations: the browser posts the credentials, checked with the provider first. */
   async postCredentials(sessionToken: string | undefined, integrationKey: string, input: Record<string, unknown>): Promise<{ provider_config_key: string; connection_id: string }> {
     const session = await this.session(sessionToken, integrationKey);
-    const { provider } = await this.integrations.withProvider(integrationKey);
+    const { integration, provider } = await this.integrations.withProvider(integrationKey);
     if (provider.auth.mode !== 'api_key' && provider.auth.mode !== 'basic') {
       throw badRequest('not_credentials', `integration "${integrationKey}" uses ${provider.auth.mode}: use GET /oauth/connect/${integrationKey}`);
     }
     const credentials = parseCredentials(provider, { type: provider.auth.mode, ...input });
     const config = checkConnectionConfig(provider, own(session.connection_config, integrationKey) ?? {});
-    await verifyCredentials(provider, config, credentials);
+    try {
+      await verifyCredentials(provider, config, credentials);
+    } catch (e) {
+      throw reworded(e, this.auth.scrubber(integration, credentials));
+    }
     await this.finish({ integration: integrationKey, connection_id: session.connection_id, credentials, connection_config: config, metadata: session.metadata, replace: true });
     return { provider_config_key: integrationKey, connection_id: session.connection_id };
   }
