@@ -113,19 +113,19 @@ function suite(store: 'sqlite' | 'postgres') {
     }
 
     test('provider patterns run in linear time: api_key, connection_config, action input schema, JSONata regex', async () => {
-      let r = await timed(1000, () => t.call('POST', '/connection', { connection_id: 'evil-1', provider_config_key: 'h', credentials: { type: 'api_key', api_key: EVIL } }));
+      let r = await timed(2000, () => t.call('POST', '/connection', { connection_id: 'evil-1', provider_config_key: 'h', credentials: { type: 'api_key', api_key: EVIL } }));
       assert.equal(r.status, 400);
       assert.equal(r.body.error, 'invalid_credentials');
       const session = (await t.call('POST', '/connect/sessions', { connection_id: 'evil-2', allowed_integrations: ['h'] })).body.token;
-      r = await timed(1000, () => t.call('POST', `/connect/h/credentials?connect_session_token=${session}`, { api_key: EVIL }, { authorization: '' }));
+      r = await timed(2000, () => t.call('POST', `/connect/h/credentials?connect_session_token=${session}`, { api_key: EVIL }, { authorization: '' }));
       assert.equal(r.status, 400);
-      r = await timed(1000, () => t.call('POST', '/connection', { connection_id: 'evil-3', provider_config_key: 'h', credentials: { type: 'api_key', api_key: 'k' }, connection_config: { region: 'x'.repeat(28) } }));
+      r = await timed(2000, () => t.call('POST', '/connection', { connection_id: 'evil-3', provider_config_key: 'h', credentials: { type: 'api_key', api_key: 'k' }, connection_config: { region: 'x'.repeat(28) } }));
       assert.equal(r.status, 400);
       assert.equal(r.body.error, 'invalid_connection_config');
-      r = await timed(1000, () => t.call('POST', '/action/trigger', { provider_config_key: 'h', connection_id: 'c', action_name: 'check', input: { word: EVIL } }));
+      r = await timed(2000, () => t.call('POST', '/action/trigger', { provider_config_key: 'h', connection_id: 'c', action_name: 'check', input: { word: EVIL } }));
       assert.equal(r.status, 400);
       assert.equal(r.body.error, 'invalid_input');
-      r = await timed(1000, () => t.call('POST', '/action/trigger', { provider_config_key: 'h', connection_id: 'c', action_name: 'grep', input: { text: EVIL } }));
+      r = await timed(2000, () => t.call('POST', '/action/trigger', { provider_config_key: 'h', connection_id: 'c', action_name: 'grep', input: { text: EVIL } }));
       assert.equal(r.status, 200, JSON.stringify(r.body));
       assert.deepEqual(r.body.output.body, { found: false });
       r = await t.call('POST', '/action/trigger', { provider_config_key: 'h', connection_id: 'c', action_name: 'grep', input: { text: 'xaab' } });
