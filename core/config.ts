@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { DEFAULT_MAX_RESPONSE_BYTES } from './http/send.ts';
 
 export interface Config {
   port: number;
@@ -28,6 +29,13 @@ export interface Config {
   syncConcurrency: number;
   /** The first retry of a webhook delivery waits this long; each later one twice as long. */
   webhookRetryMs: number;
+  /** The most bytes of a provider's answer read into memory (TERAPI_MAX_RESPONSE_BYTES). */
+  maxResponseBytes: number;
+  /**
+   * The origins of the app's pages that open the connect popup (TERAPI_ALLOWED_ORIGINS): the only
+   * windows the callback page tells how the flow ended. Unset: the public URL's origin.
+   */
+  allowedOrigins?: string[];
 }
 
 /** What stops a start: one line per problem, each naming the setting and what to change. */
@@ -100,6 +108,8 @@ export function loadConfig(options: { embeddedKeys: boolean } = { embeddedKeys: 
   const syncWaitBudgetSeconds = number('TERAPI_SYNC_WAIT_BUDGET_SECONDS', 300, 0, 86_400);
   const syncConcurrency = number('TERAPI_SYNC_CONCURRENCY', Math.max(2, availableParallelism() * 2), 1, 1000, 'runs');
   const webhookRetrySeconds = number('TERAPI_WEBHOOK_RETRY_SECONDS', 10, 0.1, 3600);
+  const maxResponseBytes = number('TERAPI_MAX_RESPONSE_BYTES', DEFAULT_MAX_RESPONSE_BYTES, 1, Number.MAX_SAFE_INTEGER, 'bytes');
+  const allowedOrigins = given('TERAPI_ALLOWED_ORIGINS') ? parseOrigins(given('TERAPI_ALLOWED_ORIGINS')!, problems) : undefined;
   const role = given('TERAPI_ROLE') ?? 'all';
   if (role !== 'api' && role !== 'worker' && role !== 'all') problems.push(`TERAPI_ROLE must be api, worker or all, not "${role}"`);
   else if (role !== 'all' && !databaseUrl) problems.push(`TERAPI_ROLE=${role} needs TERAPI_DATABASE_URL: the embedded store serves one process, which does everything`);
@@ -161,6 +171,8 @@ export function loadConfig(options: { embeddedKeys: boolean } = { embeddedKeys: 
       role: role as Config['role'],
       syncConcurrency: Math.floor(syncConcurrency),
       webhookRetryMs: webhookRetrySeconds * 1000,
+      maxResponseBytes,
+      allowedOrigins,
     },
   };
 }
@@ -181,4 +193,19 @@ function readKeysFile(file: string, problems: string[]): { secret_key?: string; 
     return {};
   }
   return kept as { secret_key: string; encryption_key: string };
+}
+
+/** TERAPI_ALLOWED_ORIGINS: origins (scheme, host, port) separated by commas, such as https://app.example.com; a wrong one goes to `problems`. */
+function parseOrigins(value: string, problems: string[]): string[] {
+  const origins: string[] = [];
+  for (const o of value.split(',').map((x) => x.trim()).filter(Boolean)) {
+    let url: URL | undefined;
+    try {
+      url = new URL(o);
+    } catch {}
+    if (!url || !/^https?:$/.test(url.protocol) || url.origin !== o.replace(/\/$/, '')) {
+      problems.push(`TERAPI_ALLOWED_ORIGINS must list origins such as https://app.example.com (scheme, host and port, no path), not "${o}"`);
+    } else origins.push(url.origin);
+  }
+  return origins;
 }

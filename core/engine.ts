@@ -1,11 +1,11 @@
 import type { ValidateFunction } from 'ajv';
-import { AuthEngine, freshValues } from './auth/tokens.ts';
-import { callProvider, providerFailed } from './http/send.ts';
+import { AuthEngine, freshValues, type Fresh } from './auth/tokens.ts';
+import { callProvider, callProviderStreamed, limits, providerFailed, targetUrl, type StreamedResponse } from './http/send.ts';
 import { ConnectFlow, type FinishConnection } from './auth/connect.ts';
 import { checkConnectionConfig, Connections, parseCredentials, type ConnectionRecord, type ConnectionView, type Credentials } from './auth/connections.ts';
 import { ConfigError, type Config } from './config.ts';
 import { Sealer } from './auth/crypto.ts';
-import { badRequest, notFound } from './errors.ts';
+import { badRequest, notFound, reworded } from './errors.ts';
 import { Integrations, type IntegrationRecord } from './auth/integrations.ts';
 import { LocalLock, PostgresLock, type Lock } from './store/lock.ts';
 import type { Logger } from './logger.ts';
@@ -14,7 +14,6 @@ import { ProviderRegistry } from './format/provider-registry.ts';
 import { compileInputSchema } from './format/provider-schema.ts';
 import type { Action, Method, Provider, Sync } from './format/provider-types.ts';
 import { Template } from './format/template.ts';
-import type { HttpResponse } from './http/send.ts';
 import { acquirePools, releasePools, type WorkerPools } from './jobs/pools.ts';
 import { PgBossQueue, SqliteQueue, type JobQueue } from './jobs/queue.ts';
 import { Webhooks } from './jobs/webhooks.ts';
@@ -22,6 +21,9 @@ import { openSql, type Sql } from './store/sql.ts';
 import { SyncStore } from './sync/sync-store.ts';
 import { Syncs, type RecordsQuery, type SyncStatusView } from './sync/syncs.ts';
 import { Store } from './store/store.ts';
+import { own } from './own.ts';
+import { checkJson, MAX_METADATA_BYTES } from './json-limits.ts';
+import { evaluate } from './format/evaluate.ts';
 
 export interface AuthTokenView {
   type: 'Bearer' | 'ApiKey' | 'Basic';
@@ -58,7 +60,7 @@ export class Engine {
     this.integrations = new Integrations(store, registry, this.sealer);
     this.connections = new Connections(store, this.sealer);
     this.auth = new AuthEngine(this.integrations, this.connections, lock, log);
-    this.connect = new ConnectFlow(store, this.integrations, this.auth, this.finishConnection, config, log);
+    this.connect = new ConnectFlow(store, this.integrations, this.auth, this.finishConnection, config, this.sealer, log);
     this.auth.on('needs_reauth', (e) => void this.webhooks.send({ type: 'connection.needs_reauth', ...e }).catch((err) => log.warn({ err: (err as Error).message }, 'webhook not queued')));
     this.webhooks = new Webhooks(queue, { url: config.webhookUrl, secret: config.secretKey, retrySeconds: config.webhookRetryMs / 1000 }, log);
     this.syncs = new Syncs(new SyncStore(sql), pools, queue, this.webhooks, this.integrations, this.connections, this.auth, { databaseUrl: config.databaseUrl, dataDir: config.dataDir }, {
@@ -76,14 +78,16 @@ export class Engine {
   static async start(config: Config, log: Logger): Promise<Engine> {
     const registry = new ProviderRegistry(config.providersDirs);
     registry.load();
+    limits.responseBytes = config.maxResponseBytes;
     const store = await Store.open(config);
     const sql = openSql(config);
     await new SyncStore(sql).migrate();
     const lock = config.databaseUrl ? new PostgresLock(config.databaseUrl) : new LocalLock();
     const queue = config.databaseUrl ? await PgBossQueue.open(config.databaseUrl, log) : await SqliteQueue.open(sql, log);
     const pools = acquirePools();
-    // Not awaited: an evaluation's time limit counts from when its thread starts it anyway.
-    void pools.warm().catch((e) => log.warn({ err: e }, 'the evaluation thread did not start'));
+    // The evaluation thread is ready before the first request needs it (it loads the expression
+    // modules only: a fraction of a second).
+    await pools.warm();
     const engine = new Engine(config, registry, store, sql, pools, queue, lock, log);
     try {
       await engine.checkSealedValues();
@@ -138,6 +142,7 @@ export class Engine {
 
   /** createConnection: credentials the app already holds. */
   async createConnection(input: { connection_id: string; provider_config_key: string; credentials?: Record<string, unknown>; metadata?: Record<string, unknown>; connection_config?: Record<string, unknown> }): Promise<ConnectionView> {
+    checkJson(input.metadata, 'metadata', { maxBytes: MAX_METADATA_BYTES, storable: true });
     const { provider } = await this.integrations.withProvider(input.provider_config_key);
     const credentials = parseCredentials(provider, input.credentials);
     const config = checkConnectionConfig(provider, input.connection_config ?? {});
@@ -154,30 +159,49 @@ export class Engine {
     const config = { ...input.connection_config };
     const metadata = { ...input.metadata };
     if (provider.post_connection) {
-      const values = templateValues(config, credentials, integration.oauth_client_id);
-      const res = await callProvider(apiRequest(provider, values, provider.post_connection.request), provider.api.retry);
-      if (res.status >= 400) throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to the post-connection request`);
-      for (const [name, expr] of Object.entries(provider.post_connection.config ?? {})) {
-        const v = await expr.evaluate(res.body);
-        if (typeof v === 'string') config[name] = v;
+      const post = provider.post_connection;
+      try {
+        const values = templateValues(config, credentials, integration.oauth_client_id);
+        const res = await callProvider(apiRequest(provider, values, post.request), provider.api.retry);
+        if (res.status >= 400) throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to the post-connection request`);
+        for (const [name, expr] of Object.entries(post.config ?? {})) {
+          const v = await evaluate(expr, res.body);
+          if (typeof v === 'string') config[name] = v;
+        }
+        for (const [name, expr] of Object.entries(post.metadata ?? {})) metadata[name] = await evaluate(expr, res.body);
+      } catch (e) {
+        throw reworded(e, this.auth.scrubber(integration, credentials));
       }
-      for (const [name, expr] of Object.entries(provider.post_connection.metadata ?? {})) metadata[name] = await expr.evaluate(res.body);
       checkConnectionConfig(provider, config);
     }
-    const previous = input.replace ? await this.connections.get(input.integration, input.connection_id).catch(() => undefined) : undefined;
+    try {
+      checkJson(metadata, 'metadata', { maxBytes: MAX_METADATA_BYTES });
+    } catch (e) {
+      throw providerFailed(`the connection's metadata, with what ${provider.display_name} answered, cannot be kept: ${(e as Error).message}`);
+    }
     const now = new Date().toISOString();
-    const record = await this.connections.save(
-      { id: input.connection_id, provider_config_key: input.integration, provider: provider.name, metadata, connection_config: config, created_at: previous?.created_at ?? now, updated_at: now },
-      credentials,
-      !input.replace,
-    );
-    if (!previous) {
+    const record = { id: input.connection_id, provider_config_key: input.integration, provider: provider.name, metadata, connection_config: config, created_at: now };
+    let written: ConnectionRecord;
+    let replaced: ConnectionRecord | undefined;
+    try {
+      if (!input.replace) written = await this.connections.create(integration, record, credentials);
+      else ({ record: written, replaced } = await this.connections.put(integration, record, credentials));
+    } catch (e) {
+      // This process's copy of the integration may be one another server has deleted since.
+      if ((e as { code?: string }).code === 'unknown_integration') this.integrations.forget(input.integration);
+      throw e;
+    }
+    // Connecting again replaces the grant: the old one must not stay alive at the provider.
+    if (replaced) await this.auth.revokeReplaced(provider, integration, replaced, credentials);
+    else {
       await this.syncs.scheduleConnection(input.integration, input.connection_id);
       // The connection is made: a webhook that cannot be queued is logged, not the request's failure.
       await this.webhooks.send({ type: 'connection.created', provider_config_key: input.integration, connection_id: input.connection_id }).catch((e) => this.log.warn({ err: e }, 'webhook connection.created not queued'));
     }
-    return this.connections.view(record);
+    return this.connections.view(written);
   };
+
+
 
   /** PATCH /integration: the OAuth client, scopes, and sync frequencies (applied to every connection's schedule). */
   async updateIntegration(key: string, patch: Parameters<Integrations['update']>[1]) {
@@ -194,24 +218,27 @@ export class Engine {
   /** `requestId`, here and below: the API request this serves, for core's log lines (README, "Request ids"). */
   async deleteConnection(integrationKey: string, id: string, requestId?: string): Promise<void> {
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
-    const record = await this.connections.get(integrationKey, id);
-    await this.connections.delete(record);
+    const record = await this.connections.delete(integrationKey, id);
+    if (!record) throw notFound('unknown_connection', `there is no connection "${id}" in integration "${integrationKey}"`);
     // After the connection's row: a page being stored now either finishes first (and is deleted
     // here) or finds the connection gone and stores nothing.
     await this.syncs.deleteConnection(integrationKey, id);
-    await this.auth.revoke(provider, integration, record, requestId);
+    // What was deleted is what is revoked: a refresh that wrote new tokens just before is covered.
+    await this.auth.revokeRecord(provider, integration, record, requestId);
   }
 
-  /** Deletes an integration, its connections and everything hanging off them. */
+  /**
+   * Deletes an integration, its connections and everything hanging off them: the integration row
+   * first, after which no connection can be made under it, then every connection of its key, then
+   * their syncs and records.
+   */
   async deleteIntegration(key: string, requestId?: string): Promise<void> {
-    const integration = await this.integrations.record(key);
+    const integration = await this.integrations.delete(key);
     const provider = this.registry.get(integration.provider);
-    for (const record of await this.connections.list(key)) {
-      await this.connections.delete(record);
-      if (provider) await this.auth.revoke(provider, integration, record, requestId);
+    for (const record of await this.connections.deleteAll(key)) {
+      if (provider) await this.auth.revokeRecord(provider, integration, record, requestId);
     }
     await this.syncs.deleteIntegration(key);
-    await this.integrations.delete(key);
   }
 
   /** getAuthToken (PRODUCT.md): the credential in the shape the app uses it. */
@@ -220,7 +247,7 @@ export class Engine {
     switch (credentials.type) {
       case 'oauth2':
       case 'oauth2_client_credentials':
-        return { type: 'Bearer', access_token: credentials.access_token!, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}), raw: credentials.raw ?? {} };
+        return { type: 'Bearer', access_token: credentials.access_token!, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}), raw: withoutRefreshToken(credentials) };
       case 'api_key':
         return { type: 'ApiKey', access_token: credentials.api_key };
       case 'basic':
@@ -254,31 +281,33 @@ export class Engine {
    * provider file says. Only requests that cannot have been applied (429) are retried for POST and
    * PATCH; the others follow the provider's retry rules.
    */
-  async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }, requestId?: string): Promise<HttpResponse> {
-    // Decoded first: a URL parser reads %2e%2e as .. too.
-    const segments = req.path.split('/').map((s) => {
-      try {
-        return decodeURIComponent(s);
-      } catch {
-        return '..';
-      }
-    });
-    if (segments.some((s) => s === '..' || s === '.') || /^[a-z][a-z0-9+.-]*:/i.test(req.path)) {
-      throw badRequest('invalid_request', 'the proxied path must be a path under the provider\'s base URL, without . or .. segments');
-    }
+  async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }, requestId?: string): Promise<StreamedResponse> {
+    checkProxyPath(req.path);
     const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
+    try {
+      return await this.proxyWith(fresh, req);
+    } catch (e) {
+      throw reworded(e, fresh.scrub);
+    }
+  }
+
+  private async proxyWith(fresh: Fresh, req: Parameters<Engine['proxy']>[2]): Promise<StreamedResponse> {
     const values = freshValues(fresh);
     const spec = { method: req.method as Method, path: Template.literal(`/${req.path.replace(/^\/+/, '')}`) };
     const built = apiRequest(fresh.provider, values, spec, { json: req.body, searchParams: req.query, headers: req.headers });
+    // Whatever the path held, the request stays under the provider's base URL.
+    const base = targetUrl(fresh.provider.api.base_url.renderUrl(values));
+    const target = targetUrl(built.url);
+    if (target.origin !== base.origin || !target.pathname.startsWith(base.pathname.replace(/\/?$/, '/'))) throw outsideBase();
     const retry = fresh.provider.api.retry ?? {};
     const safe = !['POST', 'PATCH'].includes(req.method);
-    return callProvider(built, safe ? retry : { ...retry, statuses: (retry.statuses ?? [429]).filter((s) => s === 429) });
+    return callProviderStreamed(built, safe ? retry : { ...retry, statuses: (retry.statuses ?? [429]).filter((s) => s === 429) });
   }
 
   /** triggerAction: input checked against the action's schema, request built by JSONata. */
   async runAction(integrationKey: string, id: string, name: string, input: Record<string, unknown> = {}, requestId?: string): Promise<{ success: true; action_name: string; output: Record<string, unknown> }> {
     const { provider } = await this.integrations.withProvider(integrationKey);
-    const action = Object.hasOwn(provider.actions ?? {}, name) ? provider.actions![name] : undefined;
+    const action = own(provider.actions, name);
     if (!action) throw notFound('unknown_action', `provider "${provider.name}" has no action "${name}"${provider.actions ? `; its actions are ${Object.keys(provider.actions).join(', ')}` : ''}`);
     let validate = this.inputValidators.get(action);
     if (!validate) this.inputValidators.set(action, (validate = compileInputSchema(action.input)));
@@ -287,13 +316,48 @@ export class Engine {
       throw badRequest('invalid_input', `the input of action "${name}" does not match its schema: ${problems}`);
     }
     const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
-    const values = { ...freshValues(fresh), input };
-    const json = action.request.body ? await action.request.body.evaluate(input, { input, config: fresh.record.connection_config }) : undefined;
-    const res = await callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);
-    if (res.status >= 400) {
-      throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to action "${name}": ${res.text.slice(0, 300)}`);
+    try {
+      const values = { ...freshValues(fresh), input };
+      const json = action.request.body ? await evaluate(action.request.body, input, { input, config: fresh.record.connection_config }) : undefined;
+      const res = await callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);
+      if (res.status >= 400) {
+        throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to action "${name}": ${fresh.scrub(res.text.slice(0, 10_000)).slice(0, 300)}`);
+      }
+      const output = action.output ? await evaluate(action.output, res.body, { input }) : res.body;
+      return { success: true, action_name: name, output: (output && typeof output === 'object' && !Array.isArray(output) ? output : { result: output ?? null }) as Record<string, unknown> };
+    } catch (e) {
+      // Provider text in any error (a body, an expression's message) may repeat the credentials.
+      throw reworded(e, fresh.scrub);
     }
-    const output = action.output ? await action.output.evaluate(res.body, { input }) : res.body;
-    return { success: true, action_name: name, output: (output && typeof output === 'object' && !Array.isArray(output) ? output : { result: output ?? null }) as Record<string, unknown> };
   }
+}
+
+/**
+ * The provider's token response as the app sees it: without the refresh token, wherever the
+ * response put it. Refreshing is Terapi's job; an app that used a rotating refresh token once
+ * would break the connection.
+ */
+function withoutRefreshToken(credentials: Extract<Credentials, { type: 'oauth2' | 'oauth2_client_credentials' }>): Record<string, unknown> {
+  const refresh = credentials.type === 'oauth2' ? credentials.refresh_token : undefined;
+  return JSON.parse(JSON.stringify(credentials.raw ?? {}, (key, value) => (key === 'refresh_token' || (refresh !== undefined && value === refresh) ? undefined : value)));
+}
+
+const outsideBase = () => badRequest('invalid_request', "the proxied path must be a path under the provider's base URL, without . or .. segments, backslashes or control characters");
+
+/**
+ * The proxied path, refused at the cause of every climb above the base path. It is decoded first
+ * (a URL parser reads %2e%2e as ..); then a `.` or `..` segment, any backslash (a URL parser reads
+ * \ as /, so ..\..\x climbed) and any control character (the parser drops tabs and newlines,
+ * joining what was apart) are refused. An encoded slash inside a segment stays allowed: GitLab names
+ * projects as group%2Fproject.
+ */
+function checkProxyPath(path: string): void {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(path);
+  } catch {
+    throw outsideBase();
+  }
+  if (/[\\\u0000-\u001f\u007f]/.test(decoded) || /[\\\u0000-\u001f\u007f]/.test(path)) throw outsideBase();
+  if (decoded.split('/').some((s) => s === '.' || s === '..') || /^[a-z][a-z0-9+.-]*:/i.test(path)) throw outsideBase();
 }

@@ -16,3 +16,19 @@ export class TerapiError extends Error {
 export const badRequest = (code: string, message: string) => new TerapiError(400, code, message);
 export const notFound = (code: string, message: string) => new TerapiError(404, code, message);
 export const conflict = (code: string, message: string) => new TerapiError(409, code, message);
+
+/**
+ * The same error with its message passed through `change`: how a connection's secrets are taken out
+ * of provider text before an error is answered or logged.
+ */
+export function reworded(e: unknown, change: (message: string) => string): unknown {
+  if (e instanceof TerapiError) {
+    const message = change(e.message);
+    return message === e.message ? e : new TerapiError(e.status, e.code, message);
+  }
+  if (e instanceof Error) {
+    e.message = change(e.message);
+    if (e.stack) e.stack = change(e.stack);
+  }
+  return e;
+}

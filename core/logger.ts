@@ -12,6 +12,17 @@ function serializeError(e: unknown): unknown {
   return { type: e.name, message: e.message, stack: e.stack, ...(typeof code === 'string' ? { code } : {}) };
 }
 
+/** An error with provider text taken out of its message and stack (core/auth/secrets.ts), for a log line. */
+export function scrubbedError(e: unknown, scrub: (text: string) => string): Error {
+  const error = e instanceof Error ? e : new Error(String(e));
+  const copy = new Error(scrub(error.message));
+  copy.name = error.name;
+  copy.stack = scrub(error.stack ?? '');
+  const code = (error as { code?: unknown }).code;
+  if (typeof code === 'string') Object.assign(copy, { code });
+  return copy;
+}
+
 /**
  * Structured logs, one JSON line per event. Nothing that could hold a secret is ever passed to
  * the logger; the redaction below is a second line of defence against a mistake.

@@ -5,6 +5,7 @@ import { bodyParser } from '@koa/bodyparser';
 import { secretChecker } from '../core/auth/crypto.ts';
 import type { Engine } from '../core/engine.ts';
 import { notFound, TerapiError } from '../core/errors.ts';
+import { checkJson } from '../core/json-limits.ts';
 import { OPENAPI_TEXT, operations, type Checked } from './openapi.ts';
 import { callbackPage } from './callback-page.ts';
 
@@ -64,7 +65,13 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
       const err = e instanceof TerapiError ? e : undefined;
       const status = err?.status ?? ((e as { status?: number }).status === 400 || (e as { status?: number }).status === 413 ? (e as { status: number }).status : 500);
       ctx.status = status;
-      const body = err ? { error: err.code, message: err.message } : status < 500 ? { error: 'invalid_request', message: `the request body could not be read: ${(e as Error).message}` } : { error: 'internal_error', message: 'an unexpected error happened; it has been logged with this request_id' };
+      const body = err
+        ? { error: err.code, message: err.message }
+        : status === 413
+          ? { error: 'body_too_large', message: 'the request body is larger than 1 MB' }
+          : status < 500
+            ? { error: 'invalid_request', message: `the request body could not be read: ${(e as Error).message}` }
+            : { error: 'internal_error', message: 'an unexpected error happened; it has been logged with this request_id' };
       ctx.body = { ...body, request_id: id };
       if (status >= 500) log.error({ request_id: id, err: e, path: ctx.path }, 'request failed');
     } finally {
@@ -81,6 +88,15 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
       throw new TerapiError(404, 'not_found', 'this process is a worker (TERAPI_ROLE=worker): it runs syncs and serves only /health and /metrics; the API is served by the api processes');
     });
   }
+
+  // Every answer: never sniffed into another type, never framed, nothing loaded or run unless the
+  // page says so (the callback page allows its own script by hash).
+  app.use(async (ctx, next) => {
+    ctx.set('x-content-type-options', 'nosniff');
+    ctx.set('x-frame-options', 'DENY');
+    ctx.set('content-security-policy', "default-src 'none'; frame-ancestors 'none'");
+    await next();
+  });
 
   app.use(bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8', detectJSON: (ctx) => Boolean(ctx.request.is(JSON_TYPES)) }));
 
@@ -204,14 +220,22 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   });
   router.get('/oauth/connect/:provider_config_key', op('oauthConnect'), async (ctx) => {
     const { params, query } = input(ctx);
-    ctx.redirect(await engine.connect.authorizationUrl(query.connect_session_token as string, params.provider_config_key));
+    const { url, cookie } = await engine.connect.authorizationUrl(query.connect_session_token as string, params.provider_config_key);
+    // Set by hand: Koa's cookies refuse Secure on a plain connection, and TLS often ends at a proxy in front.
+    const publicUrl = new URL(engine.config.publicUrl);
+    const path = `${publicUrl.pathname.replace(/\/$/, '')}/oauth/callback`;
+    ctx.append('set-cookie', `${cookie.name}=${cookie.value}; Max-Age=${cookie.maxAgeSeconds}; Path=${path}; HttpOnly; SameSite=Lax${publicUrl.protocol === 'https:' ? '; Secure' : ''}`);
+    ctx.set('cache-control', 'no-store');
+    ctx.redirect(url);
   });
   router.get('/oauth/callback', op('oauthCallback'), async (ctx) => {
-    const outcome = await engine.connect.callback(input(ctx).query as Record<string, string>, ctx.state.requestId);
+    const outcome = await engine.connect.callback(input(ctx).query as Record<string, string>, (name) => ctx.cookies.get(name), ctx.state.requestId);
+    const { html, csp } = callbackPage(outcome, engine.config.allowedOrigins ?? [new URL(engine.config.publicUrl).origin]);
     ctx.status = outcome.ok ? 200 : 400;
     ctx.type = 'text/html';
     ctx.set('cache-control', 'no-store');
-    ctx.body = callbackPage(outcome);
+    ctx.set('content-security-policy', csp);
+    ctx.body = html;
   });
   router.post('/connect/:provider_config_key/credentials', op('connectCredentials'), async (ctx) => {
     const { params, query, body } = input(ctx);
@@ -228,6 +252,8 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     proxyOp.check({ path: ctx.path.slice(7) }, {}, undefined);
     if (!integration || !connection) throw new TerapiError(400, 'invalid_request', 'the proxy needs the headers Provider-Config-Key and Connection-Id');
     requireJsonBody(ctx);
+    const body = ctx.request.is(JSON_TYPES) ? ctx.request.body : undefined;
+    checkJson(body, 'body');
     const forwarded: Record<string, string> = {};
     for (const [name, value] of Object.entries(ctx.headers)) {
       if (typeof value === 'string' && !NOT_FORWARDED.has(name)) forwarded[name] = value;
@@ -237,12 +263,13 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
       path: ctx.path.slice(7),
       query: Object.fromEntries(Object.entries(ctx.query).map(([k, v]) => [k, Array.isArray(v) ? v[v.length - 1] : (v ?? '')])),
       headers: forwarded,
-      body: ctx.request.is(JSON_TYPES) ? ctx.request.body : undefined,
+      body,
     }, ctx.state.requestId);
     ctx.status = res.status;
     const type = res.headers['content-type'];
     if (typeof type === 'string') ctx.type = type;
-    ctx.body = res.text;
+    // Passed on as it arrives: an answer of any size goes through in constant memory.
+    ctx.body = res.body;
   });
 
   app.use(router.routes());

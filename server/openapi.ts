@@ -3,6 +3,7 @@ import { Ajv, type ValidateFunction } from 'ajv';
 import ajvFormats from 'ajv-formats';
 import { parse } from 'yaml';
 import { badRequest } from '../core/errors.ts';
+import { checkJson } from '../core/json-limits.ts';
 
 export const OPENAPI_TEXT = readFileSync(new URL('./openapi.yaml', import.meta.url), 'utf8');
 export const openapi = parse(OPENAPI_TEXT) as {
@@ -64,7 +65,11 @@ for (const item of Object.values(openapi.paths)) {
         // Repeated query parameters are not part of this API: the last one counts.
         const q = Object.fromEntries(Object.entries(query).map(([k, v]) => [k, Array.isArray(v) ? v[v.length - 1] : v]));
         run(queryCheck, q, 'query');
-        if (bodyCheck) run(bodyCheck, body ?? {}, 'body');
+        if (bodyCheck) {
+          // Bodies of the API's own operations may be stored: no NUL character either.
+          checkJson(body, 'body', { storable: true });
+          run(bodyCheck, body ?? {}, 'body');
+        }
         return { params: p, query: q, body: (body ?? {}) as Record<string, unknown> };
       },
     });

@@ -4,32 +4,44 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
+import { loadConfig } from '../core/config.ts';
 import { OAuth2Server } from 'oauth2-mock-server';
-import { freshDatabase, pgSkip, providersDir, startTerapi, TEST_ENCRYPTION_KEY, type Running } from './support.ts';
+import { freshDatabase, pgSkip, providersDir, spawnTerapi, startTerapi, type Running, type ServerProcess } from './support.ts';
 
 interface Mock {
   server: OAuth2Server;
   url: string;
   grants: string[];
   revoked: string[];
+  /** The tokens revocation requests named. */
+  revokedTokens: string[];
   refreshTokensSeen: string[];
+  /** Refresh tokens the server handed out, in order. */
+  refreshTokensIssued: string[];
 }
 
 async function startMock(): Promise<Mock> {
   const server = new OAuth2Server();
   await server.issuer.keys.generate('RS256');
   await server.start(0, '127.0.0.1');
-  const mock: Mock = { server, url: server.issuer.url!.replace(/\/$/, ''), grants: [], revoked: [], refreshTokensSeen: [] };
+  const mock: Mock = { server, url: server.issuer.url!.replace(/\/$/, ''), grants: [], revoked: [], revokedTokens: [], refreshTokensSeen: [], refreshTokensIssued: [] };
   server.service.on('beforeResponse', (res: any, req: any) => {
     // The mock's JWTs are equal within one second; a provider's tokens never are.
     if (res.body.access_token) res.body.access_token = `at-${randomUUID()}`;
+    if (res.body.refresh_token) mock.refreshTokensIssued.push(res.body.refresh_token);
     mock.grants.push(req.body.grant_type);
     if (req.body.grant_type === 'refresh_token') mock.refreshTokensSeen.push(req.body.refresh_token);
   });
   server.service.on('beforeRevoke', (_res: unknown, req: any) => {
     mock.revoked.push(req.headers['content-type'] ?? 'revoked');
+    // The mock parses no revocation body: read the form here.
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d));
+    req.on('end', () => mock.revokedTokens.push(new URLSearchParams(body).get('token')!));
   });
   return mock;
 }
@@ -64,6 +76,16 @@ auth:
 api: { base_url: "${mock.url}" }
 `;
 
+/** Rows of the keyv table while a connect flow is open: neither its session token nor its PKCE verifier may be in them. */
+function assertNothingInClear(rows: string[], sessionToken: string, challenge: string) {
+  assert.ok(rows.some((r) => r.includes('"integration":"mock"')), 'the state row was read');
+  assert.ok(!rows.join('\n').includes(sessionToken), 'a connect session token is stored in clear');
+  const strings: string[] = [];
+  const collect = (v: unknown): void => void (typeof v === 'string' ? strings.push(v) : v && typeof v === 'object' && Object.values(v).forEach(collect));
+  rows.forEach((r) => collect(JSON.parse(r)));
+  assert.ok(!strings.some((v) => createHash('sha256').update(v).digest('base64url') === challenge), 'the PKCE verifier is stored in clear');
+}
+
 const count = (mock: Mock, grant: string) => mock.grants.filter((g) => g === grant).length;
 
 describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
@@ -72,7 +94,7 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
 
   before(async () => {
     mock = await startMock();
-    t = await startTerapi({ providersDirs: [providersDir({ mock: mockProvider(mock), mockcc: clientCredentialsProvider(mock) })] });
+    t = await startTerapi({ providersDirs: [providersDir({ mock: mockProvider(mock), mockcc: clientCredentialsProvider(mock), mockiss: mockProvider(mock).replace('  mode: oauth2\n', `  mode: oauth2\n  issuer: ${mock.url}\n`) })] });
     const r = await t.call('POST', '/integration', { provider_config_key: 'mock', provider: 'mock', oauth_client_id: 'client-1', oauth_client_secret: 'secret-1' });
     assert.equal(r.status, 200, JSON.stringify(r.body));
   });
@@ -87,15 +109,20 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
     return r.body.token as string;
   }
 
-  /** The browser's part: our redirect, the provider's redirect back, the callback page. */
-  async function browse(token: string) {
-    const start = await fetch(`${t.url}/oauth/connect/mock?connect_session_token=${token}`, { redirect: 'manual' });
-    assert.equal(start.status, 302);
+  /**
+   * The browser's part: our redirect (which sets the cookie binding the flow to this browser), the
+   * provider's redirect back, the callback page, sent with the cookie unless `cookie` is false (a
+   * victim's browser opening someone else's authorization URL).
+   */
+  async function browse(token: string, options: { integration?: string; cookie?: boolean } = {}) {
+    const start = await fetch(`${t.url}/oauth/connect/${options.integration ?? 'mock'}?connect_session_token=${token}`, { redirect: 'manual' });
+    assert.equal(start.status, 302, await start.clone().text());
+    const setCookie = start.headers.get('set-cookie') ?? '';
     const authorize = new URL(start.headers.get('location')!);
     const back = await fetch(authorize, { redirect: 'manual' });
     const callback = back.headers.get('location')!;
-    const page = await fetch(callback);
-    return { authorize, callback, status: page.status, html: await page.text() };
+    const page = await fetch(callback, { headers: options.cookie === false ? {} : { cookie: setCookie.split(';')[0] } });
+    return { authorize, callback, setCookie, cookie: setCookie.split(';')[0], status: page.status, html: await page.text(), headers: page.headers };
   }
 
   test('connect: redirect with client id, scopes, state and PKCE; callback stores the connection', async () => {
@@ -168,7 +195,9 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
     assert.ok(Date.parse(r.body.expires_at) > Date.now() + 60_000);
     assert.equal(count(mock, 'refresh_token'), before + 1);
     assert.equal(mock.refreshTokensSeen.at(-1), 'rt-0');
-    const rotated = r.body.raw.refresh_token;
+    const rotated = mock.refreshTokensIssued.at(-1)!;
+    assert.ok(!r.text.includes(rotated), 'the refresh token is never handed to the app');
+    assert.equal(r.body.raw.refresh_token, undefined);
 
     r = await t.call('GET', '/auth/token/mock/exp');
     assert.equal(count(mock, 'refresh_token'), before + 1, 'a valid token is not refreshed');
@@ -179,7 +208,7 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
     assert.equal(mock.refreshTokensSeen.at(-1), rotated, 'the rotated refresh token was used');
 
     // A provider that sends no new refresh token: the old one stays.
-    const kept = r.body.raw.refresh_token;
+    const kept = mock.refreshTokensIssued.at(-1)!;
     mock.server.service.once('beforeResponse', (res: any) => delete res.body.refresh_token);
     await t.call('GET', '/auth/token/mock/exp?force_refresh=true');
     await t.call('GET', '/auth/token/mock/exp?force_refresh=true');
@@ -228,9 +257,7 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
     assert.equal(count(mock, 'refresh_token'), before + 1, 'the provider was not called again');
     // Reconnecting through the flow clears it.
     const token = (await t.call('POST', '/connect/sessions', { connection_id: 'revoked', allowed_integrations: ['mock'] })).body.token;
-    const start = await fetch(`${t.url}/oauth/connect/mock?connect_session_token=${token}`, { redirect: 'manual' });
-    const back = await fetch(start.headers.get('location')!, { redirect: 'manual' });
-    assert.equal((await fetch(back.headers.get('location')!)).status, 200);
+    assert.equal((await browse(token)).status, 200);
     r = await t.call('GET', '/auth/token/mock/revoked');
     assert.equal(r.status, 200);
   });
@@ -282,6 +309,113 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
     assert.equal(location.searchParams.get('client_id'), 'zid');
   });
 
+  test('the flow is bound to the browser that started it: a callback without its cookie stores nothing (login CSRF)', async () => {
+    const victim = await browse(await session('csrf-victim'), { cookie: false });
+    assert.equal(victim.status, 400);
+    assert.match(victim.html, /"error":"wrong_browser"/);
+    assert.equal((await t.call('GET', '/connection/csrf-victim?provider_config_key=mock')).status, 404, 'the attacker\'s account was stored');
+    assert.match(victim.setCookie, /HttpOnly/i);
+    assert.match(victim.setCookie, /SameSite=Lax/i);
+    assert.match(victim.setCookie, /Path=\/oauth\/callback(;|$)/);
+    assert.doesNotMatch(victim.setCookie, /Secure/i, 'not Secure while the public URL is http');
+    // Another browser's cookie does not do either.
+    const other = await browse(await session('csrf-other'));
+    const { authorize } = await browse(await session('csrf-victim-2'), { cookie: false });
+    const back = await fetch(authorize, { redirect: 'manual' });
+    const page = await fetch(back.headers.get('location')!, { headers: { cookie: other.cookie } });
+    assert.equal(page.status, 400);
+    // Behind an https public URL the cookie is Secure, and scoped to the public URL's path.
+    const publicUrl = t.engine.config.publicUrl;
+    t.engine.config.publicUrl = 'https://terapi.example.com/base';
+    try {
+      const start = await fetch(`${t.url}/oauth/connect/mock?connect_session_token=${await session('csrf-https')}`, { redirect: 'manual' });
+      assert.match(start.headers.get('set-cookie')!, /; Secure/i);
+      assert.match(start.headers.get('set-cookie')!, /Path=\/base\/oauth\/callback/);
+    } finally {
+      t.engine.config.publicUrl = publicUrl;
+    }
+  });
+
+  test('the callback page posts only to the allowed origins, under a CSP, X-Frame-Options and nosniff', async () => {
+    const { html, headers } = await browse(await session('origins-1'));
+    assert.doesNotMatch(html, /['"]\*['"]/, 'posted to any origin');
+    assert.ok(html.includes(JSON.stringify([new URL(t.url).origin])), 'by default, the public URL\'s origin only');
+    const script = /<script>([\s\S]*?)<\/script>/.exec(html)![1];
+    const csp = headers.get('content-security-policy')!;
+    assert.ok(csp.includes(`'sha256-${createHash('sha256').update(script).digest('base64')}'`), `the page's own script is allowed by its hash: ${csp}`);
+    assert.match(csp, /default-src 'none'/);
+    assert.match(csp, /frame-ancestors 'none'/);
+    assert.equal(headers.get('x-frame-options'), 'DENY');
+    assert.equal(headers.get('x-content-type-options'), 'nosniff');
+    const allowed = t.engine.config.allowedOrigins;
+    t.engine.config.allowedOrigins = ['https://app.example.com', 'https://admin.example.com:8443'];
+    try {
+      const page = await browse(await session('origins-2'));
+      assert.ok(page.html.includes(JSON.stringify(['https://app.example.com', 'https://admin.example.com:8443'])));
+    } finally {
+      t.engine.config.allowedOrigins = allowed;
+    }
+    assert.deepEqual(loadConfig({ embeddedKeys: false }, { TERAPI_ALLOWED_ORIGINS: 'https://app.example.com, http://localhost:5173' }).config.allowedOrigins, ['https://app.example.com', 'http://localhost:5173']);
+    assert.throws(() => loadConfig({ embeddedKeys: false }, { TERAPI_ALLOWED_ORIGINS: 'https://app.example.com/path' }), /TERAPI_ALLOWED_ORIGINS/);
+  });
+
+  test('the database holds no connect session token and no PKCE verifier in clear; its files are 0600', async () => {
+    const token = await session('at-rest');
+    const start = await fetch(`${t.url}/oauth/connect/mock?connect_session_token=${token}`, { redirect: 'manual' });
+    const challenge = new URL(start.headers.get('location')!).searchParams.get('code_challenge');
+    const file = join(t.engine.config.dataDir, 'terapi.sqlite');
+    const sqlite3 = (await import('sqlite3')).default;
+    const db = new sqlite3.Database(file);
+    const rows: string[] = await new Promise((res, rej) => db.all('SELECT value FROM keyv', (e, r: { value: string }[]) => (e ? rej(e) : res(r.map((x) => x.value)))));
+    db.close();
+    assertNothingInClear(rows, token, challenge!);
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) assert.equal(statSync(f).mode & 0o777, 0o600, `${f} is readable by others`);
+  });
+
+  test('reconnecting revokes the grant it replaces', async () => {
+    assert.equal((await browse(await session('reconnect'))).status, 200);
+    const first = (await t.call('GET', '/auth/token/mock/reconnect')).body.access_token;
+    assert.equal((await browse(await session('reconnect'))).status, 200);
+    const second = (await t.call('GET', '/auth/token/mock/reconnect')).body.access_token;
+    assert.notEqual(second, first);
+    for (let i = 0; i < 50 && !mock.revokedTokens.includes(first); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(mock.revokedTokens.includes(first), 'the replaced grant is still alive at the provider');
+    assert.ok(!mock.revokedTokens.includes(second));
+  });
+
+  test('an issuer declared in the provider file must come back as the callback\'s iss (RFC 9207)', async () => {
+    assert.equal((await t.call('POST', '/integration', { provider_config_key: 'iss', provider: 'mockiss', oauth_client_id: 'client-1', oauth_client_secret: 'secret-1' })).status, 200);
+    const withIss = (iss?: string) => mock.server.service.once('beforeAuthorizeRedirect', (redirect: { url: URL }) => iss && redirect.url.searchParams.set('iss', iss));
+    const tryConnect = async (id: string) => browse((await t.call('POST', '/connect/sessions', { connection_id: id, allowed_integrations: ['iss'] })).body.token, { integration: 'iss' });
+    withIss();
+    let page = await tryConnect('iss-missing');
+    assert.equal(page.status, 400);
+    assert.match(page.html, /"error":"issuer_mismatch"/);
+    withIss('https://evil.example');
+    page = await tryConnect('iss-wrong');
+    assert.equal(page.status, 400);
+    assert.match(page.html, /"error":"issuer_mismatch"/);
+    withIss(mock.url);
+    page = await tryConnect('iss-right');
+    assert.equal(page.status, 200, page.html);
+    for (const id of ['iss-missing', 'iss-wrong']) assert.equal((await t.call('GET', `/connection/${id}?provider_config_key=iss`)).status, 404);
+  });
+
+  test('secrets a provider echoes in a refresh error are scrubbed from the answer and the logs', async () => {
+    await t.call('POST', '/connection', { connection_id: 'echo', provider_config_key: 'mock', credentials: { type: 'oauth2', access_token: 'at-echo-secret-1', refresh_token: 'rt-echo-secret-1', expires_at: new Date(Date.now() - 1000).toISOString() } });
+    const basic = Buffer.from('client-1:secret-1').toString('base64');
+    mock.server.service.once('beforeResponse', (res: any) => {
+      res.statusCode = 400;
+      res.body = { error: 'invalid_request', error_description: `refresh_token=rt-echo-secret-1 ${encodeURIComponent('rt-echo-secret-1')} client_secret=secret-1 Basic ${basic} ${Buffer.from('rt-echo-secret-1').toString('base64')}` };
+    });
+    const logged = t.logs.length;
+    const r = await t.call('GET', '/auth/token/mock/echo');
+    assert.equal(r.status, 502, r.text);
+    assert.match(r.text, /\[redacted\]/);
+    const seen = r.text + t.logs.slice(logged).join('');
+    for (const secret of ['rt-echo-secret-1', 'secret-1', basic, Buffer.from('rt-echo-secret-1').toString('base64')]) assert.ok(!seen.includes(secret), `${secret} was shown`);
+  });
+
   test('connect sessions: unknown token 401, integration not allowed 403', async () => {
     let r = await fetch(`${t.url}/oauth/connect/mock?connect_session_token=nope`, { redirect: 'manual' });
     assert.equal(r.status, 401);
@@ -296,52 +430,43 @@ describe('OAuth 2 connect flow and token refresh (embedded store)', () => {
 describe('single-flight refresh across two server processes on one PostgreSQL', { skip: pgSkip }, () => {
   let mock: Mock;
   let db: Awaited<ReturnType<typeof freshDatabase>>;
-  const servers: ChildProcess[] = [];
+  const servers: ServerProcess[] = [];
 
   before(async () => {
     mock = await startMock();
     db = await freshDatabase();
+    const env = { TERAPI_DATABASE_URL: db.url, TERAPI_SECRET_KEY: 'sk_two_processes', TERAPI_PROVIDERS_DIR: providersDir({ mock: mockProvider(mock) }) };
+    // As `npm start` runs it: node --import tsx server/main.ts.
+    servers.push(await spawnTerapi(env), await spawnTerapi(env));
   });
   after(async () => {
-    for (const s of servers) s.kill('SIGTERM');
-    await Promise.all(servers.map((s) => new Promise((r) => (s.exitCode !== null ? r(null) : s.once('exit', r)))));
+    await Promise.all(servers.map((s) => s.stop()));
     await mock?.server.stop();
     await db?.drop();
   });
 
   test('200 concurrent token requests for an expired connection: one refresh, 200 new tokens', async () => {
-    const dir = providersDir({ mock: mockProvider(mock) });
-    const secret = 'sk_two_processes';
-    const ports = [34000 + Math.floor(Math.random() * 1000), 35000 + Math.floor(Math.random() * 1000)];
-    for (const port of ports) {
-      // As `npm start` runs it: node --import tsx server/main.ts.
-      const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
-        cwd: new URL('..', import.meta.url).pathname,
-        env: { ...process.env, PORT: String(port), TERAPI_DATABASE_URL: db.url, TERAPI_SECRET_KEY: secret, TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, TERAPI_PROVIDERS_DIR: dir, TERAPI_DATA_DIR: providersDir({}), TERAPI_LOG_LEVEL: 'warn' },
-        stdio: ['ignore', 'ignore', 'inherit'],
-      });
-      servers.push(child);
-    }
-    const call = (port: number, method: string, path: string, body?: unknown) =>
-      fetch(`http://127.0.0.1:${port}${path}`, { method, headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-    for (const port of ports) {
-      for (let i = 0; ; i++) {
-        const ok = await fetch(`http://127.0.0.1:${port}/health`).then((r) => r.ok, () => false);
-        if (ok) break;
-        assert.ok(i < 100, `server on ${port} did not start`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
-    }
-    let r = await call(ports[0], 'POST', '/integration', { provider_config_key: 'mock', provider: 'mock', oauth_client_id: 'c', oauth_client_secret: 's' });
+    let r = await servers[0].call('POST', '/integration', { provider_config_key: 'mock', provider: 'mock', oauth_client_id: 'c', oauth_client_secret: 's' });
     assert.equal(r.status, 200);
-    r = await call(ports[1], 'POST', '/connection', { connection_id: 'shared', provider_config_key: 'mock', credentials: { type: 'oauth2', access_token: 'expired', refresh_token: 'rt', expires_at: new Date(Date.now() - 1000).toISOString() } });
+    r = await servers[1].call('POST', '/connection', { connection_id: 'shared', provider_config_key: 'mock', credentials: { type: 'oauth2', access_token: 'expired', refresh_token: 'rt', expires_at: new Date(Date.now() - 1000).toISOString() } });
     assert.equal(r.status, 200);
     const before = count(mock, 'refresh_token');
-    const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => call(ports[i % 2], 'GET', '/auth/token/mock/shared').then(async (res) => ({ status: res.status, body: await res.json() }))));
-    assert.deepEqual(answers.filter((a) => a.status !== 200), []);
+    const answers = await Promise.all(Array.from({ length: 200 }, (_, i) => servers[i % 2].call('GET', '/auth/token/mock/shared')));
+    assert.deepEqual(answers.filter((a) => a.status !== 200).map((a) => a.body), []);
     assert.equal(count(mock, 'refresh_token') - before, 1, 'exactly one refresh reached the OAuth server');
     const tokens = new Set(answers.map((a) => a.body.access_token));
     assert.equal(tokens.size, 1);
     assert.ok(!tokens.has('expired'));
+  });
+
+  test('on PostgreSQL too, the database holds no connect session token and no PKCE verifier in clear', async () => {
+    const token = (await servers[0].call('POST', '/connect/sessions', { connection_id: 'at-rest', allowed_integrations: ['mock'] })).body.token;
+    const start = await fetch(`${servers[1].url}/oauth/connect/mock?connect_session_token=${token}`, { redirect: 'manual' });
+    const challenge = new URL(start.headers.get('location')!).searchParams.get('code_challenge');
+    const c = new pg.Client({ connectionString: db.url });
+    await c.connect();
+    const rows: string[] = (await c.query('SELECT value FROM keyv')).rows.map((r) => r.value);
+    await c.end();
+    assertNothingInClear(rows, token, challenge!);
   });
 });

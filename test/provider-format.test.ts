@@ -217,7 +217,7 @@ const INVALID: Record<string, Case> = {
   'unknown key: in the auth branch chosen by mode': {
     text: edit(BASE, ['  scopes:', '  scope:']),
     errors: [
-      `${F}:11:3: unknown key "scope" in "auth": did you mean "scopes"? allowed keys are mode, authorization_url, token_url, refresh_url, scopes, scope_separator, scope_param, authorization_params, token_params, refresh_params, pkce, client_auth, token_request_format, token_response, refresh_buffer_seconds, revocation`,
+      `${F}:11:3: unknown key "scope" in "auth": did you mean "scopes"? allowed keys are mode, authorization_url, token_url, refresh_url, issuer, scopes, scope_separator, scope_param, authorization_params, token_params, refresh_params, pkce, client_auth, token_request_format, token_response, refresh_buffer_seconds, revocation`,
     ],
   },
   // Missing required keys: at the key of the object that lacks it.
@@ -362,6 +362,23 @@ const INVALID: Record<string, Case> = {
   'regexp: an invalid connection_config pattern (at the quoted value)': {
     text: edit(BASE, ['    pattern: "[a-z0-9][a-z0-9-]*"', '    pattern: "[a-z0-9"']),
     errors: [`${F}:15:14: "connection_config.subdomain.pattern" is not a valid regular expression: Invalid regular expression: /[a-z0-9/: Unterminated character class`],
+  },
+  // Patterns run on end-user input, on RE2 (linear time): what RE2 cannot run is refused at load.
+  'regexp: a lookahead in a connection_config pattern (RE2 cannot run it)': {
+    text: edit(BASE, ['    pattern: "[a-z0-9][a-z0-9-]*"', '    pattern: "(?!www)[a-z0-9][a-z0-9-]*"']),
+    errors: [`${F}:15:14: "connection_config.subdomain.pattern" holds a regular expression RE2 cannot run in linear time: /(?!www)[a-z0-9][a-z0-9-]*/: invalid or unsupported Perl syntax: \`(?!\`; rewrite it without lookarounds or backreferences`],
+  },
+  'regexp: a backreference in an api_key pattern': {
+    text: edit(BASE, [OAUTH2_AUTH, '  mode: api_key\n  pattern: "(ab)\\\\1"\n'], ['  headers:\n', '  credentials: { in: header, name: X-Key, value: "${api_key}" }\n  headers:\n']),
+    errors: [`${F}:9:12: "auth.pattern" holds a regular expression RE2 cannot run in linear time: /(ab)\\1/: invalid escape sequence: \`\\1\`; rewrite it without lookarounds or backreferences`],
+  },
+  'regexp: a lookbehind in an action input schema pattern (at the input value)': {
+    text: edit(BASE, ['        title: { type: string }', '        title: { type: string, pattern: "(?<=a)b" }']),
+    errors: [`${F}:45:7: "actions.create-ticket.input" holds a regular expression RE2 cannot run in linear time: /(?<=a)b/: invalid named capture: \`(?<=a)b\`; rewrite it without lookarounds or backreferences`],
+  },
+  'regexp: a lookahead in a JSONata regex of a mapping': {
+    text: edit(BASE, [`'{ "id": $string(id), "title": subject,`, `'{ "id": $string(id), "title": $replace(subject, /a(?=b)/, ""),`]),
+    errors: [`${F}:35:14: "syncs.tickets.mapping" holds a regular expression RE2 cannot run in linear time: /a(?=b)/: invalid or unsupported Perl syntax: \`(?=\`; rewrite it without lookarounds or backreferences`],
   },
   'JSON Schema: an invalid action input (at the input value)': {
     text: edit(BASE, ['        title: { type: string }', '        title: { type: text }']),

@@ -4,12 +4,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, connect, type Server, type Socket } from 'node:net';
-import type { AddressInfo } from 'node:net';
 import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import type { ConfigError } from '../core/config.ts';
-import { freshDatabase, pgSkip, startTerapi, tempDir, TEST_ENCRYPTION_KEY } from './support.ts';
+import { freshDatabase, pgSkip, startTerapi, tcpHop, tempDir, TEST_ENCRYPTION_KEY } from './support.ts';
 
 const KEY_B = 'b'.repeat(64);
 
@@ -76,36 +74,6 @@ describe('embedded store: restart and key rotation', () => {
 
 const keyId = (hex: string) => createHash('sha256').update(Buffer.from(hex, 'hex')).digest('hex').slice(0, 8);
 
-/** A TCP hop in front of PostgreSQL that the test can cut and restore: a real outage, seen from the server. */
-async function tcpHop(target: { host: string; port: number }) {
-  const sockets = new Set<Socket>();
-  let server: Server | undefined;
-  let port = 0;
-  const open = async () => {
-    server = createServer((client) => {
-      const upstream = connect(target.port, target.host);
-      sockets.add(client).add(upstream);
-      client.pipe(upstream).pipe(client);
-      const drop = () => { client.destroy(); upstream.destroy(); };
-      client.on('error', drop).on('close', drop);
-      upstream.on('error', drop).on('close', drop);
-    });
-    server.listen(port, '127.0.0.1');
-    await new Promise((r) => server!.once('listening', r));
-    port = (server.address() as AddressInfo).port;
-  };
-  await open();
-  return {
-    get port() { return port; },
-    cut: async () => {
-      for (const s of sockets) s.destroy();
-      sockets.clear();
-      await new Promise((r) => server!.close(r));
-    },
-    restore: open,
-  };
-}
-
 describe('PostgreSQL outage', { skip: pgSkip }, () => {
   let db: Awaited<ReturnType<typeof freshDatabase>>;
   before(async () => { db = await freshDatabase(); });
@@ -114,9 +82,7 @@ describe('PostgreSQL outage', { skip: pgSkip }, () => {
   test('calls answer 503 store_unavailable while the database is away, and work again when it returns', async () => {
     const real = new URL(db.url);
     const hop = await tcpHop({ host: real.hostname, port: Number(real.port || 5432) });
-    const url = new URL(db.url);
-    url.port = String(hop.port);
-    const t = await startTerapi({ databaseUrl: url.toString() });
+    const t = await startTerapi({ databaseUrl: hop.via(db.url) });
     try {
       let r = await t.call('POST', '/integration', { provider_config_key: 'stripe', provider: 'stripe' });
       assert.equal(r.status, 200, JSON.stringify(r.body));

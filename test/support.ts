@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTcpServer, connect, type Server as TcpServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -80,20 +81,7 @@ export async function startTerapi(options: { databaseUrl?: string; providersDirs
   await new Promise((r) => server.once('listening', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   engine.config.publicUrl = url;
-  const call: Running['call'] = async (method, path, body, headers = {}) => {
-    const res = await fetch(url + path, {
-      method,
-      redirect: 'manual',
-      headers: { authorization: `Bearer ${secret}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
-      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-    });
-    const text = await res.text();
-    let parsed: unknown = text;
-    try {
-      parsed = JSON.parse(text);
-    } catch {}
-    return { status: res.status, body: parsed, headers: res.headers, text };
-  };
+  const call = caller(url, secret);
   return {
     url,
     secret,
@@ -133,51 +121,88 @@ export const json = (res: ServerResponse, status: number, body: unknown, headers
   res.end(JSON.stringify(body));
 };
 
-/** A port nothing listens on now. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, '127.0.0.1');
-  await new Promise((r) => server.once('listening', r));
-  const { port } = server.address() as AddressInfo;
-  await new Promise((r) => server.close(r));
-  return port;
+type Call = Running['call'];
+
+/** A fetch of one server's API with the secret key; the body parsed as JSON when it is JSON. */
+function caller(url: string, secret: string): Call {
+  return async (method, path, body, headers = {}) => {
+    const res = await fetch(url + path, {
+      method,
+      redirect: 'manual',
+      headers: { authorization: `Bearer ${secret}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let parsed: unknown = text;
+    try {
+      parsed = JSON.parse(text);
+    } catch {}
+    return { status: res.status, body: parsed, headers: res.headers, text };
+  };
 }
 
-export interface Spawned {
+export interface ServerProcess {
   url: string;
+  secret: string;
+  dataDir: string;
   child: ChildProcess;
-  call: (method: string, path: string, body?: unknown) => Promise<{ status: number; body: any }>;
-  /** Stops the process with this signal and waits for it to end. */
+  /** Log lines (stdout) and stderr so far. */
+  output: () => string;
+  call: Call;
+  /** Whether the process is still running. */
+  alive: () => boolean;
+  /** Stops the process with this signal (SIGTERM by default) and waits for it to end. */
   stop: (signal?: NodeJS.Signals) => Promise<void>;
 }
 
-/** The server as `npm start` runs it (node --import tsx server/main.ts), in a process of its own. */
-export async function spawnTerapi(env: Record<string, string>): Promise<Spawned> {
-  const port = await freePort();
-  const secret = env.TERAPI_SECRET_KEY ?? 'sk_spawned';
+/** A spawned server process (the name the sync tests use). */
+export type Spawned = ServerProcess;
+
+export const ROOT = new URL('..', import.meta.url).pathname;
+
+/**
+ * The server as `npm start` runs it (node --import tsx server/main.ts), in a child process on a free
+ * port, with the test encryption key; resolves once it listens. For races between real processes.
+ */
+export async function spawnTerapi(env: Record<string, string> = {}): Promise<ServerProcess> {
+  const dataDir = env.TERAPI_DATA_DIR ?? tempDir('terapi-data-');
+  const secret = env.TERAPI_SECRET_KEY ?? `sk_test_${randomBytes(8).toString('hex')}`;
   const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
-    cwd: new URL('..', import.meta.url).pathname,
-    env: { PATH: process.env.PATH!, TERAPI_SECRET_KEY: secret, TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, TERAPI_LOG_LEVEL: 'warn', ...env, PORT: String(port) },
-    stdio: ['ignore', 'ignore', 'inherit'],
+    cwd: ROOT,
+    // At info level: the line saying which port it listens on is how this finds it.
+    env: { PATH: process.env.PATH!, PORT: '0', TERAPI_DATA_DIR: dataDir, TERAPI_SECRET_KEY: secret, TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, ...env, TERAPI_LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`the server did not start:\n${output}`)), 60_000);
+    const look = () => {
+      const m = /"port":(\d+)[^\n]*terapi listening/.exec(output);
+      if (m) {
+        clearTimeout(timer);
+        child.stdout!.off('data', look);
+        resolve(Number(m[1]));
+      }
+    };
+    child.stdout!.on('data', look);
+    void exited.then(() => reject(new Error(`the server exited before listening:\n${output}`)));
   });
   const url = `http://127.0.0.1:${port}`;
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  for (let i = 0; ; i++) {
-    if (await fetch(`${url}/health`).then((r) => r.ok, () => false)) break;
-    if (child.exitCode !== null || i > 150) throw new Error(`the server on port ${port} did not start`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
   return {
     url,
+    secret,
+    dataDir,
     child,
-    call: async (method, path, body) => {
-      const res = await fetch(url + path, { method, headers: { authorization: `Bearer ${secret}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) }, body: body === undefined ? undefined : JSON.stringify(body) });
-      const text = await res.text();
-      return { status: res.status, body: text ? JSON.parse(text) : undefined };
-    },
-    stop: async (signal = 'SIGTERM') => {
+    output: () => output,
+    call: caller(url, secret),
+    alive: () => child.exitCode === null && child.signalCode === null,
+    stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       await exited;
+      if (!env.TERAPI_DATA_DIR) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }
@@ -193,4 +218,70 @@ export function runCommand([file, ...args]: string[], options: { cwd?: string; e
     child.on('error', reject);
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
+}
+
+/** A TCP hop in front of a server (PostgreSQL) that a test can cut and restore: a real outage, seen from Terapi. */
+export async function tcpHop(target: { host: string; port: number }) {
+  const sockets = new Set<Socket>();
+  let server: TcpServer | undefined;
+  let port = 0;
+  const open = async () => {
+    server = createTcpServer((client) => {
+      const upstream = connect(target.port, target.host);
+      sockets.add(client).add(upstream);
+      client.pipe(upstream).pipe(client);
+      const drop = () => { client.destroy(); upstream.destroy(); };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+    });
+    server.listen(port, '127.0.0.1');
+    await new Promise((r) => server!.once('listening', r));
+    port = (server.address() as AddressInfo).port;
+  };
+  await open();
+  return {
+    get port() { return port; },
+    /** A database URL that goes through the hop. */
+    via(url: string) {
+      const u = new URL(url);
+      u.hostname = '127.0.0.1';
+      u.port = String(port);
+      return u.toString();
+    },
+    cut: async () => {
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+      await new Promise((r) => server!.close(r));
+    },
+    restore: open,
+  };
+}
+
+/** A GET sent as written: fetch would resolve dot segments and backslashes before sending. Answers the status. */
+export function rawGet(t: { url: string; secret: string }, path: string, headers: Record<string, string>): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const { hostname, port } = new URL(t.url);
+    const req = request({ hostname, port, path, headers: { ...headers, authorization: `Bearer ${t.secret}` } }, (res) => {
+      res.resume();
+      resolve(res.statusCode!);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** Answers `size` bytes in 64 KiB chunks, as fast as the reader takes them: a provider's large export. */
+export function sendBytes(res: ServerResponse, size: number): void {
+  res.writeHead(200, { 'content-type': 'application/octet-stream' });
+  const chunk = Buffer.alloc(65536, 120);
+  let sent = 0;
+  const pump = () => {
+    while (sent < size) {
+      const part = chunk.subarray(0, Math.min(chunk.length, size - sent));
+      sent += part.length;
+      if (!res.write(part)) return void res.once('drain', pump);
+    }
+    res.end();
+  };
+  pump();
 }

@@ -133,7 +133,7 @@ syncs:
   assert.deepEqual(errors, []);
   const provider = providers.get('pager')!;
   syncOf = (name) => provider.syncs![name];
-  fresh = () => ({ provider, record: { connection_config: {} } as Fresh['record'], credentials: { type: 'api_key', api_key: 'k-1' }, integration: {} as Fresh['integration'] });
+  fresh = () => ({ provider, record: { connection_config: {} } as Fresh['record'], credentials: { type: 'api_key', api_key: 'k-1' }, integration: {} as Fresh['integration'], scrub: (text) => text });
 });
 after(() => api.close());
 

@@ -1,12 +1,15 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Sealer } from './crypto.ts';
 import { AuthEngine, OAuthError, verifyCredentials } from './tokens.ts';
 import type { Credentials } from './connections.ts';
 import { checkConnectionConfig, parseCredentials } from './connections.ts';
-import { badRequest, TerapiError } from '../errors.ts';
+import { badRequest, reworded, TerapiError } from '../errors.ts';
 import { checkKey, type Integrations } from './integrations.ts';
 import type { Logger } from '../logger.ts';
 import type { OAuth2Auth } from '../format/provider-types.ts';
 import { Store } from '../store/store.ts';
+import { own } from '../own.ts';
+import { checkJson, MAX_METADATA_BYTES } from '../json-limits.ts';
 
 export const SESSION_TTL_MS = 30 * 60_000;
 export const STATE_TTL_MS = 10 * 60_000;
@@ -20,11 +23,25 @@ export interface ConnectSession {
   expires_at: string;
 }
 
+/** A flow between the redirect to the provider and its callback; kept 10 minutes, taken once. */
 interface OAuthState {
-  session_token: string;
+  /** The connect session's key, the hash of its token: the token itself is never stored. */
+  session: string;
   integration: string;
+  /** The integration's id when the flow started: an integration made since under the same key is not this one. */
+  integration_id?: string;
+  /** The PKCE verifier, sealed like credentials. */
   verifier?: string;
+  /** The hash of the cookie value given to the browser that started the flow. */
+  browser: string;
   connection_config: Record<string, string>;
+}
+
+/** The cookie that binds a flow to the browser that started it, for the server to set with the redirect. */
+export interface BrowserCookie {
+  name: string;
+  value: string;
+  maxAgeSeconds: number;
 }
 
 /** The end of a connect flow, for the page that reports to the opener window. */
@@ -36,6 +53,9 @@ export type FinishConnection = (input: { integration: string; connection_id: str
 
 const sessionKey = (token: string) => Store.key('connect_session', hash(token));
 const stateKey = (state: string) => Store.key('oauth_state', hash(state));
+/** One cookie per flow, named after its state: two flows in two popups of one browser do not collide. */
+const cookieName = (state: string) => `terapi_connect_${hash(state).slice(0, 16)}`;
+const sameHash = (a: string, b: string) => a.length === b.length && timingSafeEqual(Buffer.from(a), Buffer.from(b));
 // Tokens are kept by their hash: a read of the database gives nothing a browser could use.
 const hash = (s: string) => createHash('sha256').update(s).digest('hex');
 const token = () => randomBytes(32).toString('base64url');
@@ -52,6 +72,7 @@ export class ConnectFlow {
     private readonly auth: AuthEngine,
     private readonly finish: FinishConnection,
     private readonly config: { publicUrl: string },
+    private readonly sealer: Sealer,
     private readonly log: Logger,
   ) {}
 
@@ -62,10 +83,11 @@ export class ConnectFlow {
 
   async createSession(input: { connection_id: string; allowed_integrations: string[]; connection_config?: Record<string, Record<string, string>>; metadata?: Record<string, unknown> }): Promise<{ token: string; expires_at: string }> {
     checkKey(input.connection_id, 'connection_id');
+    checkJson(input.metadata, 'metadata', { maxBytes: MAX_METADATA_BYTES, storable: true });
     if (!input.allowed_integrations.length) throw badRequest('invalid_request', 'allowed_integrations must name at least one integration');
     for (const key of input.allowed_integrations) {
       const { provider } = await this.integrations.withProvider(key);
-      checkConnectionConfig(provider, input.connection_config?.[key] ?? {}, 'before_auth');
+      checkConnectionConfig(provider, own(input.connection_config, key) ?? {}, 'before_auth');
     }
     for (const key of Object.keys(input.connection_config ?? {})) {
       if (!input.allowed_integrations.includes(key)) throw badRequest('invalid_request', `connection_config names "${key}", which is not in allowed_integrations`);
@@ -84,16 +106,22 @@ export class ConnectFlow {
     return session;
   }
 
-  /** The provider's authorization URL to send the browser to. */
-  async authorizationUrl(sessionToken: string | undefined, integrationKey: string): Promise<string> {
+  /**
+   * The provider's authorization URL to send the browser to, and the cookie to set in that browser:
+   * the callback needs it back, so that a victim who opens someone else's authorization URL cannot
+   * end up with that person's account stored as theirs (login CSRF).
+   */
+  async authorizationUrl(sessionToken: string | undefined, integrationKey: string): Promise<{ url: string; cookie: BrowserCookie }> {
     const session = await this.session(sessionToken, integrationKey);
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
     if (provider.auth.mode !== 'oauth2') throw badRequest('not_oauth', `integration "${integrationKey}" uses ${provider.auth.mode} auth: post the credentials to /connect/${integrationKey}/credentials instead`);
     const auth: OAuth2Auth = provider.auth;
-    const config = checkConnectionConfig(provider, session.connection_config[integrationKey] ?? {}, 'before_auth');
+    const config = checkConnectionConfig(provider, own(session.connection_config, integrationKey) ?? {}, 'before_auth');
     const state = token();
     const verifier = auth.pkce ? token() : undefined;
-    await this.store.set(stateKey(state), { session_token: sessionToken!, integration: integrationKey, verifier, connection_config: config } satisfies OAuthState, STATE_TTL_MS);
+    const browser = token();
+    const kept: OAuthState = { session: hash(sessionToken!), integration: integrationKey, integration_id: integration.id, verifier: verifier && this.sealer.seal(verifier), browser: hash(browser), connection_config: config };
+    await this.store.set(stateKey(state), kept, STATE_TTL_MS);
     const url = new URL(auth.authorization_url.renderUrl(config));
     for (const [k, t] of Object.entries(auth.authorization_params ?? {})) url.searchParams.set(k, t.renderText(config));
     url.searchParams.set('response_type', 'code');
@@ -106,27 +134,44 @@ export class ConnectFlow {
       url.searchParams.set('code_challenge', createHash('sha256').update(verifier).digest('base64url'));
       url.searchParams.set('code_challenge_method', 'S256');
     }
-    return url.toString();
+    return { url: url.toString(), cookie: { name: cookieName(state), value: browser, maxAgeSeconds: STATE_TTL_MS / 1000 } };
   }
 
-  /** The OAuth callback. Never throws: every failure is an outcome for the page, and is logged (with `requestId`). */
-  async callback(query: Record<string, string | undefined>, requestId?: string): Promise<ConnectOutcome> {
+  /**
+   * The OAuth callback; `cookie` reads a cookie the browser sent. Never throws: every failure is an
+   * outcome for the page, and is logged (with `requestId`).
+   */
+  async callback(query: Record<string, string | undefined>, cookie: (name: string) => string | undefined, requestId?: string): Promise<ConnectOutcome> {
+    let scrub = (text: string) => text;
     const fail = (error: string, message: string, extra: Partial<ConnectOutcome> = {}): ConnectOutcome => {
+      message = scrub(message);
       this.log.warn({ request_id: requestId, error, ...extra }, `connect flow failed: ${message}`);
       return { ok: false, error, message, ...extra } as ConnectOutcome;
     };
     // Taken, not read: a state works once, whatever happens next.
     const state = query.state ? await this.store.take<OAuthState>(stateKey(query.state)).catch(() => undefined) : undefined;
     if (!state) return fail('invalid_state', 'this sign-in link is unknown, was already used, or has expired: start again from the app');
-    const session = await this.store.get<ConnectSession>(sessionKey(state.session_token));
+    const browser = cookie(cookieName(query.state!));
+    if (!browser || !sameHash(hash(browser), state.browser)) {
+      return fail('wrong_browser', 'this sign-in was not started in this browser (or the browser did not send its cookie back): start again from the app, in this browser');
+    }
+    const session = await this.store.get<ConnectSession>(Store.key('connect_session', state.session)).catch(() => undefined);
     const where = { provider_config_key: state.integration, connection_id: session?.connection_id };
     if (!session) return fail('invalid_session', 'the connect session expired during sign-in: start again from the app', where);
-    if (query.error) return fail(query.error, `the provider answered ${query.error}${query.error_description ? `: ${query.error_description}` : ''}`, where);
-    if (!query.code) return fail('missing_code', 'the provider sent no authorization code', where);
     try {
       const { integration, provider } = await this.integrations.withProvider(state.integration);
+      if ((integration.id ?? '') !== (state.integration_id ?? '')) return fail('integration_changed', 'the integration was deleted and made again during sign-in: start again from the app', where);
       if (provider.auth.mode !== 'oauth2') return fail('not_oauth', 'this integration no longer uses OAuth 2', where);
-      const result = await this.auth.exchangeCode(provider, provider.auth, integration, state.connection_config, query.code, this.callbackUrl, state.verifier);
+      const verifier = state.verifier ? this.sealer.open<string>(state.verifier) : undefined;
+      scrub = this.auth.scrubber(integration, undefined, query.code, verifier);
+      // RFC 9207: where the provider names its issuer, an answer from any other server is refused.
+      const issuer = provider.auth.issuer;
+      if (issuer !== undefined && query.iss !== issuer) {
+        return fail('issuer_mismatch', `the sign-in answer names ${query.iss ? `the issuer ${JSON.stringify(query.iss)}` : 'no issuer'}, not ${issuer}: it may come from another authorization server, so nothing was stored`, where);
+      }
+      if (query.error) return fail(query.error, `the provider answered ${query.error}${query.error_description ? `: ${query.error_description}` : ''}`, where);
+      if (!query.code) return fail('missing_code', 'the provider sent no authorization code', where);
+      const result = await this.auth.exchangeCode(provider, provider.auth, integration, state.connection_config, query.code, this.callbackUrl, verifier);
       await this.finish({
         integration: state.integration,
         connection_id: session.connection_id,
@@ -147,13 +192,17 @@ export class ConnectFlow {
   /** API key and basic integrations: the browser posts the credentials, checked with the provider first. */
   async postCredentials(sessionToken: string | undefined, integrationKey: string, input: Record<string, unknown>): Promise<{ provider_config_key: string; connection_id: string }> {
     const session = await this.session(sessionToken, integrationKey);
-    const { provider } = await this.integrations.withProvider(integrationKey);
+    const { integration, provider } = await this.integrations.withProvider(integrationKey);
     if (provider.auth.mode !== 'api_key' && provider.auth.mode !== 'basic') {
       throw badRequest('not_credentials', `integration "${integrationKey}" uses ${provider.auth.mode}: use GET /oauth/connect/${integrationKey}`);
     }
     const credentials = parseCredentials(provider, { type: provider.auth.mode, ...input });
-    const config = checkConnectionConfig(provider, session.connection_config[integrationKey] ?? {});
-    await verifyCredentials(provider, config, credentials);
+    const config = checkConnectionConfig(provider, own(session.connection_config, integrationKey) ?? {});
+    try {
+      await verifyCredentials(provider, config, credentials);
+    } catch (e) {
+      throw reworded(e, this.auth.scrubber(integration, credentials));
+    }
     await this.finish({ integration: integrationKey, connection_id: session.connection_id, credentials, connection_config: config, metadata: session.metadata, replace: true });
     return { provider_config_key: integrationKey, connection_id: session.connection_id };
   }

@@ -1,8 +1,10 @@
 import type { Sealer } from './crypto.ts';
 import { badRequest, conflict, notFound } from '../errors.ts';
-import { checkKey } from './integrations.ts';
+import { checkKey, integrationKey, type IntegrationRecord } from './integrations.ts';
 import type { AuthMode, Provider } from '../format/provider-types.ts';
 import { Store } from '../store/store.ts';
+import { own } from '../own.ts';
+import { fullMatch } from '../expression/regex.ts';
 
 /** Credentials as sealed at rest, by auth mode (PRODUCT.md, "Credentials in createConnection"). */
 export type Credentials =
@@ -15,6 +17,11 @@ export type Credentials =
 export interface ConnectionRecord {
   id: string;
   provider_config_key: string;
+  /**
+   * The id of the integration it was made under (IntegrationRecord.id): an integration deleted and
+   * made again under the same key is another integration, and this connection is not its own.
+   */
+  integration_id?: string;
   provider: string;
   metadata: Record<string, unknown>;
   connection_config: Record<string, string>;
@@ -44,7 +51,22 @@ export interface ConnectionView {
 const exists = (integration: string, id: string) =>
   conflict('connection_exists', `connection "${id}" already exists in integration "${integration}": delete it first, or use another connection_id`);
 
+const integrationGone = (integration: string) => notFound('unknown_integration', `integration "${integration}" was deleted while the connection was being made: nothing was stored`);
+
 export const connectionKey = (integration: string, id: string) => Store.key('connection', integration, id);
+
+/** A connection as its writer gives it: what Connections adds (sealed credentials, integration id, times) left out. */
+export type NewConnection = Omit<ConnectionRecord, 'credentials' | 'credentials_type' | 'expires_at' | 'integration_id' | 'updated_at'>;
+
+/** Whether a connection belongs to this integration, and not to an earlier one of the same key. */
+export const belongsTo = (record: ConnectionRecord, integration: IntegrationRecord) => (record.integration_id ?? '') === (integration.id ?? '');
+
+/**
+ * Every write of a connection after its creation is made over what the writer read: it happens
+ * only if the connection is still there with the same sealed credentials (each sealing is unique),
+ * in one statement. A delete, or a reconnect, that came in between wins; the writer learns it.
+ */
+const unchanged = (seen: ConnectionRecord) => ({ field: 'credentials', equals: seen.credentials });
 
 export class Connections {
   constructor(
@@ -53,9 +75,13 @@ export class Connections {
   ) {}
 
   async get(integration: string, id: string): Promise<ConnectionRecord> {
-    const record = await this.store.get<ConnectionRecord>(connectionKey(integration, id));
+    const record = await this.find(integration, id);
     if (!record) throw notFound('unknown_connection', `there is no connection "${id}" in integration "${integration}"`);
     return record;
+  }
+
+  async find(integration: string, id: string): Promise<ConnectionRecord | undefined> {
+    return this.store.get<ConnectionRecord>(connectionKey(integration, id));
   }
 
   async list(integration?: string): Promise<ConnectionRecord[]> {
@@ -69,35 +95,89 @@ export class Connections {
   }
 
   /**
-   * Writes a connection; its credentials are sealed here and nowhere else. With `onlyIfNew`, the
-   * write happens only if no connection has that id (atomically), else it is a 409.
+   * Makes a connection, atomically: only if no connection has that id (else 409), and only while
+   * its integration, that very one, exists (else 404): a connection can never outlive the
+   * integration it was made under. Its credentials are sealed here and nowhere else.
    */
-  async save(record: Omit<ConnectionRecord, 'credentials' | 'credentials_type' | 'expires_at'>, credentials: Credentials, onlyIfNew = false): Promise<ConnectionRecord> {
-    const full: ConnectionRecord = {
-      ...record,
+  async create(integration: IntegrationRecord, record: NewConnection, credentials: Credentials): Promise<ConnectionRecord> {
+    const full = this.seal(integration, record, credentials);
+    const key = connectionKey(integration.unique_key, record.id);
+    if (await this.store.add(key, full, { key: integrationKey(integration.unique_key), field: 'id', equals: integration.id ?? '' })) return full;
+    if (await this.find(integration.unique_key, record.id)) throw exists(integration.unique_key, record.id);
+    throw integrationGone(integration.unique_key);
+  }
+
+  /**
+   * Writes a connection's new credentials (a refresh) over those it was read with. Undefined when it
+   * was deleted or written since: then nothing is written, and the caller must not use what it got.
+   */
+  async update(seen: ConnectionRecord, credentials: Credentials, changes: Partial<Pick<ConnectionRecord, 'connection_config' | 'metadata'>> = {}): Promise<ConnectionRecord | undefined> {
+    const full = { ...seen, ...changes, ...this.sealed(credentials) };
+    return (await this.store.replace(connectionKey(seen.provider_config_key, seen.id), full, unchanged(seen))) ? full : undefined;
+  }
+
+  /** False when the connection was deleted or written since it was read: the mark is then dropped. */
+  async markNeedsReauth(seen: ConnectionRecord, reason: string): Promise<boolean> {
+    const marked = { ...seen, needs_reauth: true, reauth_reason: reason, updated_at: new Date().toISOString() };
+    return this.store.replace(connectionKey(seen.provider_config_key, seen.id), marked, unchanged(seen));
+  }
+
+  /**
+   * The end user connected again (the connect flow): the connection's credentials replaced, or the
+   * connection made. Answers the connection written and the one it replaced (whose grant the caller
+   * revokes). Each attempt is conditional on what it read, so a concurrent write is never lost.
+   */
+  async put(integration: IntegrationRecord, record: NewConnection, credentials: Credentials): Promise<{ record: ConnectionRecord; replaced?: ConnectionRecord }> {
+    const key = connectionKey(integration.unique_key, record.id);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const current = await this.find(integration.unique_key, record.id);
+      if (!current) {
+        try {
+          return { record: await this.create(integration, record, credentials) };
+        } catch (e) {
+          if ((e as { code?: string }).code === 'connection_exists') continue; // made meanwhile: replace it
+          throw e;
+        }
+      }
+      const full = this.seal(integration, { ...record, created_at: current.created_at }, credentials);
+      if (await this.store.replace(key, full, unchanged(current))) return { record: full, replaced: current };
+    }
+    throw conflict('connection_busy', `connection "${record.id}" kept changing while it was being written: try again`);
+  }
+
+  /** Deletes a connection and what hangs off it; answers what was deleted (undefined if it was already gone). */
+  async delete(integration: string, id: string): Promise<ConnectionRecord | undefined> {
+    const record = await this.store.take<ConnectionRecord>(connectionKey(integration, id));
+    // Sync state and records hang off the connection's key.
+    await this.store.deletePrefix(`${Store.key('sync', integration, id)}/`);
+    return record;
+  }
+
+  /**
+   * Deletes every connection of an integration key, in one statement: called after the integration
+   * row itself is deleted, when no connection can be made under it any more, so none is left.
+   */
+  async deleteAll(integration: string): Promise<ConnectionRecord[]> {
+    const records = await this.store.takePrefix<ConnectionRecord>(`${Store.key('connection', integration)}/`);
+    await this.store.deletePrefix(`${Store.key('sync', integration)}/`);
+    return records;
+  }
+
+  private seal(integration: IntegrationRecord, record: NewConnection, credentials: Credentials): ConnectionRecord {
+    return { ...record, integration_id: integration.id, ...this.sealed(credentials) };
+  }
+
+  private sealed(credentials: Credentials) {
+    return {
       credentials: this.sealer.seal(credentials),
       credentials_type: credentials.type,
       expires_at: 'expires_at' in credentials ? credentials.expires_at : undefined,
       updated_at: new Date().toISOString(),
     };
-    const key = connectionKey(record.provider_config_key, record.id);
-    if (!onlyIfNew) await this.store.set(key, full);
-    else if (!(await this.store.add(key, full))) throw exists(record.provider_config_key, record.id);
-    return full;
-  }
-
-  async markNeedsReauth(record: ConnectionRecord, reason: string): Promise<void> {
-    await this.store.set(connectionKey(record.provider_config_key, record.id), { ...record, needs_reauth: true, reauth_reason: reason, updated_at: new Date().toISOString() });
   }
 
   credentials(record: ConnectionRecord): Credentials {
     return this.sealer.open<Credentials>(record.credentials);
-  }
-
-  async delete(record: ConnectionRecord): Promise<void> {
-    await this.store.delete(connectionKey(record.provider_config_key, record.id));
-    // Sync state and records hang off the connection's key.
-    await this.store.deletePrefix(`${Store.key('sync', record.provider_config_key, record.id)}/`);
   }
 
   view(r: ConnectionRecord): ConnectionView {
@@ -125,12 +205,12 @@ export function checkConnectionConfig(provider: Provider, config: Record<string,
   const filledLater = new Set([...Object.keys(provider.post_connection?.config ?? {}), ...Object.entries(fields).filter(([, f]) => f.from_token_response).map(([n]) => n)]);
   const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(config)) {
-    const field = fields[name];
+    const field = own(fields, name);
     if (!field) {
       const known = Object.keys(fields);
       throw badRequest('invalid_connection_config', `provider "${provider.name}" has no connection_config field "${name}"${known.length ? `; its fields are ${known.join(', ')}` : ''}`);
     }
-    if (typeof value !== 'string' || !new RegExp(`^(?:${field.pattern})$`).test(value)) {
+    if (typeof value !== 'string' || !fullMatch(field.pattern, value)) {
       throw badRequest('invalid_connection_config', `connection_config.${name} must match ${field.pattern}${field.example ? ` (e.g. ${field.example})` : ''}; got ${JSON.stringify(value)}`);
     }
     out[name] = value;
@@ -163,7 +243,7 @@ export function parseCredentials(provider: Provider, input: Record<string, unkno
     }
     case 'api_key':
       if (!input || input.type !== 'api_key' || !str(input.api_key)) throw mismatch('{"type": "api_key", "api_key"}');
-      if (provider.auth.pattern && !new RegExp(`^(?:${provider.auth.pattern})$`).test(input.api_key as string)) {
+      if (provider.auth.pattern && !fullMatch(provider.auth.pattern, input.api_key as string)) {
         throw badRequest('invalid_credentials', `this ${provider.auth.label ?? 'API key'} does not look like one of ${provider.display_name}'s`);
       }
       return { type: 'api_key', api_key: input.api_key as string };

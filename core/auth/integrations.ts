@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Sealer } from './crypto.ts';
 import { badRequest, conflict, notFound } from '../errors.ts';
@@ -8,6 +9,12 @@ import { Store } from '../store/store.ts';
 /** An integration as stored: the client secret is sealed like every credential. */
 export interface IntegrationRecord {
   unique_key: string;
+  /**
+   * Minted at creation: the key names whatever integration holds it now, this names one. Every
+   * connection keeps the id of the integration it was made under, and its credentials are used only
+   * with that one (absent on integrations made before it existed).
+   */
+  id?: string;
   provider: string;
   oauth_client_id?: string;
   oauth_client_secret?: string;
@@ -77,6 +84,7 @@ export class Integrations {
     const now = new Date().toISOString();
     const record: IntegrationRecord = {
       unique_key: input.provider_config_key,
+      id: randomUUID(),
       provider: provider.name,
       oauth_client_id: input.oauth_client_id,
       oauth_client_secret: input.oauth_client_secret ? this.sealer.seal(input.oauth_client_secret) : undefined,
@@ -93,7 +101,9 @@ export class Integrations {
 
   /** Changes the OAuth client, scopes or sync frequencies in place; connections are untouched. */
   async update(key: string, patch: Omit<Partial<IntegrationInput>, 'provider' | 'provider_config_key'>): Promise<IntegrationView> {
-    const record = { ...(await this.record(key)) }; // a copy: the cached one must not change before the write does
+    this.cache.delete(key);
+    const current = await this.record(key);
+    const record = { ...current }; // a copy: the cached one must not change before the write does
     const provider = this.registry.get(record.provider);
     const oauthPatch = patch.oauth_client_id !== undefined || patch.oauth_client_secret !== undefined || patch.oauth_scopes !== undefined;
     if (provider && oauthPatch && !OAUTH_MODES.has(provider.auth.mode)) {
@@ -112,9 +122,17 @@ export class Integrations {
     if (patch.oauth_client_secret !== undefined) record.oauth_client_secret = this.sealer.seal(patch.oauth_client_secret);
     if (patch.oauth_scopes !== undefined) record.oauth_scopes = parseScopes(patch.oauth_scopes);
     record.updated_at = new Date().toISOString();
-    await this.store.set(integrationKey(key), record);
     this.cache.delete(key);
+    // Only over the integration it read: a PATCH that races a DELETE must not bring it back.
+    if (!(await this.store.replace(integrationKey(key), record, { field: 'id', equals: current.id ?? '' }))) {
+      throw notFound('unknown_integration', `integration "${key}" was deleted while it was being updated`);
+    }
     return this.view(record, await this.store.count(connectionsPrefix(key)));
+  }
+
+  /** Forgets this process's copy: the next read goes to the store (another server may have changed it). */
+  forget(key: string): void {
+    this.cache.delete(key);
   }
 
   async record(key: string): Promise<IntegrationRecord> {
@@ -148,10 +166,15 @@ export class Integrations {
     return Promise.all(records.map(async (r) => this.view(r, await this.store.count(connectionsPrefix(r.unique_key)))));
   }
 
-  async delete(key: string): Promise<void> {
-    await this.record(key);
-    await this.store.delete(integrationKey(key));
+  /**
+   * Deletes the integration row and answers it. From the moment it is gone no connection can be made
+   * under it (Connections.create needs the row): the caller then deletes its connections.
+   */
+  async delete(key: string): Promise<IntegrationRecord> {
     this.cache.delete(key);
+    const record = await this.store.take<IntegrationRecord>(integrationKey(key));
+    if (!record) throw notFound('unknown_integration', `there is no integration "${key}": POST /integration creates one`);
+    return record;
   }
 
   private view(r: IntegrationRecord, connectionCount: number): IntegrationView {

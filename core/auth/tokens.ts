@@ -1,12 +1,14 @@
 import { EventEmitter } from 'node:events';
-import { TerapiError, badRequest } from '../errors.ts';
-import type { ConnectionRecord, Connections, Credentials } from './connections.ts';
+import { TerapiError, badRequest, notFound, reworded } from '../errors.ts';
+import { scrubberOf, secretsOf } from './secrets.ts';
+import { belongsTo, type ConnectionRecord, type Connections, type Credentials } from './connections.ts';
 import { callProvider, providerFailed, send, type HttpRequest } from '../http/send.ts';
 import type { IntegrationRecord, Integrations } from './integrations.ts';
 import type { Lock } from '../store/lock.ts';
 import { apiRequest, templateValues } from '../http/provider-request.ts';
 import type { ClientAuth, ClientCredentialsAuth, OAuth2Auth, Provider } from '../format/provider-types.ts';
-import type { Logger } from '../logger.ts';
+import { scrubbedError, type Logger } from '../logger.ts';
+import { fullMatch } from '../expression/regex.ts';
 
 export const reauthNeeded = (id: string, reason: string) =>
   new TerapiError(424, 'connection_needs_reauth', `connection "${id}" needs the end user to connect again: ${reason}`);
@@ -27,6 +29,11 @@ export interface Fresh {
   credentials: Credentials;
   provider: Provider;
   integration: IntegrationRecord;
+  /**
+   * Takes this connection's secrets (and its OAuth client's), in every form they may come back in,
+   * out of a provider's text before it is logged, stored (sync status) or answered.
+   */
+  scrub: (text: string) => string;
 }
 
 /** The values a fresh connection's templates may name: its configuration and credentials. */
@@ -61,13 +68,12 @@ export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_
    * (here and below) is the API request this serves, for its log lines (README, "Request ids").
    */
   async fresh(integrationKey: string, connectionId: string, forceRefresh = false, requestId?: string): Promise<Fresh> {
-    const { integration, provider } = await this.integrations.withProvider(integrationKey);
-    const record = await this.connections.get(integrationKey, connectionId);
+    const { integration, provider, record } = await this.bound(integrationKey, connectionId);
     if (record.needs_reauth) throw reauthNeeded(record.id, record.reauth_reason ?? 'the provider revoked its grant');
     const credentials = this.connections.credentials(record);
-    if (!forceRefresh && !needsRefresh(provider, credentials)) return { record, credentials, provider, integration };
+    if (!forceRefresh && !needsRefresh(provider, credentials)) return this.made(integration, provider, record, credentials);
     if (credentials.type === 'oauth2' && !credentials.refresh_token) {
-      if (!forceRefresh && !isExpired(credentials.expires_at, 0)) return { record, credentials, provider, integration };
+      if (!forceRefresh && !isExpired(credentials.expires_at, 0)) return this.made(integration, provider, record, credentials);
       throw reauthNeeded(record.id, 'its access token expired and the provider gave no refresh token');
     }
     const key = `refresh:${integrationKey}:${connectionId}`;
@@ -79,12 +85,37 @@ export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_
     return flight;
   }
 
-  /** Under the lock: read the connection again, since another server may have refreshed it while we waited. */
+  /**
+   * The connection with its integration, which must be the one it was made under: a connection of
+   * an earlier integration of the same key never has its credentials used (they were given for
+   * another provider, or another OAuth app). This process's copy of the integration may be older
+   * than the connection, so it is read again before a connection is refused.
+   */
+  private async bound(integrationKey: string, connectionId: string): Promise<{ integration: IntegrationRecord; provider: Provider; record: ConnectionRecord }> {
+    let { integration, provider } = await this.integrations.withProvider(integrationKey);
+    const record = await this.connections.get(integrationKey, connectionId);
+    if (!belongsTo(record, integration)) {
+      this.integrations.forget(integrationKey);
+      ({ integration, provider } = await this.integrations.withProvider(integrationKey));
+      if (!belongsTo(record, integration)) {
+        throw notFound('unknown_connection', `there is no connection "${connectionId}" in integration "${integrationKey}" (one was left from an earlier integration of that key; delete it)`);
+      }
+    }
+    return { integration, provider, record };
+  }
+
+  /**
+   * Under the lock: read the connection again, since another server may have refreshed it while we
+   * waited. The new credentials are written over those the refresh started from: if the connection
+   * was deleted (or reconnected) meanwhile, nothing is written, and what the provider just gave is
+   * revoked, so a delete stays final even against a refresh in flight on another server.
+   */
   private async refreshLocked(integration: IntegrationRecord, provider: Provider, seen: ConnectionRecord, requestId?: string): Promise<Fresh> {
     const record = await this.connections.get(seen.provider_config_key, seen.id);
     if (record.needs_reauth) throw reauthNeeded(record.id, record.reauth_reason ?? 'the provider revoked its grant');
     const current = this.connections.credentials(record);
-    if (record.credentials !== seen.credentials) return { record, credentials: current, provider, integration };
+    if (record.credentials !== seen.credentials) return this.made(integration, provider, record, current);
+    const scrub = this.scrubber(integration, current);
 
     let result: TokenResult;
     try {
@@ -100,21 +131,65 @@ export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_
       } else if (provider.auth.mode === 'oauth2_client_credentials') {
         result = await this.clientCredentialsToken(provider, provider.auth, integration, record.connection_config);
       } else {
-        return { record, credentials: current, provider, integration };
+        return this.made(integration, provider, record, current);
       }
     } catch (e) {
       if (e instanceof OAuthError && e.error === 'invalid_grant') {
-        await this.connections.markNeedsReauth(record, `the provider answered invalid_grant to a token refresh`);
+        const reason = 'the provider answered invalid_grant to a token refresh';
+        if (!(await this.connections.markNeedsReauth(record, reason))) return this.overtaken(integration, provider, record);
         this.log.warn({ request_id: requestId, connection: record.id, integration: record.provider_config_key }, 'refresh refused with invalid_grant: connection needs re-authorisation');
-        this.emit('needs_reauth', { provider_config_key: record.provider_config_key, connection_id: record.id, reason: 'the provider answered invalid_grant to a token refresh' });
-        throw reauthNeeded(record.id, 'the provider answered invalid_grant to a token refresh');
+        this.emit('needs_reauth', { provider_config_key: record.provider_config_key, connection_id: record.id, reason });
+        throw reauthNeeded(record.id, reason);
       }
-      this.log.error({ request_id: requestId, connection: record.id, integration: record.provider_config_key, err: e }, 'token refresh failed');
-      throw e instanceof TerapiError ? e : providerFailed(`refreshing the token failed: ${(e as Error).message}`);
+      // The provider's own words, which may repeat the refresh token or the client secret.
+      const message = scrub((e as Error).message);
+      this.log.error({ request_id: requestId, connection: record.id, integration: record.provider_config_key, err: scrubbedError(e, scrub) }, 'token refresh failed');
+      throw e instanceof TerapiError ? reworded(e, scrub) : providerFailed(`refreshing the token failed: ${message}`);
     }
-    const saved = await this.connections.save({ ...record, connection_config: { ...record.connection_config, ...result.config } }, result.credentials);
+    const saved = await this.connections.update(record, result.credentials, { connection_config: { ...record.connection_config, ...result.config } });
+    if (!saved) {
+      this.log.warn({ request_id: requestId, connection: record.id, integration: record.provider_config_key }, 'connection deleted or reconnected during a token refresh: the new tokens are revoked');
+      await this.revoke(provider, integration, record.connection_config, result.credentials);
+      return this.overtaken(integration, provider, record);
+    }
     this.log.info({ request_id: requestId, connection: record.id, integration: record.provider_config_key }, 'token refreshed');
-    return { record: saved, credentials: result.credentials, provider, integration };
+    return this.made(integration, provider, saved, result.credentials);
+  }
+
+  /** After a write lost its race: the connection as it is now (reconnected), or 404 if it was deleted. */
+  private async overtaken(integration: IntegrationRecord, provider: Provider, record: ConnectionRecord): Promise<Fresh> {
+    const now = await this.connections.get(record.provider_config_key, record.id);
+    if (now.needs_reauth) throw reauthNeeded(now.id, now.reauth_reason ?? 'the provider revoked its grant');
+    return this.made(integration, provider, now, this.connections.credentials(now));
+  }
+
+  private made(integration: IntegrationRecord, provider: Provider, record: ConnectionRecord, credentials: Credentials): Fresh {
+    return { record, credentials, provider, integration, scrub: this.scrubber(integration, credentials) };
+  }
+
+  /**
+   * Takes these credentials and the integration's client secret out of provider text. Lazy: most
+   * requests never scrub anything, and the client secret may be sealed with a key this server no
+   * longer holds (rotation), which must not fail a request that does not need it.
+   */
+  scrubber(integration: IntegrationRecord, credentials?: Credentials, ...more: (string | undefined)[]): (text: string) => string {
+    let scrub: ((text: string) => string) | undefined;
+    return (text) => {
+      scrub ??= scrubberOf(this.secrets(integration, credentials, ...more));
+      return scrub(text);
+    };
+  }
+
+  /** The strings `scrubber` takes out (a worker thread that runs a sync gets them, to scrub its errors). */
+  secrets(integration: IntegrationRecord, credentials?: Credentials, ...more: (string | undefined)[]): string[] {
+    let secret: string | undefined;
+    try {
+      secret = this.integrations.clientSecret(integration);
+    } catch {
+      // Unreadable here, so it cannot have been sent from here either.
+    }
+    const extra = more.filter((s): s is string => typeof s === 'string' && s.length > 0);
+    return [...secretsOf(credentials, { id: integration.oauth_client_id, secret }), ...extra];
   }
 
   /** Exchanges an authorization code (the connect flow's callback). */
@@ -156,26 +231,56 @@ export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_
     return format === 'json' ? { method, url, headers, json: body } : { method, url, headers, form: body };
   }
 
-  /** Revokes a connection's grant where the provider has a revocation URL. Best effort: logged, never thrown. */
-  async revoke(provider: Provider, integration: IntegrationRecord, record: ConnectionRecord, requestId?: string): Promise<void> {
-    if (provider.auth.mode !== 'oauth2' || !provider.auth.revocation) return;
+  /**
+   * Revokes a grant where the provider has a revocation URL: a deleted connection's, a replaced one's,
+   * or the tokens a discarded refresh obtained. Best effort: logged, never thrown.
+   */
+  async revoke(provider: Provider, integration: IntegrationRecord, config: Record<string, string>, credentials: Credentials): Promise<void> {
+    if (provider.auth.mode !== 'oauth2' || !provider.auth.revocation || credentials.type !== 'oauth2') return;
     const revocation = provider.auth.revocation;
     try {
-      const credentials = this.connections.credentials(record);
-      if (credentials.type !== 'oauth2') return;
       const token = revocation.token === 'refresh_token' ? credentials.refresh_token ?? credentials.access_token : credentials.access_token;
-      const req = this.clientRequest(integration, revocation.client_auth ?? provider.auth.client_auth, revocation.format, revocation.method ?? 'POST', revocation.url.renderUrl(record.connection_config), {
+      const req = this.clientRequest(integration, revocation.client_auth ?? provider.auth.client_auth, revocation.format, revocation.method ?? 'POST', revocation.url.renderUrl(config), {
         [revocation.token_param ?? 'token']: token,
       });
       const res = await send(req, { max_attempts: 2 });
-      if (res.status >= 400) this.log.warn({ request_id: requestId, connection: record.id, status: res.status }, 'revocation refused by the provider');
-      else this.log.info({ request_id: requestId, connection: record.id }, 'grant revoked');
+      if (res.status >= 400) this.log.warn({ integration: integration.unique_key, status: res.status }, 'revocation refused by the provider');
+      else this.log.info({ integration: integration.unique_key }, 'grant revoked');
     } catch (e) {
-      this.log.warn({ request_id: requestId, connection: record.id, err: e }, 'revocation failed');
+      this.log.warn({ integration: integration.unique_key, err: this.scrubber(integration, credentials)((e as Error).message) }, 'revocation failed');
     }
   }
-}
 
+  /**
+   * Revokes the grant a reconnect replaced, unless the provider gave the same token again, or its
+   * file says revoking an old token would end the new grant too (one grant per user and app).
+   */
+  async revokeReplaced(provider: Provider, integration: IntegrationRecord, replaced: ConnectionRecord, now: Credentials): Promise<void> {
+    if (provider.auth.mode !== 'oauth2' || provider.auth.revocation?.on_reconnect === false) return;
+    let old: Credentials;
+    try {
+      old = this.connections.credentials(replaced);
+    } catch {
+      return; // sealed with a key this server no longer has: nothing it could send
+    }
+    if (old.type !== 'oauth2' || now.type !== 'oauth2') return;
+    const kept = new Set([now.access_token, now.refresh_token]);
+    if (kept.has(old.access_token) || (old.refresh_token && kept.has(old.refresh_token))) return;
+    await this.revoke(provider, integration, replaced.connection_config, old);
+  }
+
+  /** Revokes the grant of a connection as it was stored (`requestId`: the deletion's request, for the log). */
+  async revokeRecord(provider: Provider, integration: IntegrationRecord, record: ConnectionRecord, requestId?: string): Promise<void> {
+    let credentials: Credentials;
+    try {
+      credentials = this.connections.credentials(record);
+    } catch (e) {
+      this.log.warn({ request_id: requestId, connection: record.id, err: (e as Error).message }, 'revocation failed');
+      return;
+    }
+    await this.revoke(provider, integration, record.connection_config, credentials);
+  }
+}
 
 export async function readTokenResponse(provider: Provider, auth: OAuth2Auth | ClientCredentialsAuth, data: Record<string, unknown>, type: 'oauth2' | 'oauth2_client_credentials'): Promise<TokenResult> {
   const pick = auth.token_response ?? {};
@@ -195,7 +300,7 @@ export async function readTokenResponse(provider: Provider, auth: OAuth2Auth | C
   for (const [name, field] of Object.entries(provider.connection_config ?? {})) {
     if (!field.from_token_response) continue;
     const v = await field.from_token_response.evaluate(data);
-    if (typeof v !== 'string' || !new RegExp(`^(?:${field.pattern})$`).test(v)) {
+    if (typeof v !== 'string' || !fullMatch(field.pattern, v)) {
       throw providerFailed(`the token response's ${name} does not match the pattern the provider file declares`);
     }
     config[name] = v;

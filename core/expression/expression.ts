@@ -3,6 +3,7 @@ import { Program, Unsupported, compileAst } from './compiler.ts';
 import { INTERPRETER_OVERRIDES, LIMIT_KEY, type Any } from './library.ts';
 import { ExpressionError, Limit, LimitError, MAX_DEPTH } from './limits.ts';
 import { createSequence } from './runtime.ts';
+import { Re2RegExp } from './regex.ts';
 
 export { ExpressionError, LIMIT_CODE, MAX_ALLOCATED, MAX_LENGTH } from './limits.ts';
 
@@ -60,7 +61,8 @@ function watching(deadline: number, expr: Expression): () => void {
 
 function parse(source: string): jsonata.Expression {
   try {
-    return jsonata(source);
+    // JSONata's regexes run on RE2: linear time whatever the pattern (regex.ts).
+    return jsonata(source, { RegexEngine: Re2RegExp as unknown as RegExpConstructor });
   } catch (e) {
     const err = e as { message: string; position?: number; code?: string };
     throw new ExpressionError(err.message, err.position, err.code);

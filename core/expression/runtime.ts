@@ -1,3 +1,4 @@
+import { Re2RegExp } from './regex.ts';
 /**
  * What compiled expressions call at run time: JSONata 2.2.2's evaluator (node_modules/jsonata/jsonata.js,
  * jsonata.js section), synchronous. Each function mirrors the evaluator function named in its comment,
@@ -882,7 +883,8 @@ function partialNative(native: Any, args: Any[]): Lambda {
 
 /** evaluateRegex: the matcher closure, with its own lastIndex. */
 export function regex(value: RegExp, position: number): Any {
-  const re = new RegExp(value);
+  // On RE2, as the interpreter's (regex.ts): linear time whatever the pattern.
+  const re = new Re2RegExp(value);
   const closure = (str: Any, fromIndex?: number): Any => {
     let result: Any;
     re.lastIndex = fromIndex || 0;

@@ -2,6 +2,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Expression, ExpressionError } from '../expression/expression.ts';
+import { checkExpressionRegexes, compileRegex, LinearTimeError } from '../expression/regex.ts';
 import { checkInputSchema, validateProvider, type Marked } from './provider-schema.ts';
 import { CREDENTIAL_VARIABLES, type Provider } from './provider-types.ts';
 import { Template } from './template.ts';
@@ -140,6 +141,7 @@ function compileMarked(source: YamlSource, data: Record<string, unknown>, marked
       if (m.kind === 'expression') {
         const error = broken.get(m);
         if (error) throw error;
+        checkExpressionRegexes(m.value as string);
         setAt(data, m.path, new Expression(m.value as string, { path: m.path, locate: at }));
       }
       else if (m.kind === 'template') {
@@ -148,10 +150,12 @@ function compileMarked(source: YamlSource, data: Record<string, unknown>, marked
           errors.push({ ...at(), message: `${where} has the placeholder \${${bad}}: a placeholder names one variable, like \${subdomain} or \${input.owner}; compute anything else with JSONata` });
         }
         setAt(data, m.path, template);
-      } else if (m.kind === 'regexp') new RegExp(m.value as string);
+      } else if (m.kind === 'regexp') compileRegex(m.value as string);
       else if (m.kind === 'json-schema') checkInputSchema(m.value as object);
     } catch (e) {
-      if (e instanceof ExpressionError) {
+      if (e instanceof LinearTimeError) {
+        errors.push({ ...at(), message: `${where} holds a regular expression RE2 cannot run in linear time: ${e.message}` });
+      } else if (e instanceof ExpressionError) {
         const col = e.position !== undefined ? ` (at character ${e.position} of the expression)` : '';
         errors.push({ ...at(), message: `${where} is not a valid JSONata expression: ${e.message}${col}` });
       } else if (m.kind === 'regexp') {

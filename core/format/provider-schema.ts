@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv';
 import ajvFormats from 'ajv-formats';
 import { pointerPath, type SourceError, type YamlSource } from './yaml-source.ts';
+import { ajvRegExp, compileRegex } from '../expression/regex.ts';
 
 export const PROVIDER_SCHEMA_PATH = new URL('../../schemas/provider.schema.json', import.meta.url);
 
@@ -38,7 +39,8 @@ const full = ajv.compile(schema);
 // A file in TERAPI_PROVIDERS_DIR that shares a built-in's name only adds to it: nothing is required.
 const partial = ajv.compile({ ...schema, $id: `${schema.$id}#partial`, required: [] });
 
-const jsonSchemaAjv = new Ajv({ allErrors: true, strict: false });
+// Input schemas run on end-user input: their patterns run on RE2 (core/expression/regex.ts).
+const jsonSchemaAjv = new Ajv({ allErrors: true, strict: false, code: { regExp: ajvRegExp } });
 ajvFormats.default(jsonSchemaAjv);
 
 /**
@@ -54,8 +56,13 @@ export function checkInputSchema(schema: object): void {
     if (Array.isArray(node)) return node.forEach(walk);
     for (const [key, value] of Object.entries(node)) {
       if (VALUES.has(key)) continue;
-      if (key === 'pattern' && typeof value === 'string') new RegExp(value, 'u');
-      else if (key === '$ref' && typeof value === 'string' && resolvePointer(schema, value) === undefined) {
+      if (key === 'pattern' && typeof value === 'string') compileRegex(value, 'u');
+      else if (key === 'patternProperties' && value && typeof value === 'object') {
+        for (const [pattern, schema] of Object.entries(value)) {
+          compileRegex(pattern, 'u');
+          walk(schema);
+        }
+      } else if (key === '$ref' && typeof value === 'string' && resolvePointer(schema, value) === undefined) {
         throw new Error(`can't resolve reference ${value} from id #`);
       } else walk(value);
     }

@@ -23,6 +23,7 @@ export interface Revocation {
   client_auth?: ClientAuth;
   format?: 'form' | 'json';
   token_param?: string;
+  on_reconnect?: boolean;
 }
 
 export interface OAuth2Auth {
@@ -30,6 +31,7 @@ export interface OAuth2Auth {
   authorization_url: Template;
   token_url: Template;
   refresh_url?: Template;
+  issuer?: string;
   scopes?: string[];
   scope_separator?: string;
   scope_param?: string;

@@ -1,4 +1,5 @@
 import { badRequest } from '../errors.ts';
+import { own } from '../own.ts';
 
 const PLACEHOLDER = /\$\{([^}]*)\}/g;
 const VARIABLE = /^(input\.)?[a-z][a-z0-9_]*$/;
@@ -65,7 +66,7 @@ export class Template {
 
 function lookup(values: Record<string, unknown>, name: string): string {
   let value: unknown = values;
-  for (const key of name.split('.')) value = (value as Record<string, unknown> | undefined)?.[key];
+  for (const key of name.split('.')) value = value && typeof value === 'object' ? own(value as Record<string, unknown>, key) : undefined;
   if (value === undefined || value === null || value === '') {
     throw badRequest('missing_value', `"${name}" is needed to build this request but the connection has no value for it`);
   }

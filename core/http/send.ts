@@ -1,11 +1,12 @@
 import got, { type Method as GotMethod } from 'got';
+import type { Readable } from 'node:stream';
 import { TerapiError } from '../errors.ts';
 import type { Retry } from '../format/provider-types.ts';
 
 export interface HttpRequest {
   method: string;
   url: string;
-  /** How long the request may take before it is given up (and retried); 30 s by default. */
+  /** How long the answer may take to start, or to send its next chunk, before the request is given up (and retried); 30 s by default. */
   timeoutMs?: number;
   headers?: Record<string, string>;
   searchParams?: Record<string, string>;
@@ -21,10 +22,47 @@ export interface HttpResponse {
   text: string;
 }
 
+/** A provider's answer whose body is passed on as it arrives (the proxy): any size, in constant memory. */
+export interface StreamedResponse {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: Readable;
+}
+
 export class ProviderUnreachable extends Error {}
 
 /** The provider failed or could not be reached: the API answers 502. */
 export const providerFailed = (message: string) => new TerapiError(502, 'provider_error', message);
+
+/** The default of TERAPI_MAX_RESPONSE_BYTES: 50 MiB. */
+export const DEFAULT_MAX_RESPONSE_BYTES = 50 * 1024 * 1024;
+
+/**
+ * The most bytes of one provider answer read into memory (after decompression): past it, the
+ * request fails with 502 response_too_large instead of the server filling its memory (a 300 MB
+ * answer once took it to 1.68 GB). Set from the configuration when the engine starts.
+ */
+export const limits = { responseBytes: DEFAULT_MAX_RESPONSE_BYTES };
+
+const tooLarge = (host: string) =>
+  new TerapiError(502, 'response_too_large', `${host} answered more than ${limits.responseBytes} bytes, the most Terapi reads into memory (TERAPI_MAX_RESPONSE_BYTES); the proxy passes answers of any size on as they come`);
+
+/**
+ * The URL a request goes to. A URL that does not parse was built from values a provider file let
+ * through (a loose connection_config pattern): the request is refused before anything is sent. The
+ * URL itself is not repeated: its query may hold a credential.
+ */
+export function targetUrl(url: string, params?: Record<string, string>): URL {
+  let target: URL;
+  try {
+    target = new URL(url);
+  } catch {
+    throw new TerapiError(400, 'invalid_url', 'the request URL built from the provider file and this connection\'s values is not a valid URL: check the connection\'s connection_config values');
+  }
+  // Added to the URL's own query: got's `searchParams` would replace it (a next-page URL's).
+  for (const [k, v] of Object.entries(params ?? {})) target.searchParams.set(k, v);
+  return target;
+}
 
 const DEFAULT_RETRY: Required<Pick<Retry, 'statuses' | 'max_attempts' | 'retry_after_header' | 'reset_format'>> = {
   statuses: [429, 500, 502, 503, 504],
@@ -33,7 +71,7 @@ const DEFAULT_RETRY: Required<Pick<Retry, 'statuses' | 'max_attempts' | 'retry_a
   reset_format: 'epoch_seconds',
 };
 
-/** Longest wait before a retry; a provider asking for more gets its error passed on instead. */
+/** Longest wait before a retry, without a budget; a provider asking for more gets its error passed on instead. */
 const MAX_WAIT_MS = 60_000;
 
 /** A provider's body that does not parse as the format the request expects (cut off, or an HTML error page). */
@@ -72,55 +110,96 @@ export interface SendOptions {
  * Sends one request to a provider, retrying on the statuses its file lists: it waits as long as
  * Retry-After or the reset header says, else backs off exponentially with full jitter. Network
  * errors and timeouts are retried the same way, and so is a body that does not parse when the
- * caller expects JSON.
+ * caller expects JSON. The body is read into memory, up to the response limit.
  */
 export async function send(req: HttpRequest, retry: Retry = {}, options: SendOptions | SendOptions['sleep'] = {}): Promise<HttpResponse> {
-  const { expect, budget, sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms)) } = typeof options === 'function' ? { sleep: options } : options;
-  const policy = { ...DEFAULT_RETRY, ...retry };
-  const host = new URL(req.url).host;
-  for (let attempt = 1; ; attempt++) {
-    let res;
-    try {
-      res = await got(withQuery(req.url, req.searchParams), {
-        method: req.method as GotMethod,
-        headers: req.headers,
-        json: req.json,
-        form: req.form,
-        throwHttpErrors: false,
-        retry: { limit: 0 },
-        timeout: { request: req.timeoutMs ?? 30_000 },
-        followRedirect: false,
-      });
-    } catch (e) {
-      if (attempt >= policy.max_attempts) throw new ProviderUnreachable(`${host} could not be reached: ${(e as Error).message}`);
-      await sleep(backoff(attempt));
-      continue;
+  const opts = typeof options === 'function' ? { sleep: options } : options;
+  const url = targetUrl(req.url, req.searchParams);
+  return attempts(req, url, retry, opts, async (res) => {
+    const text = (await readAll(res.body, url.host)).toString('utf8');
+    const body = parse(text, header(res.headers, 'content-type'));
+    if (opts.expect === 'json' && res.status < 300 && (body === undefined || typeof body === 'string')) {
+      throw new MalformedBody(`${url.host} answered HTTP ${res.status} with a body that is not valid JSON (${Buffer.byteLength(text)} bytes: cut off, or not an API answer)`);
     }
-    const body = parse(res.body, res.headers['content-type']);
-    if (expect === 'json' && res.statusCode < 300 && (body === undefined || typeof body === 'string')) {
+    return { status: res.status, headers: res.headers, text, body };
+  });
+}
+
+/** As `send`, but the body of the final answer is passed on as it arrives, whatever its size (the proxy). */
+export async function sendStreamed(req: HttpRequest, retry: Retry = {}, sleep = wait): Promise<StreamedResponse> {
+  return attempts(req, targetUrl(req.url, req.searchParams), retry, { sleep }, async (res) => res);
+}
+
+const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The retry loop shared by both ways of reading an answer; `take` reads the body of one answer. */
+async function attempts<T extends { status: number; headers: HttpResponse['headers'] }>(req: HttpRequest, url: URL, retry: Retry, options: SendOptions, take: (res: StreamedResponse) => Promise<T>): Promise<T> {
+  const policy = { ...DEFAULT_RETRY, ...retry };
+  const { budget, sleep = wait } = options;
+  for (let attempt = 1; ; attempt++) {
+    let response: T;
+    try {
+      response = await take(await open(req, url));
+    } catch (e) {
+      if (e instanceof TerapiError) throw e;
       if (attempt >= policy.max_attempts) {
-        throw new MalformedBody(`${host} answered HTTP ${res.statusCode} with a body that is not valid JSON (${res.body.length} bytes: cut off, or not an API answer), ${attempt} times`);
+        if (e instanceof MalformedBody) throw new MalformedBody(`${e.message}, ${attempt} times`);
+        throw new ProviderUnreachable(`${url.host} could not be reached: ${(e as Error).message}`);
       }
       await sleep(backoff(attempt));
       continue;
     }
-    const response: HttpResponse = { status: res.statusCode, headers: res.headers, text: res.body, body };
-    if (!policy.statuses.includes(res.statusCode) || attempt >= policy.max_attempts) return response;
-    const wait = waitFromHeaders(res.headers, policy) ?? backoff(attempt);
+    if (!policy.statuses.includes(response.status) || attempt >= policy.max_attempts) return response;
+    const ms = waitFromHeaders(response.headers, policy) ?? backoff(attempt);
     if (budget) {
-      if (wait > budget.remainingMs) throw new RateLimited(wait, host);
-      budget.remainingMs -= wait;
-    } else if (wait > MAX_WAIT_MS) return response;
-    await sleep(wait);
+      if (ms > budget.remainingMs) throw new RateLimited(ms, url.host);
+      budget.remainingMs -= ms;
+    } else if (ms > MAX_WAIT_MS) return response;
+    ((response as { body?: unknown }).body as Readable | undefined)?.destroy?.();
+    await sleep(ms);
   }
 }
 
-/** Adds parameters to a URL's own query: got's `searchParams` would replace the query (a next-page URL's). */
-function withQuery(url: string, params: Record<string, string> | undefined): string {
-  if (!params || !Object.keys(params).length) return url;
-  const u = new URL(url);
-  for (const [k, v] of Object.entries(params)) u.searchParams.set(k, v);
-  return u.toString();
+/** Starts a request; resolves with the status and headers once they arrive, the body still to read. */
+function open(req: HttpRequest, url: URL): Promise<StreamedResponse> {
+  const stream = got.stream(url, {
+    method: req.method as GotMethod,
+    headers: req.headers,
+    json: req.json,
+    form: req.form,
+    throwHttpErrors: false,
+    retry: { limit: 0 },
+    // Until the answer starts, and between its chunks: a large answer may take longer than 30 s in all.
+    timeout: { lookup: 10_000, connect: 10_000, secureConnect: 10_000, send: 30_000, response: req.timeoutMs ?? 30_000, socket: req.timeoutMs ?? 30_000 },
+    followRedirect: false,
+  });
+  // A stream of a method that may carry a body waits for one to be written: without a body, end it,
+  // or a DELETE (or a POST with no body) would never be sent.
+  if (req.json === undefined && req.form === undefined && req.method !== 'GET' && req.method !== 'HEAD') stream.end();
+  return new Promise((resolve, reject) => {
+    stream.once('error', reject);
+    stream.once('response', (res: { statusCode: number; headers: HttpResponse['headers'] }) => {
+      stream.off('error', reject);
+      // An error after this point reaches whoever reads the body; until then it must not go unheard.
+      stream.on('error', () => {});
+      resolve({ status: res.statusCode, headers: res.headers, body: stream });
+    });
+  });
+}
+
+/** Reads a body into memory, refusing one over the response limit (declared or actual). */
+async function readAll(body: Readable, host: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length;
+    if (size > limits.responseBytes) {
+      body.destroy();
+      throw tooLarge(host);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
 }
 
 function parse(text: string, contentType: string | undefined): unknown {
@@ -166,9 +245,18 @@ export function waitFromHeaders(headers: HttpResponse['headers'], retry: Retry, 
 }
 
 /** Sends a request, turning an unreachable provider into a 502 the API can answer with. */
-export async function callProvider(req: HttpRequest, retry: Parameters<typeof send>[1]): Promise<HttpResponse> {
+export async function callProvider(req: HttpRequest, retry: Retry | undefined): Promise<HttpResponse> {
+  return reachable(() => send(req, retry));
+}
+
+/** As callProvider, the answer's body streamed (the proxy). */
+export async function callProviderStreamed(req: HttpRequest, retry: Retry | undefined): Promise<StreamedResponse> {
+  return reachable(() => sendStreamed(req, retry));
+}
+
+async function reachable<T>(run: () => Promise<T>): Promise<T> {
   try {
-    return await send(req, retry);
+    return await run();
   } catch (e) {
     if (e instanceof ProviderUnreachable) throw providerFailed(e.message);
     throw e;

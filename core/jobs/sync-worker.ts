@@ -5,6 +5,8 @@
 import { createHash } from 'node:crypto';
 import type { MessagePort } from 'node:worker_threads';
 import type { Fresh } from '../auth/tokens.ts';
+import { scrubberOf } from '../auth/secrets.ts';
+import { limits } from '../http/send.ts';
 import { TerapiError } from '../errors.ts';
 import { reportDeadlines } from '../expression/expression.ts';
 import { loadCatalog, type SourceFile } from '../format/provider-loader.ts';
@@ -29,6 +31,8 @@ export interface SyncTask {
   port: MessagePort;
   /** The watchdog's slot: the deadline of the evaluation in progress. */
   deadline: Float64Array;
+  /** The most bytes of a provider's answer read into memory (TERAPI_MAX_RESPONSE_BYTES), as in the API thread. */
+  maxResponseBytes: number;
 }
 
 
@@ -38,7 +42,8 @@ export type SyncOutcome = { ok: true; result: RunResult } | { ok: false; lost: '
 /** Messages a sync task sends on its port. */
 export type WorkerMessage = { kind: 'fresh'; id: number } | { kind: 'evaluating'; where: string };
 /** Answers to them. */
-export type FreshAnswer = { id: number; fresh?: Omit<Fresh, 'provider'>; error?: { status: number; code: string; message: string } };
+/** Fresh credentials, and the secrets to scrub from provider text (a function cannot cross threads). */
+export type FreshAnswer = { id: number; fresh?: Omit<Fresh, 'provider' | 'scrub'> & { secrets: string[] }; error?: { status: number; code: string; message: string } };
 
 export default function work(task: SyncTask): Promise<SyncOutcome> {
   return sync(task);
@@ -69,6 +74,7 @@ function providerFor(name: string, sources: SourceFile[]): Provider {
 }
 
 async function sync(task: SyncTask): Promise<SyncOutcome> {
+  limits.responseBytes = task.maxResponseBytes;
   const provider = providerFor(task.provider, task.sources);
   const definition = Object.hasOwn(provider.syncs ?? {}, task.sync) ? provider.syncs![task.sync] : undefined;
   if (!definition) throw new Error(`provider "${task.provider}" has no sync "${task.sync}"`);
@@ -81,7 +87,10 @@ async function sync(task: SyncTask): Promise<SyncOutcome> {
       const id = next++;
       waiting.set(id, (a) => {
         waiting.delete(id);
-        if (a.fresh) resolve({ ...a.fresh, provider });
+        if (a.fresh) {
+          const { secrets, ...rest } = a.fresh;
+          resolve({ ...rest, provider, scrub: scrubberOf(secrets) });
+        }
         else reject(new TerapiError(a.error!.status, a.error!.code, a.error!.message));
       });
       port.postMessage({ kind: 'fresh', id } satisfies WorkerMessage);

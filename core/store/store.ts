@@ -1,12 +1,13 @@
 import Keyv from 'keyv';
 import KeyvPostgres from '@keyv/postgres';
 import KeyvSqlite from '@keyv/sqlite';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { ConfigError } from '../config.ts';
-import { TerapiError } from '../errors.ts';
+import { badRequest, TerapiError } from '../errors.ts';
 import { ReadCache } from './read-cache.ts';
+import { storable } from '../json-limits.ts';
 
 /**
  * The pool inside @keyv/postgres has no 'error' listener, so an idle connection that PostgreSQL
@@ -33,6 +34,48 @@ export class StoreUnavailable extends TerapiError {
     super(503, 'store_unavailable', `the database cannot be reached (${(cause as Error)?.message ?? cause}); try again shortly`);
   }
 }
+
+/**
+ * Whether an error means the database cannot be reached now (a 503 worth retrying), rather than a
+ * mistake in what was asked of it (a bug, which must not pass for an outage): a socket that failed
+ * or closed, a pool that could not connect in time, PostgreSQL's connection exceptions (class 08),
+ * its shutdowns (57P0x) and insufficient resources (53), SQLite busy or unable to use its file.
+ */
+export function isUnreachable(e: unknown): boolean {
+  const err = e as { code?: unknown; message?: unknown } | undefined;
+  const code = typeof err?.code === 'string' ? err.code : '';
+  const message = typeof err?.message === 'string' ? err.message : '';
+  return (
+    /^(08|57P0|53)/.test(code) ||
+    /^(ECONNREFUSED|ECONNRESET|ECONNABORTED|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN)$/.test(code) ||
+    /^SQLITE_(BUSY|LOCKED|CANTOPEN|IOERR|FULL)/.test(code) ||
+    /Connection terminated|not queryable|timeout exceeded when trying to connect|connect ECONNREFUSED/i.test(message)
+  );
+}
+
+/**
+ * A row that must exist, holding `equals` in the field `field` of its value, for a write to happen:
+ * a connection is written only while its integration is there and is the same one (not another of
+ * the same key made since).
+ */
+export interface Requires {
+  key: string;
+  field: string;
+  equals: string;
+}
+
+/** A field of a stored value that must still hold what the writer read, for its write to happen. */
+export interface Expects {
+  field: string;
+  equals: string;
+}
+
+/**
+ * keyv's stored format (JSON, with a string that starts with ':' escaped by one more ':'), written
+ * as plain data: keyv's own serializer calls any `toJSON` it finds, so a field named toJSON in
+ * metadata broke every write of it.
+ */
+const serialize = (data: unknown) => JSON.stringify(data, (_key, value) => (typeof value === 'string' && value.startsWith(':') ? `:${value}` : value));
 
 /**
  * Entities and state in keyv (PRODUCT.md, "Storage"): one table `keyv(key, value)` in SQLite or
@@ -63,7 +106,7 @@ export class Store {
       // A bounded connect: an address that drops packets would otherwise hold a start (or a call
       // during an outage) for the system's TCP timeout, minutes.
       const adapter = new KeyvPostgres({ uri: options.databaseUrl, keySize: 1024, iterationLimit: 500, max: 20, connectionTimeoutMillis: 10_000, Client: SurvivingClient } as any);
-      const keyv = new Keyv({ store: adapter, namespace: '', throwOnErrors: true } as any);
+      const keyv = new Keyv({ store: adapter, namespace: '', throwOnErrors: true, serialize } as any);
       const store = new Store(keyv, (sql, params) => adapter.query(sql, params as any) as Promise<any>, 'postgres', () => adapter.disconnect());
       try {
         await store.query('SELECT 1', []);
@@ -75,27 +118,36 @@ export class Store {
     }
     const file = join(options.dataDir, 'terapi.sqlite');
     try {
-      mkdirSync(options.dataDir, { recursive: true });
+      mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+      privateFiles(file);
       const adapter = new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: 5000, keySize: 1024 } as any);
       const run: Query = (sql, params) => (adapter as any).query(sql, ...params);
       // WAL lets readers and the writer work at once; the busy timeout makes a second handle wait
       // for a write lock instead of failing.
       await run('PRAGMA journal_mode=WAL', []);
       await run('PRAGMA synchronous=NORMAL', []);
-      const keyv = new Keyv({ store: adapter, namespace: '', throwOnErrors: true } as any);
+      privateFiles(file);
+      const keyv = new Keyv({ store: adapter, namespace: '', throwOnErrors: true, serialize } as any);
       return new Store(keyv, run, 'sqlite', () => (adapter as any).close(), new ReadCache());
     } catch (e) {
       throw new ConfigError(`TERAPI_DATA_DIR: the embedded store ${file} cannot be opened: ${(e as Error).message}`);
     }
   }
 
-  /** The first n parameter placeholders in this database's SQL. */
+  /** The first n parameter placeholders in this database's SQL, numbered: a statement may use them in any order. */
   private params(n: number): string[] {
-    return Array.from({ length: n }, (_, i) => (this.dialect === 'postgres' ? `$${i + 1}` : '?'));
+    return Array.from({ length: n }, (_, i) => (this.dialect === 'postgres' ? `$${i + 1}` : `?${i + 1}`));
   }
 
   static key(...parts: string[]): string {
-    return parts.map(encodeURIComponent).join('/');
+    return parts
+      .map((part) => {
+        // encodeURIComponent throws on a lone surrogate; no stored key can hold one (ids are checked
+        // when made), so such an id names nothing, and the request asking for it is malformed.
+        if (LONE_SURROGATE.test(part)) throw badRequest('invalid_request', `the id ${JSON.stringify(part)} is not well-formed Unicode (it holds a lone surrogate)`);
+        return encodeURIComponent(part);
+      })
+      .join('/');
   }
 
   async get<T>(key: string): Promise<T | undefined> {
@@ -108,7 +160,8 @@ export class Store {
     return this.cache.get<T>(key)?.value ?? raw.value;
   }
 
-  async set<T>(key: string, value: T, ttlMs?: number): Promise<void> {
+  async set<T>(key: string, given: T, ttlMs?: number): Promise<void> {
+    const value = storable(given);
     this.cache?.delete(key);
     await this.guard(() => this.keyv.set(key, value, ttlMs));
     this.cache?.set(key, value, ttlMs);
@@ -116,12 +169,39 @@ export class Store {
 
   /**
    * Writes a value only if the key is free, in one statement: of two concurrent creations of the
-   * same integration or connection, one succeeds and the other learns the key is taken.
+   * same integration or connection, one succeeds and the other learns the key is taken. With
+   * `requires`, only while that other row exists and holds that value; on PostgreSQL the row is
+   * locked for share until the insert commits, so a delete of it waits for the insert, and a
+   * delete that came first leaves nothing to insert under.
    */
-  async add<T>(key: string, value: T): Promise<boolean> {
-    const p = this.params(2);
-    const raw = await this.keyv.serialize!({ value, expires: undefined });
-    const rows = await this.guard(() => this.query(`INSERT INTO keyv (key, value) VALUES (${p[0]}, ${p[1]}) ON CONFLICT (key) DO NOTHING RETURNING key`, [key, raw]));
+  async add<T>(key: string, given: T, requires?: Requires): Promise<boolean> {
+    const value = storable(given);
+    const p = this.params(requires ? 4 : 2);
+    const raw = serialize({ value });
+    let sql = `INSERT INTO keyv (key, value) VALUES (${p[0]}, ${p[1]}) ON CONFLICT (key) DO NOTHING RETURNING key`;
+    if (requires) {
+      const row = `SELECT 1 FROM keyv WHERE key = ${p[2]} AND ${this.field(requires.field, p[2])} = ${p[3]}`;
+      sql =
+        this.dialect === 'postgres'
+          ? `WITH required AS (${row} FOR SHARE) INSERT INTO keyv (key, value) SELECT ${p[0]}, ${p[1]} FROM required ON CONFLICT (key) DO NOTHING RETURNING key`
+          : `INSERT INTO keyv (key, value) SELECT ${p[0]}, ${p[1]} WHERE EXISTS (${row}) ON CONFLICT (key) DO NOTHING RETURNING key`;
+    }
+    const rows = await this.guard(() => this.query(sql, requires ? [key, raw, requires.key, requires.equals] : [key, raw]));
+    if (rows.length) this.cache?.set(key, value);
+    return rows.length > 0;
+  }
+
+  /**
+   * Overwrites a value only if it is still there and its `expects.field` still holds what the
+   * writer read, in one statement: a write that lost a race with a delete (or with another write)
+   * touches nothing, and the caller learns it (false). A delete is final.
+   */
+  async replace<T>(key: string, given: T, expects: Expects): Promise<boolean> {
+    const value = storable(given);
+    const p = this.params(3);
+    const raw = serialize({ value });
+    this.cache?.delete(key);
+    const rows = await this.guard(() => this.query(`UPDATE keyv SET value = ${p[1]} WHERE key = ${p[0]} AND ${this.field(expects.field, p[0])} = ${p[2]} RETURNING key`, [key, raw, expects.equals]));
     if (rows.length) this.cache?.set(key, value);
     return rows.length > 0;
   }
@@ -129,6 +209,18 @@ export class Store {
   async delete(key: string): Promise<boolean> {
     this.cache?.delete(key);
     return this.guard(() => this.keyv.delete(key));
+  }
+
+  /**
+   * SQL reading one top-level field of the value stored at the key given by parameter `keyParam`, as
+   * text ('' when absent). Only that row is ever parsed (CASE decides the order, whatever plan the
+   * database picks), so no other row can make the statement fail. Field names come from this code,
+   * never from a request; they are checked anyway, since they are put in the SQL.
+   */
+  private field(name: string, keyParam: string): string {
+    if (!/^[a-z_]+$/.test(name)) throw new Error(`not a field name: ${name}`);
+    const read = this.dialect === 'postgres' ? `(value::jsonb -> 'value' ->> '${name}')` : `json_extract(value, '$.value.${name}')`;
+    return `coalesce(CASE WHEN key = ${keyParam} THEN ${read} END, '')`;
   }
 
   /** Every live value whose key starts with `prefix` (a key from Store.key plus '/'), in key order; the first `limit` only if given. */
@@ -162,6 +254,15 @@ export class Store {
     return rows.length ? this.live<T>(rows[0].value as string) : undefined;
   }
 
+  /** Deletes every value whose key starts with `prefix`, in one statement, and answers what it deleted. */
+  async takePrefix<T>(prefix: string): Promise<T[]> {
+    const p = this.params(2);
+    this.cache?.deletePrefix(prefix);
+    const rows = await this.guard(() => this.query(`DELETE FROM keyv WHERE substr(key, 1, ${p[0]}) = ${p[1]} RETURNING value`, [prefix.length, prefix]));
+    const values = await Promise.all(rows.map((r) => this.live<T>(r.value as string)));
+    return values.filter((v) => v !== undefined) as T[];
+  }
+
   /** One cheap round trip, for /health. */
   async ping(): Promise<void> {
     await this.guard(() => this.query('SELECT 1', []));
@@ -179,12 +280,25 @@ export class Store {
     return data.value;
   }
 
+  /** Store errors that mean an outage become StoreUnavailable (503); any other is a bug, and stays one. */
   private async guard<T>(run: () => Promise<T>): Promise<T> {
     try {
       return await run();
     } catch (e) {
-      if (e instanceof TerapiError) throw e;
-      throw new StoreUnavailable(e);
+      if (!(e instanceof TerapiError) && isUnreachable(e)) throw new StoreUnavailable(e);
+      throw e;
     }
   }
+}
+
+const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * The embedded database and its -wal and -shm files, readable by this user only (like keys.json):
+ * made 0600 before SQLite opens the file, since SQLite gives its -wal and -shm files the mode of the
+ * database file; a file made by an earlier version is narrowed too.
+ */
+function privateFiles(file: string) {
+  if (!existsSync(file)) closeSync(openSync(file, 'a', 0o600));
+  for (const f of [file, `${file}-wal`, `${file}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
 }

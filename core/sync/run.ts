@@ -57,6 +57,8 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
   let checkpoint = task.since;
   let resume = full ? task.resume ?? null : null;
   const timings = { pages_ms: 0, mapping_ms: 0, storing_ms: 0 };
+  // Provider text in an error (a body, an expression's message) may repeat the credentials.
+  let scrub: ((text: string) => string) | undefined;
   let clock = performance.now();
   const lap = (part: keyof typeof timings) => {
     const now = performance.now();
@@ -68,6 +70,7 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
     for await (const page of pages) {
       lap('pages_ms');
       const fresh = await deps.fresh();
+      scrub = fresh.scrub;
       const where = `sync "${handle.sync}", page ${page.number}`;
       const mapped = page.items.length ? await evaluating(sync.mapping, where, () => sync.mapping.evaluateEach(page.items, { config: fresh.record.connection_config }, pageTimeLimitMs(page.items.length))) : [];
       const { records, valid } = prepare(sync, mapped, where, page.number, summary, check);
@@ -95,7 +98,9 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
     if (e instanceof RunLost || e instanceof ConnectionGone) throw e; // nothing of this run's may be written now
     const limited = e instanceof RateLimited ? e : undefined;
     summary.outcome = limited ? 'rate_limited' : 'error';
-    summary.error = describeFailure(e);
+    // Failed before its first page: the credentials it would have used are the ones to scrub.
+    scrub ??= await deps.fresh().then((f) => f.scrub, () => (text: string) => text);
+    summary.error = scrub(describeFailure(e));
     const resumeAt = limited?.resumeAt;
     // A full run carries on where it stopped only after a rate limit, soon after; after an error
     // the next run starts over (a page position may not mean the same thing later).

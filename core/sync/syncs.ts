@@ -5,6 +5,7 @@ import type { Connections } from '../auth/connections.ts';
 import type { Integrations } from '../auth/integrations.ts';
 import { badRequest, notFound, TerapiError } from '../errors.ts';
 import type { Provider, Sync } from '../format/provider-types.ts';
+import { limits } from '../http/send.ts';
 import type { WorkerPools } from '../jobs/pools.ts';
 import type { FreshAnswer, StoreOptions } from '../jobs/sync-worker.ts';
 import type { Logger } from '../logger.ts';
@@ -243,6 +244,7 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
           provider: provider.name,
           sync: handle.sync,
           run: { handle, summary: row.last_run!, since: row.checkpoint, resume: row.resume, leaseMs: this.options.leaseMs, waitBudgetMs: this.options.waitBudgetMs },
+          maxResponseBytes: limits.responseBytes,
         },
         (id) => this.answerFresh(handle, id),
         stopper.signal,
@@ -270,8 +272,8 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
 
   private async answerFresh(handle: RunHandle, id: number): Promise<FreshAnswer> {
     try {
-      const { provider: _provider, ...fresh } = await this.auth.fresh(handle.integration, handle.connection);
-      return { id, fresh };
+      const { provider: _provider, scrub: _scrub, ...fresh } = await this.auth.fresh(handle.integration, handle.connection);
+      return { id, fresh: { ...fresh, secrets: this.auth.secrets(fresh.integration, fresh.credentials) } };
     } catch (e) {
       const err = e instanceof TerapiError ? e : new TerapiError(502, 'provider_error', (e as Error).message);
       return { id, error: { status: err.status, code: err.code, message: err.message } };
