@@ -76,7 +76,8 @@ test('a page of records is held to one time limit: $sum over ten million in a ma
     const started = Date.now();
     // Each record took some 0.3 s, under a limit of its own: a page of 50 held the thread for 15 s.
     await assert.rejects(new Expression(source).evaluateEach(new Array(50).fill({}), {}, 500), { code: LIMIT_CODE, message: /took longer than its time limit of 500 ms/ });
-    assert.ok(Date.now() - started < 2500, `${source}: stopped after ${Date.now() - started} ms`);
+    // Well under the 15 s it would take unbounded, with room for a machine shared with other work.
+    assert.ok(Date.now() - started < 6000, `${source}: stopped after ${Date.now() - started} ms`);
   }
 });
 
@@ -89,7 +90,7 @@ test('loops, recursions and quadratic builtins stop at the time limit, compiled 
   for (const source of [...cases, ...cases.map(interpreted)]) {
     const started = Date.now();
     await assert.rejects(new Expression(source).evaluate({}, {}, 200), { code: LIMIT_CODE }, source);
-    assert.ok(Date.now() - started < 2000, `${source}: stopped after ${Date.now() - started} ms`);
+    assert.ok(Date.now() - started < 5000, `${source}: stopped after ${Date.now() - started} ms`);
   }
 });
 
