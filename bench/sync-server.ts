@@ -5,10 +5,13 @@
  * every 20 ms: the whole process, worker threads included).
  */
 import type { AddressInfo } from 'node:net';
-import { loadConfig } from '../core/config.ts';
-import { Engine } from '../core/engine.ts';
-import { createLogger } from '../core/logger.ts';
-import { createApp } from '../server/app.ts';
+
+// As server/main.ts does, before anything uses libuv's pool.
+process.env.UV_THREADPOOL_SIZE ??= '16';
+const { loadConfig } = await import('../core/config.ts');
+const { Engine } = await import('../core/engine.ts');
+const { createLogger } = await import('../core/logger.ts');
+const { createApp } = await import('../server/app.ts');
 
 const { config } = loadConfig();
 const engine = await Engine.start(config, createLogger('warn'));

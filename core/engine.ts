@@ -63,7 +63,7 @@ export class Engine {
     this.connect = new ConnectFlow(store, this.integrations, this.auth, this.finishConnection, config, this.sealer, log);
     this.auth.on('needs_reauth', (e) => void this.webhooks.send({ type: 'connection.needs_reauth', ...e }).catch((err) => log.warn({ err: (err as Error).message }, 'webhook not queued')));
     this.webhooks = new Webhooks(queue, { url: config.webhookUrl, secret: config.secretKey, retrySeconds: config.webhookRetryMs / 1000 }, log);
-    this.syncs = new Syncs(new SyncStore(sql), pools, queue, this.webhooks, this.integrations, this.connections, this.auth, { databaseUrl: config.databaseUrl, dataDir: config.dataDir }, {
+    this.syncs = new Syncs(new SyncStore(sql), pools, queue, this.webhooks, this.integrations, this.connections, this.auth, {
       leaseMs: config.syncLeaseMs,
       waitBudgetMs: config.syncWaitBudgetMs,
       concurrency: config.syncConcurrency,

@@ -13,6 +13,9 @@ import { Engine } from '../core/engine.ts';
 import { createLogger } from '../core/logger.ts';
 import { createApp } from '../server/app.ts';
 
+// As server/main.ts does: before anything uses libuv's pool (the engines of tests share this process).
+process.env.UV_THREADPOOL_SIZE ??= '16';
+
 /** PostgreSQL for tests (PRODUCT.md): TERAPI_TEST_DATABASE_URL; in CI a missing URL fails, never skips. */
 export const PG_URL = process.env.TERAPI_TEST_DATABASE_URL;
 if (process.env.CI === 'true' && !PG_URL) throw new Error('CI=true but TERAPI_TEST_DATABASE_URL is not set: the PostgreSQL tests cannot run');
@@ -170,7 +173,7 @@ export async function spawnTerapi(env: Record<string, string> = {}): Promise<Ser
   const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
     cwd: ROOT,
     // At info level: the line saying which port it listens on is how this finds it.
-    env: { PATH: process.env.PATH!, PORT: '0', TERAPI_DATA_DIR: dataDir, TERAPI_SECRET_KEY: secret, TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, ...env, TERAPI_LOG_LEVEL: 'info' },
+    env: { PATH: process.env.PATH!, UV_THREADPOOL_SIZE: '16', PORT: '0', TERAPI_DATA_DIR: dataDir, TERAPI_SECRET_KEY: secret, TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, ...env, TERAPI_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';

@@ -3,7 +3,7 @@ import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { ExpressionError, runEvaluationsWith, type Expression } from '../expression/expression.ts';
 import type { EvaluateOutcome } from './eval-worker.ts';
-import type { FreshAnswer, SyncOutcome, SyncTask, WorkerMessage } from './sync-worker.ts';
+import type { FreshAnswer, StoreAnswer, SyncOutcome, SyncTask, WorkerMessage } from './sync-worker.ts';
 
 export interface PoolOptions {
   /** Threads for sync runs; runs mostly wait on the network, so more than the cores. */
@@ -73,8 +73,8 @@ export class WorkerPools {
     this.timer = setInterval(() => this.watch(), 100).unref();
   }
 
-  /** Runs a sync in a run thread; `answer` serves its requests for fresh credentials. */
-  async runSync(task: Omit<SyncTask, 'port' | 'deadline'>, answer: (id: number) => Promise<FreshAnswer>, signal?: AbortSignal): Promise<SyncOutcome> {
+  /** Runs a sync in a run thread; `answer` serves its requests (fresh credentials, storing pages). */
+  async runSync(task: Omit<SyncTask, 'port' | 'deadline'>, answer: (request: Extract<WorkerMessage, { id: number }>) => Promise<FreshAnswer | StoreAnswer>, signal?: AbortSignal): Promise<SyncOutcome> {
     const { port1, port2 } = new MessageChannel();
     const watched: Watched = { slot: new Float64Array(new SharedArrayBuffer(8)), abort: new AbortController(), where: 'an expression' };
     signal?.addEventListener('abort', () => {
@@ -83,7 +83,8 @@ export class WorkerPools {
     });
     port1.on('message', (m: WorkerMessage) => {
       if (m.kind === 'evaluating') watched.where = m.where;
-      else void answer(m.id).then((a) => port1.postMessage(a));
+      // A thread stopped meanwhile has closed its end: the answer goes nowhere, which is fine.
+      else void answer(m).then((a) => port1.postMessage(a));
     });
     this.active.add(watched);
     try {

@@ -131,23 +131,39 @@ export class SqliteQueue implements JobQueue {
   }
 
   async work(queue: QueueName, concurrency: number, handler: (data: any) => Promise<void>): Promise<void> {
-    for (let i = 0; i < concurrency; i++) this.loops.push(this.loop(queue, handler));
+    this.loops.push(this.poll(queue, concurrency, handler));
   }
 
-  private async loop(queue: QueueName, handler: (data: any) => Promise<void>) {
+  /**
+   * One poller a queue: it looks with a read (which takes no lock, in WAL mode) and takes a job with
+   * a write only when there is one, so that an idle queue does not contend with sync runs for the
+   * file's write lock; up to `concurrency` handlers run at once.
+   */
+  private async poll(queue: QueueName, concurrency: number, handler: (data: any) => Promise<void>) {
+    let busy = 0;
     while (!this.stopping) {
-      const [job] = await this.sql
-        .query<{ id: number; data: string; attempts: number; retry_limit: number; retry_delay_ms: number }>(
-          `UPDATE terapi_jobs SET state = 'active', attempts = attempts + 1
-           WHERE id = (SELECT id FROM terapi_jobs WHERE queue = $1 AND state = 'created' AND run_after <= $2 ORDER BY run_after, id LIMIT 1)
-           RETURNING id, data, attempts, retry_limit, retry_delay_ms`,
-          [queue, Date.now()],
-        )
+      const free = concurrency - busy;
+      const ready = free <= 0 ? [] : await this.sql
+        .query<{ id: number }>(`SELECT id FROM terapi_jobs WHERE queue = $1 AND state = 'created' AND run_after <= $2 ORDER BY run_after, id LIMIT $3`, [queue, Date.now(), free])
         .catch((e) => {
           this.log.warn({ err: (e as Error).message }, 'job queue error');
           return [];
         });
-      if (!job) {
+      for (const { id } of ready) {
+        const [job] = await this.sql
+          .query<{ id: number; data: string; attempts: number; retry_limit: number; retry_delay_ms: number }>(
+            `UPDATE terapi_jobs SET state = 'active', attempts = attempts + 1 WHERE id = $1 AND state = 'created' RETURNING id, data, attempts, retry_limit, retry_delay_ms`,
+            [id],
+          )
+          .catch(() => []);
+        if (!job) continue;
+        busy++;
+        void this.run(queue, job, handler).finally(() => {
+          busy--;
+          for (const wake of this.wakers) wake();
+        });
+      }
+      if (!ready.length || busy >= concurrency) {
         await new Promise<void>((resolve) => {
           const wake = () => {
             clearTimeout(timer);
@@ -157,18 +173,21 @@ export class SqliteQueue implements JobQueue {
           const timer = setTimeout(wake, 250);
           this.wakers.add(wake);
         });
-        continue;
       }
-      try {
-        await handler(JSON.parse(job.data));
-        await this.sql.query(`DELETE FROM terapi_jobs WHERE id = $1`, [job.id]);
-      } catch (e) {
-        const retry = job.attempts <= job.retry_limit;
-        // The same backoff as pg-boss: the delay doubled per attempt, half of it random.
-        const delay = job.retry_delay_ms * 2 ** Math.min(16, job.attempts) / 2 * (1 + Math.random());
-        await this.sql.query(retry ? `UPDATE terapi_jobs SET state = 'created', run_after = $2 WHERE id = $1` : `UPDATE terapi_jobs SET state = 'failed' WHERE id = $1`, retry ? [job.id, Date.now() + delay] : [job.id]).catch(() => {});
-        if (!retry) this.log.warn({ queue, err: (e as Error).message }, 'job failed for good');
-      }
+    }
+    while (busy > 0) await new Promise((r) => setTimeout(r, 20));
+  }
+
+  private async run(queue: QueueName, job: { id: number; data: string; attempts: number; retry_limit: number; retry_delay_ms: number }, handler: (data: any) => Promise<void>) {
+    try {
+      await handler(JSON.parse(job.data));
+      await this.sql.query(`DELETE FROM terapi_jobs WHERE id = $1`, [job.id]);
+    } catch (e) {
+      const retry = job.attempts <= job.retry_limit;
+      // The same backoff as pg-boss: the delay doubled per attempt, half of it random.
+      const delay = ((job.retry_delay_ms * 2 ** Math.min(16, job.attempts)) / 2) * (1 + Math.random());
+      await this.sql.query(retry ? `UPDATE terapi_jobs SET state = 'created', run_after = $2 WHERE id = $1` : `UPDATE terapi_jobs SET state = 'failed' WHERE id = $1`, retry ? [job.id, Date.now() + delay] : [job.id]).catch(() => {});
+      if (!retry) this.log.warn({ queue, err: (e as Error).message }, 'job failed for good');
     }
   }
 

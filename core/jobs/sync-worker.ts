@@ -1,6 +1,11 @@
 /**
  * What a run thread does (loaded through thread-entry.mjs): sync runs. Runs here cannot stall the
  * API, and the thread's memory is capped: a runaway ends this thread, never the process.
+ *
+ * A run thread holds no database handle: it asks the thread that started it for fresh credentials
+ * and to store each page (RunStore, over its port). A thread the watchdog stops may then be cut
+ * anywhere without leaving a native database call behind it (SQLite's binding aborts the process
+ * when a call returns to a thread that is gone), and the embedded store has one writer.
  */
 import { createHash } from 'node:crypto';
 import type { MessagePort } from 'node:worker_threads';
@@ -11,17 +16,10 @@ import { TerapiError } from '../errors.ts';
 import { reportDeadlines } from '../expression/expression.ts';
 import { loadCatalog, type SourceFile } from '../format/provider-loader.ts';
 import type { Provider } from '../format/provider-types.ts';
-import { openSql, type Sql } from '../store/sql.ts';
-import { runSync, type RunResult, type RunTask } from '../sync/run.ts';
-import { ConnectionGone, RunLost, SyncStore } from '../sync/sync-store.ts';
-
-export interface StoreOptions {
-  databaseUrl?: string;
-  dataDir: string;
-}
+import { runSync, type RunResult, type RunStore, type RunTask } from '../sync/run.ts';
+import { ConnectionGone, RunLost } from '../sync/sync-store.ts';
 
 export interface SyncTask {
-  store: StoreOptions;
   /** The provider's files by text: the worker loads exactly what the API thread has. */
   sources: SourceFile[];
   provider: string;
@@ -39,22 +37,37 @@ export interface SyncTask {
 /** A sync task's answer: the run's result, or why it stopped without one. */
 export type SyncOutcome = { ok: true; result: RunResult } | { ok: false; lost: 'run' | 'connection'; message: string };
 
-/** Messages a sync task sends on its port. */
-export type WorkerMessage = { kind: 'fresh'; id: number } | { kind: 'evaluating'; where: string };
-/** Answers to them. */
+/** Messages a sync task sends on its port: requests (answered with the same id), and news for the watchdog. */
+type Request = { kind: 'fresh' } | { kind: 'store'; method: keyof RunStore; args: unknown[] };
+export type WorkerMessage = (Request & { id: number }) | { kind: 'evaluating'; where: string };
+
+/** An error that crossed threads: its class by name (RunLost, ConnectionGone, TerapiError) and what it says. */
+export interface WireError {
+  name: string;
+  message: string;
+  status?: number;
+  code?: string;
+}
+
 /** Fresh credentials, and the secrets to scrub from provider text (a function cannot cross threads). */
-export type FreshAnswer = { id: number; fresh?: Omit<Fresh, 'provider' | 'scrub'> & { secrets: string[] }; error?: { status: number; code: string; message: string } };
+export type FreshAnswer = { id: number; fresh?: Omit<Fresh, 'provider' | 'scrub'> & { secrets: string[] }; error?: WireError };
+export type StoreAnswer = { id: number; value?: unknown; error?: WireError };
+
+/** An error as it crosses threads. */
+export function toWire(e: unknown): WireError {
+  const err = e instanceof Error ? e : new Error(String(e));
+  return { name: err instanceof RunLost ? 'RunLost' : err instanceof ConnectionGone ? 'ConnectionGone' : err instanceof TerapiError ? 'TerapiError' : 'Error', message: err.message, ...(err instanceof TerapiError ? { status: err.status, code: err.code } : {}) };
+}
+
+function fromWire(w: WireError): Error {
+  if (w.name === 'RunLost') return new RunLost(w.message);
+  if (w.name === 'ConnectionGone') return new ConnectionGone(w.message);
+  if (w.name === 'TerapiError') return new TerapiError(w.status ?? 500, w.code ?? 'internal_error', w.message);
+  return new Error(w.message);
+}
 
 export default function work(task: SyncTask): Promise<SyncOutcome> {
   return sync(task);
-}
-
-const stores = new Map<string, SyncStore>();
-function storeFor(options: StoreOptions): SyncStore {
-  const key = options.databaseUrl ?? options.dataDir;
-  let store = stores.get(key);
-  if (!store) stores.set(key, (store = new SyncStore(openSql({ ...options, poolSize: 2 }) as Sql)));
-  return store;
 }
 
 const providers = new Map<string, Provider>();
@@ -79,25 +92,31 @@ async function sync(task: SyncTask): Promise<SyncOutcome> {
   const definition = Object.hasOwn(provider.syncs ?? {}, task.sync) ? provider.syncs![task.sync] : undefined;
   if (!definition) throw new Error(`provider "${task.provider}" has no sync "${task.sync}"`);
   const port = task.port;
-  const waiting = new Map<number, (a: FreshAnswer) => void>();
+  const waiting = new Map<number, (a: FreshAnswer & StoreAnswer) => void>();
   let next = 0;
-  port.on('message', (a: FreshAnswer) => waiting.get(a.id)?.(a));
-  const fresh = () =>
-    new Promise<Fresh>((resolve, reject) => {
+  port.on('message', (a: FreshAnswer & StoreAnswer) => waiting.get(a.id)?.(a));
+  const ask = <T>(message: Request, take: (a: FreshAnswer & StoreAnswer) => T) =>
+    new Promise<T>((resolve, reject) => {
       const id = next++;
       waiting.set(id, (a) => {
         waiting.delete(id);
-        if (a.fresh) {
-          const { secrets, ...rest } = a.fresh;
-          resolve({ ...rest, provider, scrub: scrubberOf(secrets) });
-        }
-        else reject(new TerapiError(a.error!.status, a.error!.code, a.error!.message));
+        if (a.error) reject(fromWire(a.error));
+        else resolve(take(a));
       });
-      port.postMessage({ kind: 'fresh', id } satisfies WorkerMessage);
+      port.postMessage({ ...message, id } as WorkerMessage);
     });
+  const fresh = () =>
+    ask({ kind: 'fresh' }, (a): Fresh => {
+      const { secrets, ...rest } = a.fresh!;
+      return { ...rest, provider, scrub: scrubberOf(secrets) };
+    });
+  const store: RunStore = {
+    writePage: (...args) => ask({ kind: 'store', method: 'writePage', args }, (a) => a.value as Awaited<ReturnType<RunStore['writePage']>>),
+    finish: (...args) => ask({ kind: 'store', method: 'finish', args }, (a) => a.value as Awaited<ReturnType<RunStore['finish']>>),
+  };
   reportDeadlines(task.deadline, (expr) => port.postMessage({ kind: 'evaluating', where: expr.describe() } satisfies WorkerMessage));
   try {
-    return { ok: true, result: await runSync({ store: storeFor(task.store), fresh }, definition, task.run) };
+    return { ok: true, result: await runSync({ store, fresh }, definition, task.run) };
   } catch (e) {
     if (e instanceof RunLost) return { ok: false, lost: 'run', message: e.message };
     if (e instanceof ConnectionGone) return { ok: false, lost: 'connection', message: e.message };

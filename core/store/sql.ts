@@ -82,7 +82,7 @@ class SqliteSql implements Sql {
   constructor(file: string) {
     this.db = new sqlite3.Database(file);
     this.ready = (async () => {
-      await this.raw('PRAGMA busy_timeout = 10000');
+      await this.raw('PRAGMA busy_timeout = 30000');
       await this.raw('PRAGMA journal_mode = WAL');
       await this.raw('PRAGMA synchronous = NORMAL');
     })();

@@ -9,9 +9,12 @@ import { MalformedBody, RateLimited, type WaitBudget } from '../http/send.ts';
 import { readPages, type Position } from './pages.ts';
 import { ConnectionGone, RunLost, type PreparedRecord, type Resume, type RunHandle, type RunSummary, type SyncStore } from './sync-store.ts';
 
+/** What a run writes: its pages and its end (SyncStore's, reached from a run thread through its port). */
+export type RunStore = Pick<SyncStore, 'writePage' | 'finish'>;
+
 /** What a run needs from where it runs: the store, and fresh credentials from the process that owns refreshes. */
 export interface RunDeps {
-  store: SyncStore;
+  store: RunStore;
   fresh: () => Promise<Fresh>;
   /** Told after every stored page (progress for logs and dry runs). */
   onPage?: (page: { number: number; records: number; summary: RunSummary }) => void;

@@ -93,15 +93,16 @@ export interface StoredRecord {
   cursor: number;
 }
 
+/** The run no longer holds its sync (given as the sync, or as the message of one that crossed threads). */
 export class RunLost extends Error {
-  constructor(key: SyncKey) {
-    super(`sync "${key.sync}" of connection "${key.connection}" was taken over by another run (this one's lease ran out)`);
+  constructor(key: SyncKey | string) {
+    super(typeof key === 'string' ? key : `sync "${key.sync}" of connection "${key.connection}" was taken over by another run (this one's lease ran out)`);
   }
 }
 
 export class ConnectionGone extends Error {
-  constructor(key: SyncKey) {
-    super(`connection "${key.connection}" of integration "${key.integration}" was deleted during the run: nothing more is stored`);
+  constructor(key: SyncKey | string) {
+    super(typeof key === 'string' ? key : `connection "${key.connection}" of integration "${key.integration}" was deleted during the run: nothing more is stored`);
   }
 }
 
@@ -328,6 +329,8 @@ export class SyncStore {
    */
   async takeDue(limit: number, send: (due: (SyncKey & { due_ms: number })[], tx: SqlTx) => Promise<void>): Promise<number> {
     const now = Date.now();
+    // A read first: most ticks find nothing due, and should not take the write lock for that.
+    if (!(await this.sql.query(`SELECT 1 FROM terapi_syncs WHERE next_run_ms <= $1 AND paused = 0 LIMIT 1`, [now])).length) return 0;
     return this.sql.transaction(async (tx) => {
       const skip = tx.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
       const due = (
@@ -351,6 +354,7 @@ export class SyncStore {
 
   /** Hands the runs' pending events to `send` in one transaction with clearing them: each is sent once it is queued. */
   async takeEvents(limit: number, send: (events: (SyncKey & { event: SyncEvent })[], tx: SqlTx) => Promise<void>): Promise<number> {
+    if (!(await this.sql.query(`SELECT 1 FROM terapi_syncs WHERE pending_event IS NOT NULL LIMIT 1`, [])).length) return 0;
     return this.sql.transaction(async (tx) => {
       const skip = tx.dialect === 'postgres' ? ' FOR UPDATE SKIP LOCKED' : '';
       const rows = await tx.query<SyncKey & { pending_event: string }>(

@@ -7,7 +7,7 @@ import { badRequest, notFound, TerapiError } from '../errors.ts';
 import type { Provider, Sync } from '../format/provider-types.ts';
 import { limits } from '../http/send.ts';
 import type { WorkerPools } from '../jobs/pools.ts';
-import type { FreshAnswer, StoreOptions } from '../jobs/sync-worker.ts';
+import { toWire, type FreshAnswer, type StoreAnswer, type WorkerMessage } from '../jobs/sync-worker.ts';
 import type { Logger } from '../logger.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { Webhooks } from '../jobs/webhooks.ts';
@@ -86,7 +86,6 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
     private readonly integrations: Integrations,
     private readonly connections: Connections,
     private readonly auth: AuthEngine,
-    private readonly storeOptions: StoreOptions,
     private readonly options: SyncOptions,
     private readonly log: Logger,
   ) {
@@ -239,14 +238,13 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
     try {
       const outcome = await this.pools.runSync(
         {
-          store: this.storeOptions,
           sources: provider.sources,
           provider: provider.name,
           sync: handle.sync,
           run: { handle, summary: row.last_run!, since: row.checkpoint, resume: row.resume, leaseMs: this.options.leaseMs, waitBudgetMs: this.options.waitBudgetMs },
           maxResponseBytes: limits.responseBytes,
         },
-        (id) => this.answerFresh(handle, id),
+        (request) => (request.kind === 'fresh' ? this.answerFresh(handle, request.id) : this.answerStore(handle, request)),
         stopper.signal,
       );
       if (outcome.ok) return outcome.result;
@@ -270,13 +268,25 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
     }
   }
 
+  /** A run thread's page or end, stored here: the thread holds no database handle (core/jobs/sync-worker.ts). */
+  private async answerStore(handle: RunHandle, request: Extract<WorkerMessage, { kind: 'store' }>): Promise<StoreAnswer> {
+    try {
+      // Only this run's own sync: the handle comes from this thread's claim, not from the worker.
+      const args = request.args as [RunHandle, ...unknown[]];
+      if (args[0]?.runId !== handle.runId || args[0]?.sync !== handle.sync || args[0]?.connection !== handle.connection || args[0]?.integration !== handle.integration) throw new Error('a run thread asked to store for another run');
+      const value = request.method === 'writePage' ? await this.store.writePage(handle, ...(args.slice(1) as [any, any, any])) : await this.store.finish(handle, ...(args.slice(1) as [any, any]));
+      return { id: request.id, value };
+    } catch (e) {
+      return { id: request.id, error: toWire(e) };
+    }
+  }
+
   private async answerFresh(handle: RunHandle, id: number): Promise<FreshAnswer> {
     try {
       const { provider: _provider, scrub: _scrub, ...fresh } = await this.auth.fresh(handle.integration, handle.connection);
       return { id, fresh: { ...fresh, secrets: this.auth.secrets(fresh.integration, fresh.credentials) } };
     } catch (e) {
-      const err = e instanceof TerapiError ? e : new TerapiError(502, 'provider_error', (e as Error).message);
-      return { id, error: { status: err.status, code: err.code, message: err.message } };
+      return { id, error: toWire(e instanceof TerapiError ? e : new TerapiError(502, 'provider_error', (e as Error).message)) };
     }
   }
 
