@@ -6,7 +6,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { BUILTIN_PROVIDERS_DIR, providerFiles } from '../core/format/provider-loader.ts';
 import { replay, type ProviderResult, type ReplayReport } from '../server/replay/replay.ts';
@@ -127,4 +127,59 @@ test('terapi test <provider> replays one provider; --update writes new snapshots
   r = await terapi('no-such-provider');
   assert.equal(r.code, 1);
   assert.match(r.stdout, /there is no provider "no-such-provider" in providers/);
+});
+
+test('a key that goes in the query is checked there, and only there; $match takes a value that changes on every run', async () => {
+  const acme = `
+display_name: Acme
+categories: [testing]
+docs: https://developer.acme.example/docs
+auth: { mode: api_key, pattern: "ak_[a-z0-9]+" }
+api:
+  base_url: https://api.acme.example/v1
+  credentials: { in: query, name: key, value: "\${api_key}" }
+syncs:
+  items:
+    mode: full
+    request: { path: /items }
+    records: items
+    mapping: "{ 'id': id, 'name': $uppercase(name) }"
+    model: { name: AcmeItem }
+actions:
+  stamp:
+    input: { type: object, properties: { note: { type: string } } }
+    request: { method: POST, path: /stamps, body: "{ 'note': note, 'at': $now() }" }
+    output: "{ 'id': id, 'at': at }"
+`;
+  const recordings = {
+    'connection.yaml': 'credentials: { type: api_key, api_key: ak_1a2b3c }\ncredential: { query: key, value: ak_1a2b3c }\n',
+    'items.yaml': `sync: items
+exchanges:
+  - source: https://developer.acme.example/docs/items
+    request: { method: GET, path: /items }
+    response: { status: 200, body: { items: [{ id: 1, name: one }, { id: 2, name: two }] } }
+`,
+    'stamp.yaml': `action: stamp
+input: { note: hello }
+exchanges:
+  - source: https://developer.acme.example/docs/stamps
+    request: { method: POST, path: /stamps, body: { note: hello, at: { $match: "^20[0-9]{2}-[0-9]{2}-[0-9]{2}T" } } }
+    response: { status: 201, body: { id: st_1, at: "2026-01-02T03:04:05.000Z" } }
+`,
+  };
+  for (const [name, provider] of [['acme', acme], ['acme-leak', acme.replace('api:\n', 'api:\n  headers: { X-Acme-Key: "${api_key}" }\n')]]) {
+    writeFileSync(join(dir, `${name}.yaml`), provider);
+    mkdirSync(join(dir, `${name}.recordings`), { recursive: true });
+    for (const [file, text] of Object.entries(recordings)) writeFileSync(join(dir, `${name}.recordings`, file), text);
+  }
+  let report = await replay({ dir, providers: ['acme', 'acme-leak'], update: true });
+  const [ok, leak] = report.results;
+  assert.deepEqual(problemsOf(ok), []);
+  assert.deepEqual(ok.recordings.map((r) => r.written), [true, true]);
+  assert.match(readFileSync(join(dir, 'acme.recordings/items.snapshot.yaml'), 'utf8'), /records:\n {2}- id: 1\n {4}name: ONE\n/);
+  assert.match(problemsOf(leak).join('\n'), /the credential also goes in header x-acme-key: it must go only where the recording says/);
+  assert.match(problemsOf(leak).join('\n'), /acme-leak\.recordings\/items\.snapshot\.yaml not written: the requests do not match the recording/);
+  // Again, with another $now(): the snapshots written above hold.
+  report = await replay({ dir, providers: ['acme'] });
+  assert.deepEqual(problemsOf(report.results[0]), []);
 });

@@ -42,3 +42,21 @@ export function diffLines(expected: string, actual: string, context = 3): string
   });
   return out.join('\n');
 }
+
+/** `{ $match: "<regular expression>" }` in a recording: any string it matches, for values that change on every run (a nonce, a signed JWT). */
+export const isMatcher = (v: unknown): v is { $match: string } =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && Object.keys(v).length === 1 && typeof (v as { $match?: unknown }).$match === 'string';
+
+/**
+ * The expected value with each `$match` that the actual value satisfies replaced by that value: what
+ * is left different is a real difference, and a diff shows only that.
+ */
+export function unify(expected: unknown, actual: unknown): unknown {
+  if (isMatcher(expected)) return typeof actual === 'string' && new RegExp(expected.$match).test(actual) ? actual : expected;
+  if (Array.isArray(expected)) return expected.map((v, i) => unify(v, Array.isArray(actual) ? actual[i] : undefined));
+  if (expected && typeof expected === 'object') {
+    const other = actual && typeof actual === 'object' && !Array.isArray(actual) ? (actual as Record<string, unknown>) : {};
+    return Object.fromEntries(Object.entries(expected).map(([k, v]) => [k, unify(v, other[k])]));
+  }
+  return expected;
+}

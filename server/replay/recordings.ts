@@ -6,17 +6,20 @@ import { schemaErrors } from '../../core/format/provider-schema.ts';
 import type { Provider } from '../../core/format/provider-types.ts';
 import { YamlSource, type Position, type SourceError } from '../../core/format/yaml-source.ts';
 
+/** A recorded string, or `{ $match: <regular expression> }` for one that changes on every run. */
+export type Value = string | { $match: string };
+
 /** Where a request carries the credential: a header or a query parameter with this exact value, or nowhere. */
-export type CredentialPlace = { header: string; value: string } | { query: string; value: string } | 'none';
+export type CredentialPlace = { header: string; value: Value } | { query: string; value: Value } | 'none';
 
 /** A request as a recording writes it: the path under the base URL, or an absolute URL for another host. */
 export interface RecordedRequest {
   method: string;
   path: string;
-  query?: Record<string, string | string[]>;
-  headers?: Record<string, string>;
+  query?: Record<string, Value | Value[]>;
+  headers?: Record<string, Value>;
   body?: unknown;
-  form?: Record<string, string | string[]>;
+  form?: Record<string, Value | Value[]>;
 }
 
 export interface Exchange {
