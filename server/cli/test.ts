@@ -37,17 +37,22 @@ function print(report: ReplayReport, update: boolean): number {
     for (const problem of p.problems) console.log(indent(problem));
     for (const r of p.recordings) {
       recordings++;
+      if (!p.replayed) {
+        console.log(`  - ${r.kind} ${r.target} (${r.file}): not replayed`);
+        continue;
+      }
       if (r.problems.length) failed++;
       if (r.written) written++;
       const what = `${r.kind} ${r.target} (${r.file}, ${r.answered}/${r.exchanges} exchange${r.exchanges === 1 ? '' : 's'})${r.written ? ': snapshot written' : ''}`;
       console.log(`  ${r.problems.length ? '✗' : '✓'} ${what}`);
       for (const problem of r.problems) console.log(indent(problem, '      '));
     }
-    if (p.problems.length && !p.recordings.some((r) => r.problems.length)) failed++;
   }
   const providers = report.results.length;
-  console.log(`\n${providers} provider${providers === 1 ? '' : 's'}, ${recordings} recording${recordings === 1 ? '' : 's'}: ${failed ? `${failed} failed` : 'all passed'}${update ? `, ${written} snapshot${written === 1 ? '' : 's'} written` : ''} (${(report.ms / 1000).toFixed(1)} s)`);
-  return failed ? 1 : 0;
+  const troubled = report.results.filter((p) => p.problems.length).length;
+  const outcome = failed || troubled ? [failed ? `${failed} failed` : '', troubled ? `${troubled} provider${troubled === 1 ? '' : 's'} with problems` : ''].filter(Boolean).join(', ') : 'all passed';
+  console.log(`\n${providers} provider${providers === 1 ? '' : 's'}, ${recordings} recording${recordings === 1 ? '' : 's'}: ${outcome}${update ? `, ${written} snapshot${written === 1 ? '' : 's'} written` : ''} (${(report.ms / 1000).toFixed(1)} s)`);
+  return failed || troubled ? 1 : 0;
 }
 
 const indent = (text: string, pad = '    ') => text.split('\n').map((l) => pad + l).join('\n');

@@ -45,6 +45,8 @@ export interface ProviderResult {
   provider: string;
   /** Problems not tied to one recording: files that do not load, the connection, stray requests. */
   problems: string[];
+  /** Whether its recordings were replayed (not when its files, or the catalogue, do not load). */
+  replayed: boolean;
   recordings: RecordingResult[];
 }
 
@@ -75,7 +77,7 @@ export async function replay(options: ReplayOptions = {}): Promise<ReplayReport>
   const catalog = loadCatalog(layers);
   const inFolder = providerFiles(dir).map((f) => basename(f).replace(/\.ya?ml$/, ''));
   const names = options.providers ?? inFolder;
-  const results = new Map<string, ProviderResult>(names.map((n) => [n, { provider: n, problems: [], recordings: [] }]));
+  const results = new Map<string, ProviderResult>(names.map((n) => [n, { provider: n, problems: [], recordings: [], replayed: false }]));
   for (const name of names) {
     if (!inFolder.includes(name)) results.get(name)!.problems.push(`there is no provider "${name}" in ${short(dir)}; there: ${inFolder.join(', ')}`);
   }
@@ -102,7 +104,9 @@ export async function replay(options: ReplayOptions = {}): Promise<ReplayReport>
         result.problems.push(`${short(loaded.connection.file)}: ${(e as Error).message}`);
       }
     }
-    if (plans.length) await withServer(work, dir, plans, options);
+    // A server starts only on a catalogue that loads whole.
+    if (catalog.errors.length) for (const p of plans) p.result.problems.push('not replayed: the server cannot start while a provider file has errors');
+    else if (plans.length) await withServer(work, dir, plans, options);
   } finally {
     await Promise.all(plans.map((p) => p.replay.close()));
     rmSync(work, { recursive: true, force: true });
@@ -205,6 +209,7 @@ async function withServer(work: string, dir: string, plans: Plan[], options: Rep
 async function runPlan(p: Plan, call: Call, options: ReplayOptions): Promise<void> {
   const { provider, connection, replay } = p;
   const key = provider.name;
+  p.result.replayed = true;
   const real = <T>(value: T): T => JSON.parse(replay.toReal(JSON.stringify(value)));
   const mode = provider.auth.mode;
   const oauth = mode === 'oauth2' || mode === 'oauth2_client_credentials';
