@@ -7,11 +7,12 @@ import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../core/config.ts';
 import { start } from './cli/start.ts';
+import { test } from './cli/test.ts';
 import { validate } from './cli/validate.ts';
 import { worker } from './cli/worker.ts';
 
 /** Each adds its subcommand to the program: a new subcommand is a module and a line here. */
-const SUBCOMMANDS: ((program: Command) => void)[] = [start, worker, validate];
+const SUBCOMMANDS: ((program: Command) => void)[] = [start, worker, validate, test];
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 

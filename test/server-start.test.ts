@@ -300,3 +300,27 @@ describe('a stop signal lets the requests in flight finish', () => {
     }
   });
 });
+
+test('an engine embedded in a program lets the program end as soon as it is stopped (no grace timer left behind)', async () => {
+  // Before: the stop's grace period (the shutdown timeout less 2 s) kept the process alive to its end.
+  const dataDir = tempDir('terapi-data-');
+  const script = join(dataDir, 'embed.mts');
+  writeFileSync(script, `
+    import { loadConfig } from '${root}core/config.ts';
+    import { Engine } from '${root}core/engine.ts';
+    import { createLogger } from '${root}core/logger.ts';
+    const { config } = loadConfig({ embeddedKeys: true }, { TERAPI_DATA_DIR: ${JSON.stringify(dataDir)}, TERAPI_SECRET_KEY: 'sk_x', TERAPI_ENCRYPTION_KEY: '${TEST_ENCRYPTION_KEY}', TERAPI_SHUTDOWN_TIMEOUT_SECONDS: '30' });
+    const engine = await Engine.start(config, createLogger('silent'));
+    await engine.stop();
+    console.log('stopped');`);
+  const child = spawn(process.execPath, ['--import', 'tsx', script], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stoppedAt = 0;
+  let stderr = '';
+  child.stdout!.on('data', (d) => String(d).includes('stopped') && (stoppedAt = Date.now()));
+  child.stderr!.on('data', (d) => (stderr += d));
+  const code = await new Promise((r) => child.once('exit', r));
+  rmSync(dataDir, { recursive: true, force: true });
+  assert.equal(code, 0, stderr);
+  assert.ok(stoppedAt > 0, 'the engine stopped');
+  assert.ok(Date.now() - stoppedAt < 5000, `the process ended ${Date.now() - stoppedAt} ms after the engine stopped (the grace period is 28 s)`);
+});

@@ -101,10 +101,15 @@ export function validateProvider(source: YamlSource, data: unknown, isOverride: 
   validate(data);
   const found = marked;
   marked = [];
-  const errors = (validate.errors ?? []).flatMap((e) => describe(source, e));
+  const errors = schemaErrors(source, validate.errors);
   // A value the schema already refused is not compiled too: one mistake, one error.
   const refused = new Set((validate.errors ?? []).map((e) => e.instancePath));
-  return { errors: dedupe(errors), marked: found.filter((m) => !refused.has(m.path.map((p) => `/${p}`).join(''))) };
+  return { errors, marked: found.filter((m) => !refused.has(m.path.map((p) => `/${p}`).join(''))) };
+}
+
+/** Ajv's errors for a YAML file, each at the key or value it is about and saying what to change (recordings use it too). */
+export function schemaErrors(source: YamlSource, errors: ErrorObject[] | null | undefined): SourceError[] {
+  return dedupe((errors ?? []).flatMap((e) => describe(source, e)));
 }
 
 const TAGS: Record<string, string[]> = {

@@ -331,7 +331,10 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
   async stop(graceMs: number): Promise<void> {
     clearInterval(this.ticker);
     await this.queue.stopWorking();
-    await Promise.race([Promise.allSettled([...this.running.values()]), new Promise((r) => setTimeout(r, graceMs))]);
+    let grace: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...this.running.values()]), new Promise((r) => (grace = setTimeout(r, graceMs)))]);
+    // Cleared: left running, the grace period kept a stopped process alive to its end.
+    clearTimeout(grace);
     for (const stopper of this.stoppers.values()) stopper.abort(HANDED_BACK);
     await Promise.allSettled([...this.running.values()]);
   }

@@ -1,0 +1,337 @@
+// Generated from schemas/provider.schema.json by `npm run generate`: do not edit, change the schema
+// and run it again. A test fails while this file is out of date.
+import type { Expression } from '../expression/expression.ts';
+import type { Template } from './template.ts';
+
+/**
+ * One provider of Terapi: its auth, its API, its syncs and its actions. The file name (without .yaml)
+ * is the provider's name. Strings marked x-kind are compiled at load: expression (JSONata), template
+ * (${name} placeholders), regexp, json-schema.
+ */
+export interface ProviderFile {
+  /** Name shown to people, e.g. GitHub. */
+  display_name: string;
+  /** Lower-case category slugs, e.g. dev-tools, crm, ticketing. */
+  categories: string[];
+  /** The provider's API documentation. */
+  docs: string;
+  /** The documentation pages the facts in this file come from. */
+  references?: string[];
+  auth: Auth;
+  /** Per-connection values (a subdomain, an instance URL) usable as ${name} in URL and header templates. */
+  connection_config?: Record<string, ConfigField>;
+  post_connection?: PostConnection;
+  verification?: Verification;
+  api: Api;
+  syncs?: Record<string, Sync>;
+  actions?: Record<string, Action>;
+}
+
+export type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
+/** How the client id and secret reach the token URL: in the form body, or as HTTP basic auth. */
+export type ClientAuth = 'body' | 'basic';
+
+/** JSONata expressions over the token response that pick out the token, refresh token and expiry. */
+export interface TokenResponse {
+  /** Default: "access_token". */
+  access_token?: Expression;
+  /** Default: "refresh_token". */
+  refresh_token?: Expression;
+  /** Seconds until the access token expires. Default: "expires_in". */
+  expires_in?: Expression;
+  /** Absolute expiry (ISO date or epoch seconds), where the provider gives that instead. */
+  expires_at?: Expression;
+  /** Extra fields kept on the connection's metadata. */
+  metadata?: Record<string, Expression>;
+}
+
+export interface Revocation {
+  url: Template;
+  /** Default: "POST". */
+  method?: Method;
+  /** Default: "access_token". */
+  token?: 'access_token' | 'refresh_token';
+  client_auth?: ClientAuth;
+  /** Default: "form". */
+  format?: 'form' | 'json';
+  /** Name of the body field that carries the token. Default: "token". */
+  token_param?: string;
+  /**
+   * Whether the grant a reconnect replaces is revoked (a connection is always revoked when deleted).
+   * Set false where the provider keeps one grant per user and OAuth app, so that revoking an old token
+   * would also end the grant the reconnect just made (Google). Default: true.
+   */
+  on_reconnect?: boolean;
+}
+
+export type Auth = OAuth2Auth | ClientCredentialsAuth | ApiKeyAuth | BasicAuth | NoAuth;
+
+export interface OAuth2Auth {
+  mode: 'oauth2';
+  authorization_url: Template;
+  token_url: Template;
+  /** Where refreshes go, if not token_url. */
+  refresh_url?: Template;
+  /**
+   * The authorization server's issuer identifier, where the provider documents one (RFC 9207). When
+   * set, the OAuth callback must carry an iss parameter equal to it, or the flow fails and nothing is
+   * stored: this stops a mix-up attack, where an authorization code from another server is sent to this
+   * provider's token URL.
+   */
+  issuer?: string;
+  /** Default scopes, used when the integration sets none. */
+  scopes?: string[];
+  /** Default: " ". */
+  scope_separator?: string;
+  /**
+   * Authorization URL parameter that carries the scopes (Slack user scopes: user_scope). Default:
+   * "scope".
+   */
+  scope_param?: string;
+  authorization_params?: Record<string, Template>;
+  token_params?: Record<string, string>;
+  refresh_params?: Record<string, string>;
+  /** Default: false. */
+  pkce?: boolean;
+  /** Default: "body". */
+  client_auth?: ClientAuth;
+  /** Default: "form". */
+  token_request_format?: 'form' | 'json';
+  token_response?: TokenResponse;
+  /** Default: 300. */
+  refresh_buffer_seconds?: number;
+  revocation?: Revocation;
+}
+
+export interface ClientCredentialsAuth {
+  mode: 'oauth2_client_credentials';
+  token_url: Template;
+  scopes?: string[];
+  /** Default: " ". */
+  scope_separator?: string;
+  token_params?: Record<string, string>;
+  /** Default: "body". */
+  client_auth?: ClientAuth;
+  /** Default: "form". */
+  token_request_format?: 'form' | 'json';
+  token_response?: TokenResponse;
+  /** Default: 300. */
+  refresh_buffer_seconds?: number;
+}
+
+export interface ApiKeyAuth {
+  mode: 'api_key';
+  /** What the end user is asked for, e.g. Secret key. */
+  label?: string;
+  /**
+   * A regular expression the whole key must match (anchored for you). It runs on RE2, in linear time:
+   * no lookarounds, no backreferences.
+   */
+  pattern?: string;
+}
+
+export interface BasicAuth {
+  mode: 'basic';
+  username_label?: string;
+  password_label?: string;
+  /** Default: false. */
+  password_optional?: boolean;
+}
+
+export interface NoAuth {
+  mode: 'none';
+}
+
+export interface ConfigField {
+  description?: string;
+  /**
+   * A regular expression the whole value must match (anchored for you). It runs on RE2, in linear time:
+   * no lookarounds, no backreferences.
+   */
+  pattern: string;
+  /**
+   * url: an https origin such as https://acme.my.salesforce.com, which may start a URL template.
+   * Default: "text".
+   */
+  format?: 'text' | 'url';
+  example?: string;
+  /** Default: false. */
+  optional?: boolean;
+  /** Filled from the token response by this JSONata expression. */
+  from_token_response?: Expression;
+}
+
+export interface RequestSpec {
+  /** Default: "GET". */
+  method?: Method;
+  path: Template;
+  /** Query parameters (templates). */
+  params?: Record<string, Template>;
+  headers?: Record<string, Template>;
+  /** JSONata expression giving the JSON body. */
+  body?: Expression;
+}
+
+/**
+ * A request made once a connection is made, whose response fills connection_config or metadata (Jira's
+ * cloud id).
+ */
+export interface PostConnection {
+  request: RequestSpec;
+  config?: Record<string, Expression>;
+  metadata?: Record<string, Expression>;
+}
+
+/** A request that must succeed before an API key or password is accepted. */
+export interface Verification {
+  request: RequestSpec;
+}
+
+export interface Api {
+  base_url: Template;
+  headers?: Record<string, Template>;
+  /**
+   * How credentials go on every request. Default: Authorization: Bearer ${access_token} (oauth2), Basic
+   * ${basic_auth} (basic).
+   */
+  credentials?: {
+    in: 'header' | 'query';
+    name: string;
+    value: Template;
+  };
+  retry?: Retry;
+  /**
+   * How long one request to the API may take, in seconds, before it is given up and retried like a 5xx.
+   * Default: 30.
+   */
+  timeout_seconds?: number;
+}
+
+export interface Retry {
+  /** Default: [429,500,502,503,504]. */
+  statuses?: number[];
+  /** Default: 5. */
+  max_attempts?: number;
+  /** Default: "retry-after". */
+  retry_after_header?: string;
+  /** Header telling when the rate-limit window resets. */
+  reset_header?: string;
+  /** Default: "epoch_seconds". */
+  reset_format?: 'epoch_seconds' | 'epoch_ms' | 'seconds' | 'iso_date';
+  /** Header telling how many requests are left in the window. */
+  remaining_header?: string;
+}
+
+export type Pagination = PaginationCursor | PaginationNextUrl | PaginationOffset | PaginationPage;
+
+export interface PageSize {
+  param: string;
+  value: number;
+}
+
+export interface PaginationCursor {
+  type: 'cursor';
+  /** Where the next cursor is in the response body; empty means the last page. */
+  cursor: Expression;
+  /** Query parameter that carries the cursor. Omit when the request body uses $cursor. */
+  param?: string;
+  page_size?: PageSize;
+  stop?: Expression;
+}
+
+export interface PaginationNextUrl {
+  type: 'next_url';
+  from: 'body' | 'link_header';
+  /** Where the next URL is in the body (from: body). */
+  path?: Expression;
+  page_size?: PageSize;
+  stop?: Expression;
+}
+
+export interface PaginationOffset {
+  type: 'offset';
+  param: string;
+  page_size: PageSize;
+  stop?: Expression;
+}
+
+export interface PaginationPage {
+  type: 'page';
+  param: string;
+  /** Default: 1. */
+  start?: number;
+  page_size?: PageSize;
+  stop?: Expression;
+}
+
+export interface Sync {
+  description?: string;
+  /**
+   * full: every run reads everything, and a record not seen is deleted. incremental: from the
+   * checkpoint on.
+   */
+  mode: 'full' | 'incremental';
+  /**
+   * How often it runs on its own, e.g. 30s, 15m, 1h, 1d; an integration can set another (PATCH
+   * /integration, sync_frequencies). Default: "1h".
+   */
+  frequency?: string;
+  /**
+   * Whether a new connection starts this sync on its own (at once, then every frequency). false: it
+   * runs when triggered, or after POST /sync/start. Default: true.
+   */
+  auto_start?: boolean;
+  request: RequestSpec;
+  pagination?: Pagination;
+  /**
+   * Where the records are in a response body, e.g. data.items ($ for the body itself). An empty result
+   * ends the sync: leave filtering to "filter".
+   */
+  records: Expression;
+  /**
+   * Keeps a provider record ($) when true, before the mapping (e.g. $not($exists(pull_request))). A
+   * page whose records are all filtered out does not end the sync: only the pagination does.
+   */
+  filter?: Expression;
+  /** Maps one provider record ($) to the output model. */
+  mapping: Expression;
+  model: {
+    name: string;
+    /**
+     * The field of the mapped record that identifies it (a string or a number): a record without one
+     * fails the run. Default: "id".
+     */
+    id?: string;
+    /**
+     * JSON Schema of the mapped record: each record is checked against it, and one that does not fit is
+     * handled as "invalid_records" says.
+     */
+    schema?: object;
+  };
+  /** Incremental mode: what is remembered after each page and sent on the next run. */
+  checkpoint?: {
+    /** Computed from the page's mapped records ($) and the previous $checkpoint. */
+    value: Expression;
+    /** Query parameter that sends the checkpoint. Omit when the request body uses $checkpoint. */
+    param?: string;
+  };
+  /**
+   * What a run does with a mapped record that does not fit the model's schema: skip it (counted, with
+   * the first examples, in the sync's status and the log) or fail the run. A record without an id, or
+   * two records with one id in a page, always fail the run. Default: "skip".
+   */
+  invalid_records?: 'skip' | 'fail';
+}
+
+export interface Action {
+  description?: string;
+  /**
+   * JSON Schema the action's input must match. Its pattern and patternProperties run on RE2, in linear
+   * time: no lookarounds, no backreferences.
+   */
+  input: object;
+  request: RequestSpec;
+  /** Maps the response body ($) to the action's output (an object). */
+  output?: Expression;
+}
