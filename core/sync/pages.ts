@@ -99,7 +99,11 @@ async function pageRequest(fresh: Fresh, sync: Sync, position: Position, since: 
     const next = new URL(position.next_url, base);
     if (next.origin !== base.origin) throw providerFailed(`${provider.display_name} gave a next page at another origin (${next.origin}, not ${base.origin}): refused`);
     req.url = next.toString();
-    req.searchParams = Object.fromEntries(Object.entries(req.searchParams ?? {}).filter(([k]) => !next.searchParams.has(k) && !(k in searchParams)));
+    // The next URL is the next request as the provider wants it: the sync's own parameters are not
+    // added again (Salesforce's nextRecordsUrl takes no `q`); what every request carries (a
+    // credential in the query, the API's static parameters) still is.
+    const own = new Set([...Object.keys(sync.request.params ?? {}), ...Object.keys(searchParams)]);
+    req.searchParams = Object.fromEntries(Object.entries(req.searchParams ?? {}).filter(([k]) => !next.searchParams.has(k) && !own.has(k)));
   }
   return req;
 }
