@@ -147,6 +147,8 @@ export interface Provider {
   /** The file name without its extension. */
   name: string;
   display_name: string;
+  /** An https: or data:image URL of the provider's logo (the connect UI, the dashboard). */
+  logo?: string;
   categories: string[];
   docs: string;
   references?: string[];
