@@ -39,7 +39,7 @@ if (window.opener) {
   return {
     html: `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${escapeHtml(title)}</title><link rel="stylesheet" href="../web/terapi.css"></head>
+<title>${escapeHtml(title)}</title><link rel="icon" href="data:,"><link rel="stylesheet" href="../web/terapi.css"></head>
 <body class="connect"><main class="card">
 <div class="result ${outcome.ok ? 'success' : 'failure'}" role="${outcome.ok ? 'status' : 'alert'}">
 <h1>${escapeHtml(title)}</h1><p>${escapeHtml(text)}</p>
@@ -48,6 +48,6 @@ if (window.opener) {
 </main>
 <script>${script}</script></body></html>
 `,
-    csp: `default-src 'none'; script-src 'sha256-${hash}'; style-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+    csp: `default-src 'none'; script-src 'sha256-${hash}'; style-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
   };
 }

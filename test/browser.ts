@@ -36,9 +36,13 @@ export async function screenshot(page: Page, name: string): Promise<void> {
 export function watchConsole(page: Page): string[] {
   const problems: string[] = [];
   page.on('console', (m: ConsoleMessage) => {
-    if (m.type() === 'error' && !/favicon/.test(m.text())) problems.push(`${page.url()}: ${m.text()}`);
+    // An error answer the page handles is the API's business, tested through the API.
+    if (m.type() === 'error' && !/^Failed to load resource: the server responded with a status of 4\d\d/.test(m.text())) problems.push(`${page.url()}: ${m.text()}`);
   });
   page.on('pageerror', (e) => problems.push(`${page.url()}: ${e.message}`));
+  page.on('response', (r) => {
+    if (r.status() === 404) problems.push(`${page.url()}: ${r.url()} is not found`);
+  });
   return problems;
 }
 

@@ -301,4 +301,11 @@ verification:
     for (const token of tokens) assert.ok(!logs.includes(token), 'a log line holds the token');
     assert.deepEqual(problems, [], 'the pages reported errors (a script error, a CSP refusal)');
   });
+
+  test('each connect attempt that reached the server is in the operations log, the refused one in words', async () => {
+    const r = await t.call('GET', '/operations?type=connect');
+    const seen = r.body.operations.reverse().map((op: any) => [op.provider_config_key, op.name, op.outcome, op.error ?? ''].join(' '));
+    assert.deepEqual(seen, ['mock oauth success ', 'keyed credentials error invalid_credentials', 'keyed credentials success ']);
+    assert.match(r.body.operations[1].message, /No such API key: \[redacted\]/);
+  });
 });
