@@ -86,6 +86,8 @@ const clip = (text: string | undefined, max = MAX_TEXT) => (text === undefined ?
 export class OperationLog {
   private buffer: (Operation & { at: string })[] = [];
   private tail: Promise<void> = Promise.resolve();
+  /** A write is queued and has not started: what is recorded now goes with it. */
+  private queued = false;
   private timer: NodeJS.Timeout | undefined;
   private dropped = 0;
   private closed = false;
@@ -105,19 +107,26 @@ export class OperationLog {
     if (this.closed) return;
     this.buffer.push({ ...op, at: new Date().toISOString() });
     this.trim();
-    if (this.buffer.length >= FLUSH_AT) void this.flush();
-    else this.timer ??= setTimeout(() => void this.flush(), FLUSH_MS).unref();
+    if (this.buffer.length >= FLUSH_AT) {
+      if (!this.queued) void this.flush();
+    } else this.timer ??= setTimeout(() => void this.flush(), FLUSH_MS).unref();
   }
 
   /** Writes what is buffered (one statement), then drops what is past the log's size. Never throws. */
   flush(): Promise<void> {
     clearTimeout(this.timer);
     this.timer = undefined;
-    // One write at a time, in order: a flush asked for during one runs after it.
-    return (this.tail = this.tail.then(() => this.write()));
+    // One write at a time, in order. A write already queued takes everything buffered when it
+    // starts, so it serves this flush too: a burst queues one write, not one per operation.
+    if (!this.queued) {
+      this.queued = true;
+      this.tail = this.tail.then(() => this.write());
+    }
+    return this.tail;
   }
 
   private async write(): Promise<void> {
+    this.queued = false;
     const batch = this.buffer.splice(0, this.buffer.length);
     if (!batch.length) return;
     const rows = batch.map((op) => storable([op.at, op.type, op.provider_config_key ?? null, op.connection_id ?? null, clip(op.name, 300), op.outcome, op.duration_ms === undefined ? null : Math.round(op.duration_ms), clip(op.error, 100), clip(op.message), op.request_id ?? null, op.detail ? JSON.stringify(op.detail) : null]));
@@ -141,10 +150,13 @@ export class OperationLog {
     }
   }
 
-  /** The newest `size` operations stay in the buffer; older ones are counted as dropped. */
+  /**
+   * While the database cannot be written, the buffer keeps the newest `size` operations; the older
+   * ones are dropped (and counted) a tenth of the bound at a time, not one per operation recorded.
+   */
   private trim(): void {
     const over = this.buffer.length - this.size;
-    if (over <= 0) return;
+    if (over < Math.max(1, this.size / 10)) return;
     this.dropped += over;
     this.buffer.splice(0, over);
   }

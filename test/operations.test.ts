@@ -7,7 +7,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Browser, Page } from 'playwright-core';
-import { fakeApi, freshDatabase, json, pgSkip, providersDir, startTerapi, type Running } from './support.ts';
+import { fakeApi, freshDatabase, json, pgSkip, PG_URL, providersDir, startTerapi, tcpHop, type Running } from './support.ts';
+import { createLogger } from '../core/logger.ts';
+import { OperationLog, type Operation } from '../core/operations.ts';
+import { openSql } from '../core/store/sql.ts';
 import { launchChromium, screenshot, watchConsole } from './browser.ts';
 
 /** Every secret the fixtures hand Terapi: none may reach the log. */
@@ -239,6 +242,35 @@ function suite(store: 'sqlite' | 'postgres') {
 
 suite('sqlite');
 suite('postgres');
+
+test('while the database is cut off, the log keeps its newest operations in memory, and writes them when it is back', { skip: pgSkip }, async () => {
+  const db = await freshDatabase();
+  const hop = await tcpHop({ host: new URL(PG_URL!).hostname, port: Number(new URL(PG_URL!).port || 5432) });
+  const lines: string[] = [];
+  const sql = openSql({ databaseUrl: hop.via(db.url), dataDir: '/nonexistent' });
+  const log = new OperationLog(sql, 100, createLogger('info', { write: (line: string) => void lines.push(line) }));
+  try {
+    await log.migrate();
+    const op = (i: number): Operation => ({ type: 'action', provider_config_key: 'shop', connection_id: 'good', name: `a${i}`, outcome: 'success' });
+    for (let i = 0; i < 10; i++) log.record(op(i));
+    await log.flush();
+    await hop.cut();
+    for (let i = 10; i < 400; i++) log.record(op(i));
+    await log.flush(); // fails: kept
+    assert.ok(lines.some((l) => l.includes('operations log: could not write')), lines.join('\n'));
+    await hop.restore();
+    const { operations } = await log.list({ limit: 500 });
+    assert.ok(operations.length >= 100 && operations.length <= 110, `${operations.length} kept`);
+    assert.equal(operations[0].name, 'a399', 'the newest is kept');
+    assert.deepEqual(operations.map((o) => Number(o.name!.slice(1))), [...operations.map((o) => Number(o.name!.slice(1)))].sort((a, b) => b - a), 'in order');
+    assert.ok(lines.some((l) => /"dropped":\d+.*operations were dropped/.test(l)), 'the drop is logged');
+  } finally {
+    await log.close();
+    await sql.close();
+    await hop.cut().catch(() => {});
+    await db.drop();
+  }
+});
 
 describe('the dashboard in headless Chromium', () => {
   let api: Awaited<ReturnType<typeof providerApi>>;
