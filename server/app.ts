@@ -57,10 +57,14 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     ctx.append('set-cookie', `${name}=${value}; Max-Age=${maxAgeSeconds}; Path=${path}; HttpOnly; SameSite=${sameSite}${publicUrl().protocol === 'https:' ? '; Secure' : ''}`);
   /** The origins of the app's pages that may hear how a connect flow ended. */
   const allowedOrigins = () => engine.config.allowedOrigins ?? [publicUrl().origin];
-  /** A connect session token, from `Authorization: Bearer` (the connect UI) or, where the document keeps it, the connect_session_token query parameter. */
+  /**
+   * A connect session token: the connect_session_token query parameter where the document keeps it
+   * and it is given, else `Authorization: Bearer` (the connect UI's way).
+   */
   const sessionToken = (ctx: Context) => {
+    const given = input(ctx).query.connect_session_token as string | undefined;
     const header = ctx.get('authorization');
-    return header.startsWith('Bearer ') ? header.slice(7) : (input(ctx).query.connect_session_token as string | undefined);
+    return given ?? (header.startsWith('Bearer ') ? header.slice(7) : undefined);
   };
 
   // The operator dashboard: its session cookie stands for the secret key on the read operations
