@@ -309,3 +309,97 @@ verification:
     assert.match(r.body.operations[1].message, /No such API key: \[redacted\]/);
   });
 });
+
+describe('the connect UI\'s API: what a session shows, and the server\'s own checks of what the form sends', () => {
+  let t: Running;
+  let desk: Awaited<ReturnType<typeof fakeApi>>;
+
+  before(async () => {
+    desk = await fakeApi((_req, res) => json(res, 200, { id: '77' }));
+    t = await startTerapi({
+      providersDirs: [providersDir({
+        desk: `
+display_name: Desk
+categories: [testing]
+docs: https://example.com/docs
+auth: { mode: basic, username_label: Email, password_label: API token }
+connection_config:
+  subdomain: { pattern: "[a-z0-9-]+", description: Your Desk subdomain, example: acme }
+  team: { pattern: "[0-9]+", optional: true }
+  account_id: { pattern: "[0-9]+" }
+post_connection:
+  request: { path: /me }
+  config: { account_id: id }
+api: { base_url: "${desk.url}/\${subdomain}" }
+`,
+        open: `
+display_name: Open Data
+categories: [testing]
+docs: https://example.com/docs
+auth: { mode: none }
+connection_config:
+  dataset: { pattern: "[a-z]+" }
+api: { base_url: "https://open.example/\${dataset}" }
+`,
+      })],
+    });
+    for (const p of ['desk', 'open']) assert.equal((await t.call('POST', '/integration', { provider_config_key: p, provider: p })).status, 200);
+  });
+  after(async () => {
+    await t?.close();
+    await desk?.close();
+  });
+
+  const session = async (preset?: Record<string, Record<string, string>>) => {
+    const r = await t.call('POST', '/connect/sessions', { connection_id: 'u1', allowed_integrations: ['desk', 'open'], ...(preset ? { connection_config: preset } : {}) });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    return r.body.token as string;
+  };
+  const as = (token: string) => ({ authorization: `Bearer ${token}` });
+
+  test('GET /connect/session: each integration, its credentials and the fields the end user fills (not those the app set, nor those the provider fills)', async () => {
+    const token = await session({ desk: { team: '42' } });
+    const r = await t.call('GET', '/connect/session', undefined, as(token));
+    assert.equal(r.status, 200);
+    assert.equal(r.headers.get('cache-control'), 'no-store');
+    assert.equal(r.body.connection_id, 'u1');
+    const [desk, open] = r.body.integrations;
+    assert.deepEqual(desk, {
+      provider_config_key: 'desk', provider: 'desk', display_name: 'Desk', auth_mode: 'basic',
+      credentials: [{ name: 'username', label: 'Email', optional: false, secret: false }, { name: 'password', label: 'API token', optional: false, secret: true }],
+      connection_config: [{ name: 'subdomain', description: 'Your Desk subdomain', pattern: '[a-z0-9-]+', example: 'acme', optional: false, secret: false, format: 'text' }],
+    });
+    assert.deepEqual([open.auth_mode, open.credentials, open.connection_config.map((f: any) => f.name)], ['none', [], ['dataset']]);
+    // The secret key is not a session token; none at all is a 401 too.
+    assert.equal((await t.call('GET', '/connect/session')).status, 401);
+    assert.equal((await t.call('GET', '/connect/session', undefined, { authorization: 'Bearer cs_unknown' })).body.error, 'invalid_session');
+  });
+
+  test('the server checks what the form sends: patterns, required fields, fields the app set, credentials of the mode', async () => {
+    const token = await session({ desk: { team: '42' } });
+    const post = (key: string, body: unknown) => t.call('POST', `/connect/${key}/credentials`, body, as(token));
+    let r = await post('desk', { username: 'me@acme.example', password: 'tok', connection_config: { subdomain: 'Not Valid!' } });
+    assert.deepEqual([r.status, r.body.error], [400, 'invalid_connection_config']);
+    assert.match(r.body.message, /connection_config\.subdomain must match \[a-z0-9-\]\+ \(e\.g\. acme\)/);
+    r = await post('desk', { username: 'me@acme.example', password: 'tok' });
+    assert.match(r.body.message, /needs connection_config\.subdomain \(Your Desk subdomain\)/);
+    r = await post('desk', { username: 'me@acme.example', password: 'tok', connection_config: { subdomain: 'acme', team: '7' } });
+    assert.deepEqual([r.status, r.body.error], [400, 'invalid_connection_config']);
+    assert.match(r.body.message, /team is set by the app/);
+    r = await post('desk', { api_key: 'k', connection_config: { subdomain: 'acme' } });
+    assert.deepEqual([r.status, r.body.error], [400, 'invalid_credentials']);
+    r = await post('desk', { username: 'me@acme.example', password: 'tok', connection_config: { subdomain: 'acme' } });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const made = await t.call('GET', '/connection/u1?provider_config_key=desk');
+    assert.deepEqual(made.body.connection_config, { subdomain: 'acme', team: '42', account_id: '77' });
+    assert.deepEqual(desk.requests.map((q) => q.url), ['/acme/me']);
+    // A provider without credentials connects with its configuration alone.
+    r = await post('open', { connection_config: { dataset: 'rivers' } });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal((await post('open', { api_key: 'x', connection_config: { dataset: 'rivers' } })).body.error, 'invalid_credentials');
+    // An OAuth start for a provider that has no OAuth is refused in words.
+    r = await t.call('POST', '/connect/desk/oauth', {}, as(token));
+    assert.deepEqual([r.status, r.body.error], [400, 'not_oauth']);
+  });
+});
+
