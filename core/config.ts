@@ -36,6 +36,8 @@ export interface Config {
    * windows the callback page tells how the flow ended. Unset: the public URL's origin.
    */
   allowedOrigins?: string[];
+  /** How many recent operations the operations log keeps (TERAPI_OPERATIONS_LOG_SIZE). */
+  operationsLogSize: number;
 }
 
 /** What stops a start: one line per problem, each naming the setting and what to change. */
@@ -109,6 +111,7 @@ export function loadConfig(options: { embeddedKeys: boolean } = { embeddedKeys: 
   const syncConcurrency = number('TERAPI_SYNC_CONCURRENCY', Math.max(2, availableParallelism() * 2), 1, 1000, 'runs');
   const webhookRetrySeconds = number('TERAPI_WEBHOOK_RETRY_SECONDS', 10, 0.1, 3600);
   const maxResponseBytes = number('TERAPI_MAX_RESPONSE_BYTES', DEFAULT_MAX_RESPONSE_BYTES, 1, Number.MAX_SAFE_INTEGER, 'bytes');
+  const operationsLogSize = number('TERAPI_OPERATIONS_LOG_SIZE', 10_000, 100, 10_000_000, 'operations');
   const allowedOrigins = given('TERAPI_ALLOWED_ORIGINS') ? parseOrigins(given('TERAPI_ALLOWED_ORIGINS')!, problems) : undefined;
   const role = given('TERAPI_ROLE') ?? 'all';
   if (role !== 'api' && role !== 'worker' && role !== 'all') problems.push(`TERAPI_ROLE must be api, worker or all, not "${role}"`);
@@ -173,6 +176,7 @@ export function loadConfig(options: { embeddedKeys: boolean } = { embeddedKeys: 
       webhookRetryMs: webhookRetrySeconds * 1000,
       maxResponseBytes,
       allowedOrigins,
+      operationsLogSize: Math.floor(operationsLogSize),
     },
   };
 }

@@ -1,11 +1,11 @@
 import type { ValidateFunction } from 'ajv';
 import { AuthEngine, freshValues, type Fresh } from './auth/tokens.ts';
 import { callProvider, callProviderStreamed, limits, providerFailed, targetUrl, type StreamedResponse } from './http/send.ts';
-import { ConnectFlow, type FinishConnection } from './auth/connect.ts';
+import { ConnectFlow, type ConnectOutcome, type FinishConnection } from './auth/connect.ts';
 import { checkConnectionConfig, Connections, parseCredentials, type ConnectionRecord, type ConnectionView, type Credentials } from './auth/connections.ts';
 import { ConfigError, type Config } from './config.ts';
 import { Sealer } from './auth/crypto.ts';
-import { badRequest, notFound, reworded } from './errors.ts';
+import { badRequest, notFound, reworded, TerapiError } from './errors.ts';
 import { Integrations, type IntegrationRecord } from './auth/integrations.ts';
 import { LocalLock, PostgresLock, type Lock } from './store/lock.ts';
 import type { Logger } from './logger.ts';
@@ -24,6 +24,7 @@ import { Store } from './store/store.ts';
 import { own } from './own.ts';
 import { checkJson, MAX_METADATA_BYTES } from './json-limits.ts';
 import { evaluate } from './format/evaluate.ts';
+import { OperationLog, type Operation } from './operations.ts';
 
 export interface AuthTokenView {
   type: 'Bearer' | 'ApiKey' | 'Basic';
@@ -42,6 +43,8 @@ export class Engine {
   readonly connect: ConnectFlow;
   readonly syncs: Syncs;
   readonly webhooks: Webhooks;
+  /** The operations log (GET /operations, the dashboard). */
+  readonly operations: OperationLog;
   private readonly inputValidators = new WeakMap<Action, ValidateFunction>();
 
   private readonly sealer: Sealer;
@@ -69,6 +72,54 @@ export class Engine {
       concurrency: config.syncConcurrency,
       tickMs: 1000,
     }, log);
+    this.operations = new OperationLog(sql, config.operationsLogSize, log);
+    this.logOperations();
+  }
+
+  /** What the operations log hears of from the engine's parts; actions, proxy calls and connects are logged where they are served. */
+  private logOperations(): void {
+    const ops = this.operations;
+    this.auth.on('refreshed', (e) => ops.record({ type: 'refresh', provider_config_key: e.provider_config_key, connection_id: e.connection_id, outcome: 'success', duration_ms: e.duration_ms, request_id: e.request_id }));
+    this.auth.on('refresh_failed', (e) =>
+      ops.record({ type: 'refresh', provider_config_key: e.provider_config_key, connection_id: e.connection_id, outcome: e.needs_reauth ? 'needs_reauth' : 'error', error: e.error, message: e.message, duration_ms: e.duration_ms, request_id: e.request_id }),
+    );
+    this.syncs.on('run', ({ integration, connection, sync, model, result }) => {
+      const s = result.summary;
+      ops.record({
+        type: 'sync_run',
+        provider_config_key: integration,
+        connection_id: connection,
+        name: sync,
+        outcome: s.outcome === 'running' ? 'error' : s.outcome,
+        duration_ms: s.finished_at ? Date.parse(s.finished_at) - Date.parse(s.started_at) : undefined,
+        message: s.error,
+        detail: { model, pages: s.pages, added: s.added, updated: s.updated, deleted: s.deleted, unchanged: s.unchanged, invalid: s.invalid.count, ...(result.records_count !== undefined ? { records_count: result.records_count } : {}) },
+      });
+    });
+  }
+
+  /**
+   * Runs `work` and logs it as an operation: its outcome (`outcome` may say more of a result) or
+   * the error it threw, in the words the API answers (already scrubbed of secrets).
+   */
+  private async logged<T>(op: Omit<Operation, 'outcome'>, work: () => Promise<T>, outcome?: (result: T) => Partial<Operation>): Promise<T> {
+    const started = performance.now();
+    try {
+      const result = await work();
+      this.operations.record({ ...op, outcome: 'success', duration_ms: performance.now() - started, ...outcome?.(result) });
+      return result;
+    } catch (e) {
+      const known = e instanceof TerapiError ? e : undefined;
+      this.operations.record({
+        ...op,
+        outcome: known?.code === 'connection_needs_reauth' ? 'needs_reauth' : 'error',
+        error: known?.code ?? 'internal_error',
+        // Anything else is a bug, whose text is for the server's log only.
+        message: known?.message ?? 'an unexpected error happened: see the server log',
+        duration_ms: performance.now() - started,
+      });
+      throw e;
+    }
   }
 
   /**
@@ -90,6 +141,7 @@ export class Engine {
     await pools.warm();
     const engine = new Engine(config, registry, store, sql, pools, queue, lock, log);
     try {
+      await engine.operations.migrate();
       await engine.checkSealedValues();
     } catch (e) {
       await engine.stop();
@@ -136,17 +188,46 @@ export class Engine {
     await this.queue.close();
     await releasePools(this.pools);
     await this.lock.close();
+    await this.operations.close();
     await this.sql.close();
     await this.store.disconnect();
   }
 
   /** createConnection: credentials the app already holds. */
-  async createConnection(input: { connection_id: string; provider_config_key: string; credentials?: Record<string, unknown>; metadata?: Record<string, unknown>; connection_config?: Record<string, unknown> }): Promise<ConnectionView> {
+  async createConnection(input: { connection_id: string; provider_config_key: string; credentials?: Record<string, unknown>; metadata?: Record<string, unknown>; connection_config?: Record<string, unknown> }, requestId?: string): Promise<ConnectionView> {
+    return this.logged({ type: 'connect', name: 'api', provider_config_key: input.provider_config_key, connection_id: input.connection_id, request_id: requestId }, () => this.makeConnection(input));
+  }
+
+  private async makeConnection(input: Parameters<Engine['createConnection']>[0]): Promise<ConnectionView> {
     checkJson(input.metadata, 'metadata', { maxBytes: MAX_METADATA_BYTES, storable: true });
     const { provider } = await this.integrations.withProvider(input.provider_config_key);
     const credentials = parseCredentials(provider, input.credentials);
     const config = checkConnectionConfig(provider, input.connection_config ?? {});
     return this.finishConnection({ integration: input.provider_config_key, connection_id: input.connection_id, credentials, connection_config: config, metadata: input.metadata ?? {}, replace: false });
+  }
+
+  /** The OAuth callback of the connect flow (ConnectFlow.callback), logged as a connect. */
+  async connectCallback(query: Record<string, string | undefined>, cookie: (name: string) => string | undefined, requestId?: string): Promise<ConnectOutcome> {
+    const started = performance.now();
+    const outcome = await this.connect.callback(query, cookie, requestId);
+    this.operations.record({
+      type: 'connect',
+      name: 'oauth',
+      provider_config_key: outcome.provider_config_key,
+      connection_id: outcome.connection_id,
+      outcome: outcome.ok ? 'success' : 'error',
+      ...(outcome.ok ? {} : { error: outcome.error, message: outcome.message }),
+      duration_ms: performance.now() - started,
+      request_id: requestId,
+    });
+    return outcome;
+  }
+
+  /** Credentials posted by the connect UI (ConnectFlow.postCredentials), logged as a connect. */
+  async connectCredentials(sessionToken: string | undefined, integrationKey: string, input: Parameters<ConnectFlow['postCredentials']>[2], requestId?: string) {
+    // The connection's id is the session's, known once the session is read.
+    const session = await this.connect.session(sessionToken, integrationKey);
+    return this.logged({ type: 'connect', name: 'credentials', provider_config_key: integrationKey, connection_id: session.connection_id, request_id: requestId }, () => this.connect.postCredentials(sessionToken, integrationKey, input));
   }
 
   /** Stores a new connection, after the provider's post-connection request where it has one. */
@@ -282,13 +363,19 @@ export class Engine {
    * PATCH; the others follow the provider's retry rules.
    */
   async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }, requestId?: string): Promise<StreamedResponse> {
-    checkProxyPath(req.path);
-    const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
-    try {
-      return await this.proxyWith(fresh, req);
-    } catch (e) {
-      throw reworded(e, fresh.scrub);
-    }
+    // The path without its query, which may carry a key.
+    const op = { type: 'proxy' as const, provider_config_key: integrationKey, connection_id: id, name: `${req.method} /${req.path.replace(/^\/+/, '')}`, request_id: requestId };
+    const answered = (res: StreamedResponse): Partial<Operation> => ({ detail: { status: res.status }, ...(res.status >= 400 ? { outcome: 'error', error: 'provider_status', message: `the provider answered HTTP ${res.status}` } : {}) });
+    return this.logged(op, async () => {
+      checkProxyPath(req.path);
+      const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
+      op.name = fresh.scrub(op.name);
+      try {
+        return await this.proxyWith(fresh, req);
+      } catch (e) {
+        throw reworded(e, fresh.scrub);
+      }
+    }, answered);
   }
 
   private async proxyWith(fresh: Fresh, req: Parameters<Engine['proxy']>[2]): Promise<StreamedResponse> {
@@ -306,6 +393,10 @@ export class Engine {
 
   /** triggerAction: input checked against the action's schema, request built by JSONata. */
   async runAction(integrationKey: string, id: string, name: string, input: Record<string, unknown> = {}, requestId?: string): Promise<{ success: true; action_name: string; output: Record<string, unknown> }> {
+    return this.logged({ type: 'action', provider_config_key: integrationKey, connection_id: id, name, request_id: requestId }, () => this.action(integrationKey, id, name, input, requestId));
+  }
+
+  private async action(integrationKey: string, id: string, name: string, input: Record<string, unknown>, requestId?: string): Promise<{ success: true; action_name: string; output: Record<string, unknown> }> {
     const { provider } = await this.integrations.withProvider(integrationKey);
     const action = own(provider.actions, name);
     if (!action) throw notFound('unknown_action', `provider "${provider.name}" has no action "${name}"${provider.actions ? `; its actions are ${Object.keys(provider.actions).join(', ')}` : ''}`);

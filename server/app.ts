@@ -8,6 +8,9 @@ import { notFound, TerapiError } from '../core/errors.ts';
 import { checkJson } from '../core/json-limits.ts';
 import { OPENAPI_TEXT, operations, type Checked } from './openapi.ts';
 import { callbackPage } from './callback-page.ts';
+import { DashboardSessions, DASHBOARD_SESSION_MS } from '../core/auth/dashboard-sessions.ts';
+import type { OperationsQuery } from '../core/operations.ts';
+import { isWebFile, serveFile, servePage } from './web.ts';
 
 /** Headers of the caller that never reach the provider: ours, and those of this hop only. */
 const NOT_FORWARDED = new Set(['authorization', 'host', 'connection', 'content-length', 'provider-config-key', 'connection-id', 'cookie', 'keep-alive', 'transfer-encoding', 'upgrade', 'accept-encoding', 'te', 'trailer', 'proxy-authorization']);
@@ -29,6 +32,8 @@ export interface AppState {
 const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 /** A body counts as JSON with one of these content types; any other body is a 415. */
 const JSON_TYPES = ['application/json', '+json'];
+/** The dashboard's session cookie (README, "Operator dashboard"). */
+const DASHBOARD_COOKIE = 'terapi_dashboard';
 
 /**
  * The Koa application: request ids, authentication, request checking against the served OpenAPI
@@ -44,6 +49,43 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     const given = header.startsWith('Bearer ') ? header.slice(7) : '';
     if (!given || !isSecret(given)) throw new TerapiError(401, 'unauthorized', 'give your secret key as "Authorization: Bearer <TERAPI_SECRET_KEY>"');
   };
+  // Read on each use: tests point the public URL at the port they got.
+  const publicUrl = () => new URL(engine.config.publicUrl);
+  const publicPath = () => publicUrl().pathname.replace(/\/$/, '');
+  /** A cookie as this server sets them: HttpOnly, Secure behind an https public URL (set by hand: Koa's cookies refuse Secure on a plain connection, and TLS often ends at a proxy in front). */
+  const setCookie = (ctx: Context, name: string, value: string, maxAgeSeconds: number, path: string, sameSite: 'Lax' | 'Strict') =>
+    ctx.append('set-cookie', `${name}=${value}; Max-Age=${maxAgeSeconds}; Path=${path}; HttpOnly; SameSite=${sameSite}${publicUrl().protocol === 'https:' ? '; Secure' : ''}`);
+  /** The origins of the app's pages that may hear how a connect flow ended. */
+  const allowedOrigins = () => engine.config.allowedOrigins ?? [publicUrl().origin];
+  /**
+   * A connect session token: the connect_session_token query parameter where the document keeps it
+   * and it is given, else `Authorization: Bearer` (the connect UI's way).
+   */
+  const sessionToken = (ctx: Context) => {
+    const given = input(ctx).query.connect_session_token as string | undefined;
+    const header = ctx.get('authorization');
+    return given ?? (header.startsWith('Bearer ') ? header.slice(7) : undefined);
+  };
+
+  // The operator dashboard: its session cookie stands for the secret key on the read operations
+  // the document marks DashboardSession, for pages of this server's own origin only.
+  const dashboard = new DashboardSessions(engine.store, isSecret, engine.config.secretKey);
+  const fromThisSite = (ctx: Context) => {
+    const site = ctx.get('sec-fetch-site');
+    return !site || site === 'same-origin';
+  };
+  const requireDashboard = async (ctx: Context) => {
+    if (!fromThisSite(ctx) || !(await dashboard.valid(ctx.cookies.get(DASHBOARD_COOKIE)))) {
+      throw new TerapiError(401, 'unauthorized', 'sign in to the dashboard again (its session ended), or give your secret key as "Authorization: Bearer <TERAPI_SECRET_KEY>"');
+    }
+  };
+  /** Sign-in and sign-out are taken from the dashboard's own page only (login CSRF). */
+  const requireOwnPage = (ctx: Context) => {
+    const origin = ctx.get('origin');
+    const own = origin !== '' && URL.canParse(origin) && (new URL(origin).origin === publicUrl().origin || new URL(origin).host === ctx.host);
+    if (!own || !fromThisSite(ctx)) throw new TerapiError(403, 'cross_origin', "the dashboard's sign-in and sign-out are taken from its own page only");
+  };
+
   /** A request with a body (an empty one is none) must send it as JSON. */
   const requireJsonBody = (ctx: Context) => {
     if (!ctx.request.length && !ctx.get('transfer-encoding')) return;
@@ -105,7 +147,8 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     const operation = operations.get(id);
     if (!operation) throw new Error(`no operation ${id} in openapi.yaml`);
     return async (ctx: Context, next: Next) => {
-      if (!operation.public) requireSecret(ctx);
+      if (operation.dashboard && !ctx.get('authorization') && ctx.cookies.get(DASHBOARD_COOKIE) !== undefined) await requireDashboard(ctx);
+      else if (!operation.public) requireSecret(ctx);
       if (operation.takesBody) requireJsonBody(ctx);
       ctx.state.input = operation.check(ctx.params, ctx.query, ctx.request.body);
       await next();
@@ -167,7 +210,7 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     ctx.body = { connections: records.filter((r) => connection_id === undefined || r.id === connection_id).map((r) => engine.connections.view(r)) };
   });
   router.post('/connection', op('createConnection'), async (ctx) => {
-    ctx.body = await engine.createConnection(input(ctx).body as any);
+    ctx.body = await engine.createConnection(input(ctx).body as any, ctx.state.requestId);
   });
   router.get('/connection/:connection_id', op('getConnection'), async (ctx) => {
     const { params, query } = input(ctx);
@@ -198,6 +241,10 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
       ctx.body = { success: true, syncs: await engine.syncs.setPaused(b.provider_config_key, b.connection_id, b.syncs, paused) };
     });
   }
+  router.get('/syncs', op('listSyncs'), async (ctx) => {
+    const q = input(ctx).query as { provider_config_key?: string; connection_id?: string };
+    ctx.body = { syncs: await engine.syncs.list(q.provider_config_key, q.connection_id) };
+  });
   router.get('/sync/:connection_id/:sync_name', op('getSyncStatus'), async (ctx) => {
     const { params, query } = input(ctx);
     ctx.body = await engine.syncStatus(query.provider_config_key as string, params.connection_id, params.sync_name);
@@ -216,30 +263,75 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   // Connect flow
   router.post('/connect/sessions', op('createConnectSession'), async (ctx) => {
     const session = await engine.connect.createSession(input(ctx).body as any);
-    ctx.body = { ...session, connect_url: `${engine.config.publicUrl}/oauth/connect/{provider_config_key}?connect_session_token=${session.token}` };
+    // In the fragment: a browser sends it to no server, and the page takes it out of the address bar.
+    ctx.body = { ...session, connect_url: `${engine.config.publicUrl}/connect#connect_session_token=${session.token}` };
+  });
+  router.get('/connect/session', op('getConnectSession'), async (ctx) => {
+    ctx.set('cache-control', 'no-store');
+    ctx.body = await engine.connect.describe(sessionToken(ctx));
+  });
+  /** The cookie that binds an OAuth flow to this browser, sent back to the callback only. */
+  const setFlowCookie = (ctx: Context, cookie: { name: string; value: string; maxAgeSeconds: number }) => setCookie(ctx, cookie.name, cookie.value, cookie.maxAgeSeconds, `${publicPath()}/oauth/callback`, 'Lax');
+  router.post('/connect/:provider_config_key/oauth', op('startOAuthConnect'), async (ctx) => {
+    const { params, body } = input(ctx);
+    const { url, cookie } = await engine.connect.authorizationUrl(sessionToken(ctx), params.provider_config_key, (body.connection_config ?? {}) as Record<string, unknown>);
+    setFlowCookie(ctx, cookie);
+    ctx.set('cache-control', 'no-store');
+    ctx.body = { authorization_url: url };
   });
   router.get('/oauth/connect/:provider_config_key', op('oauthConnect'), async (ctx) => {
     const { params, query } = input(ctx);
     const { url, cookie } = await engine.connect.authorizationUrl(query.connect_session_token as string, params.provider_config_key);
-    // Set by hand: Koa's cookies refuse Secure on a plain connection, and TLS often ends at a proxy in front.
-    const publicUrl = new URL(engine.config.publicUrl);
-    const path = `${publicUrl.pathname.replace(/\/$/, '')}/oauth/callback`;
-    ctx.append('set-cookie', `${cookie.name}=${cookie.value}; Max-Age=${cookie.maxAgeSeconds}; Path=${path}; HttpOnly; SameSite=Lax${publicUrl.protocol === 'https:' ? '; Secure' : ''}`);
+    setFlowCookie(ctx, cookie);
     ctx.set('cache-control', 'no-store');
     ctx.redirect(url);
   });
   router.get('/oauth/callback', op('oauthCallback'), async (ctx) => {
-    const outcome = await engine.connect.callback(input(ctx).query as Record<string, string>, (name) => ctx.cookies.get(name), ctx.state.requestId);
-    const { html, csp } = callbackPage(outcome, engine.config.allowedOrigins ?? [new URL(engine.config.publicUrl).origin]);
+    const outcome = await engine.connectCallback(input(ctx).query as Record<string, string>, (name) => ctx.cookies.get(name), ctx.state.requestId);
+    const provider = outcome.provider_config_key ? await engine.integrations.withProvider(outcome.provider_config_key).then((f) => f.provider.display_name, () => undefined) : undefined;
+    const { html, csp } = callbackPage(outcome, allowedOrigins(), provider);
     ctx.status = outcome.ok ? 200 : 400;
     ctx.type = 'text/html';
     ctx.set('cache-control', 'no-store');
     ctx.set('content-security-policy', csp);
+    // The address holds the (spent) code and state: no request of the page passes it on.
+    ctx.set('referrer-policy', 'no-referrer');
     ctx.body = html;
   });
   router.post('/connect/:provider_config_key/credentials', op('connectCredentials'), async (ctx) => {
-    const { params, query, body } = input(ctx);
-    ctx.body = await engine.connect.postCredentials(query.connect_session_token as string, params.provider_config_key, body);
+    const { params, body } = input(ctx);
+    ctx.body = await engine.connectCredentials(sessionToken(ctx), params.provider_config_key, body, ctx.state.requestId);
+  });
+
+  // The connect UI and connect.js (README, "The connect UI"), the dashboard, and their files.
+  router.get('/connect', op('connectPage'), (ctx) => servePage(ctx, 'connect.html', { allowed_origins: JSON.stringify(allowedOrigins()) }, 'no-referrer'));
+  router.get('/connect.js', op('connectScript'), (ctx) => {
+    // Loaded by the app's pages, of other origins, as a module (a CORS request).
+    ctx.set('access-control-allow-origin', '*');
+    ctx.set('cross-origin-resource-policy', 'cross-origin');
+    serveFile(ctx, 'connect.js');
+  });
+  router.get('/web/:file', op('webFile'), (ctx) => {
+    const name = input(ctx).params.file;
+    if (!isWebFile(name)) throw notFound('not_found', `there is no file ${name} under /web/`);
+    serveFile(ctx, name);
+  });
+  router.get('/dashboard', op('dashboardPage'), (ctx) => servePage(ctx, 'dashboard.html', {}, 'same-origin'));
+  router.post('/dashboard/login', op('dashboardLogin'), async (ctx) => {
+    requireOwnPage(ctx);
+    const token = await dashboard.open(input(ctx).body.secret_key as string);
+    setCookie(ctx, DASHBOARD_COOKIE, token, DASHBOARD_SESSION_MS / 1000, `${publicPath()}/`, 'Strict');
+    ctx.set('cache-control', 'no-store');
+    ctx.status = 204;
+  });
+  router.post('/dashboard/logout', op('dashboardLogout'), async (ctx) => {
+    requireOwnPage(ctx);
+    await dashboard.close(ctx.cookies.get(DASHBOARD_COOKIE));
+    setCookie(ctx, DASHBOARD_COOKIE, '', 0, `${publicPath()}/`, 'Strict');
+    ctx.status = 204;
+  });
+  router.get('/operations', op('listOperations'), async (ctx) => {
+    ctx.body = await engine.operations.list(input(ctx).query as OperationsQuery);
   });
 
   // The proxy: /proxy/<path under the provider's base URL>, any method.

@@ -39,7 +39,10 @@ export interface Checked {
  * A checker per operation of the served document: path and query parameters (coerced to their
  * types) and the JSON body. A request that breaks the document is a 400 naming the field.
  */
-export const operations = new Map<string, { check: (params: object, query: object, body: unknown) => Checked; public: boolean; takesBody: boolean }>();
+export const operations = new Map<string, { check: (params: object, query: object, body: unknown) => Checked; public: boolean; dashboard: boolean; takesBody: boolean }>();
+
+/** The security schemes an operation accepts: the document's default (the secret key) unless it says otherwise. */
+const schemes = (op: Operation) => new Set((op.security ?? [{ SecretKeyAuth: [] }]).flatMap((s) => Object.keys(s as object)));
 
 for (const item of Object.values(openapi.paths)) {
   for (const op of Object.values(item)) {
@@ -57,7 +60,10 @@ for (const item of Object.values(openapi.paths)) {
     const bodySchema = op.requestBody?.content['application/json']?.schema;
     const bodyCheck = bodySchema ? ajv.compile(withRefs(bodySchema)) : undefined;
     operations.set(op.operationId, {
-      public: Array.isArray(op.security) && op.security.length === 0,
+      // Public: no secret key (the connect flow's pages and calls, which carry a connect session token instead).
+      public: !schemes(op).has('SecretKeyAuth'),
+      // The operator's dashboard reads these with its session cookie instead of the secret key.
+      dashboard: schemes(op).has('DashboardSession'),
       takesBody: bodySchema !== undefined,
       check(params, query, body) {
         const p = { ...params } as Record<string, string>;

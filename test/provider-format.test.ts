@@ -209,9 +209,15 @@ const INVALID: Record<string, Case> = {
     ],
   },
   'unknown key: nothing near enough, no suggestion': {
-    text: edit(BASE, ['docs: https://developer.acme.example/docs\n', 'docs: https://developer.acme.example/docs\nlogo: acme.svg\n']),
+    text: edit(BASE, ['docs: https://developer.acme.example/docs\n', 'docs: https://developer.acme.example/docs\nmascot: acme.svg\n']),
     errors: [
-      `${F}:5:1: unknown key "logo" in the file: allowed keys are display_name, categories, docs, references, auth, connection_config, post_connection, verification, api, syncs, actions`,
+      `${F}:5:1: unknown key "mascot" in the file: allowed keys are display_name, logo, categories, docs, references, auth, connection_config, post_connection, verification, api, syncs, actions`,
+    ],
+  },
+  'logo: an https: or data:image URL only (a page of the connect UI loads it)': {
+    text: edit(BASE, ['docs: https://developer.acme.example/docs\n', 'docs: https://developer.acme.example/docs\nlogo: http://acme.example/logo.svg\n']),
+    errors: [
+      `${F}:5:7: "logo" must match ^(https://\\S+|data:image/\\S+)$ (An https: or data:image URL of the provider's logo (square, shown at 32 by 32 pixels in the connect UI); without one the UI shows the name's first letter.); got "http://acme.example/logo.svg"`,
     ],
   },
   'unknown key: in the auth branch chosen by mode': {
@@ -542,7 +548,7 @@ test('layers: an override is validated with nothing required at the top, but wha
   assert.equal(providers.size, 0, 'an invalid override drops the provider');
   // Unknown keys are still unknown in an override.
   assert.deepEqual(loadLayers([{ 'acme-tickets.yaml': BASE }, { 'acme-tickets.yaml': 'dispaly_name: Acme\n' }]).errors, [
-    `layer2/acme-tickets.yaml:1:1: unknown key "dispaly_name" in the file: did you mean "display_name"? allowed keys are display_name, categories, docs, references, auth, connection_config, post_connection, verification, api, syncs, actions`,
+    `layer2/acme-tickets.yaml:1:1: unknown key "dispaly_name" in the file: did you mean "display_name"? allowed keys are display_name, logo, categories, docs, references, auth, connection_config, post_connection, verification, api, syncs, actions`,
   ]);
 });
 

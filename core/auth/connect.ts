@@ -2,11 +2,11 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Sealer } from './crypto.ts';
 import { AuthEngine, OAuthError, verifyCredentials } from './tokens.ts';
 import type { Credentials } from './connections.ts';
-import { checkConnectionConfig, parseCredentials } from './connections.ts';
+import { checkConnectionConfig, filledLater, parseCredentials } from './connections.ts';
 import { badRequest, reworded, TerapiError } from '../errors.ts';
 import { checkKey, type Integrations } from './integrations.ts';
 import type { Logger } from '../logger.ts';
-import type { OAuth2Auth } from '../format/provider-types.ts';
+import type { OAuth2Auth, Provider } from '../format/provider-types.ts';
 import { Store } from '../store/store.ts';
 import { own } from '../own.ts';
 import { checkJson, MAX_METADATA_BYTES } from '../json-limits.ts';
@@ -48,6 +48,37 @@ export interface BrowserCookie {
 export type ConnectOutcome =
   | { ok: true; provider_config_key: string; connection_id: string }
   | { ok: false; error: string; message: string; provider_config_key?: string; connection_id?: string };
+
+/** A field the end user fills in the connect UI: a credential, or a connection_config value. */
+export interface ConnectField {
+  name: string;
+  /** What the provider file calls it (auth.label, username_label...), for credentials. */
+  label?: string;
+  description?: string;
+  /** RE2 syntax, matched against the whole value (anchored). */
+  pattern?: string;
+  example?: string;
+  optional: boolean;
+  /** Shown masked, never echoed back. */
+  secret: boolean;
+  /** url: an https origin such as https://acme.example.com. */
+  format?: 'text' | 'url';
+}
+
+/** What a connect session lets its browser do (GET /connect/session): the connect UI is drawn from it. */
+export interface ConnectSessionView {
+  connection_id: string;
+  expires_at: string;
+  integrations: {
+    provider_config_key: string;
+    provider: string;
+    display_name: string;
+    logo?: string;
+    auth_mode: string;
+    credentials: ConnectField[];
+    connection_config: ConnectField[];
+  }[];
+}
 
 export type FinishConnection = (input: { integration: string; connection_id: string; credentials: Credentials; connection_config: Record<string, string>; metadata: Record<string, unknown>; replace: boolean }) => Promise<unknown>;
 
@@ -99,11 +130,42 @@ export class ConnectFlow {
     return { token: t, expires_at };
   }
 
-  async session(sessionToken: string | undefined, integration: string): Promise<ConnectSession> {
+  async session(sessionToken: string | undefined, integration?: string): Promise<ConnectSession> {
     const session = sessionToken ? await this.store.get<ConnectSession>(sessionKey(sessionToken)) : undefined;
     if (!session) throw new TerapiError(401, 'invalid_session', 'this connect session is unknown or has expired: ask the app for a new one');
-    if (!session.allowed_integrations.includes(integration)) throw new TerapiError(403, 'integration_not_allowed', `this connect session does not allow integration "${integration}"`);
+    if (integration !== undefined && !session.allowed_integrations.includes(integration)) throw new TerapiError(403, 'integration_not_allowed', `this connect session does not allow integration "${integration}"`);
     return session;
+  }
+
+  /**
+   * What the connect UI shows for a session: each allowed integration that still exists, how it
+   * connects, and the fields the end user fills in (those the app did not set in the session, and
+   * not those the provider fills after connecting).
+   */
+  async describe(sessionToken: string | undefined): Promise<ConnectSessionView> {
+    const session = await this.session(sessionToken);
+    const integrations: ConnectSessionView['integrations'] = [];
+    for (const key of session.allowed_integrations) {
+      const found = await this.integrations.withProvider(key).catch((e) => {
+        if ((e as TerapiError).status === 404) return undefined; // deleted since the session was made
+        throw e;
+      });
+      if (!found) continue;
+      const { provider } = found;
+      const preset = own(session.connection_config, key) ?? {};
+      integrations.push({
+        provider_config_key: key,
+        provider: provider.name,
+        display_name: provider.display_name,
+        ...(provider.logo ? { logo: provider.logo } : {}),
+        auth_mode: provider.auth.mode,
+        credentials: credentialFields(provider),
+        connection_config: Object.entries(provider.connection_config ?? {})
+          .filter(([name]) => preset[name] === undefined && !filledLater(provider).has(name))
+          .map(([name, f]) => ({ name, ...(f.description ? { description: f.description } : {}), pattern: f.pattern, ...(f.example ? { example: f.example } : {}), optional: f.optional ?? false, secret: false, format: f.format ?? 'text' })),
+      });
+    }
+    return { connection_id: session.connection_id, expires_at: session.expires_at, integrations };
   }
 
   /**
@@ -111,12 +173,12 @@ export class ConnectFlow {
    * the callback needs it back, so that a victim who opens someone else's authorization URL cannot
    * end up with that person's account stored as theirs (login CSRF).
    */
-  async authorizationUrl(sessionToken: string | undefined, integrationKey: string): Promise<{ url: string; cookie: BrowserCookie }> {
+  async authorizationUrl(sessionToken: string | undefined, integrationKey: string, given: Record<string, unknown> = {}): Promise<{ url: string; cookie: BrowserCookie }> {
     const session = await this.session(sessionToken, integrationKey);
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
     if (provider.auth.mode !== 'oauth2') throw badRequest('not_oauth', `integration "${integrationKey}" uses ${provider.auth.mode} auth: post the credentials to /connect/${integrationKey}/credentials instead`);
     const auth: OAuth2Auth = provider.auth;
-    const config = checkConnectionConfig(provider, own(session.connection_config, integrationKey) ?? {}, 'before_auth');
+    const config = sessionConfig(provider, session, integrationKey, given, 'before_auth');
     const state = token();
     const verifier = auth.pkce ? token() : undefined;
     const browser = token();
@@ -189,15 +251,21 @@ export class ConnectFlow {
     }
   }
 
-  /** API key and basic integrations: the browser posts the credentials, checked with the provider first. */
-  async postCredentials(sessionToken: string | undefined, integrationKey: string, input: Record<string, unknown>): Promise<{ provider_config_key: string; connection_id: string }> {
+  /**
+   * Integrations without an OAuth redirect: the browser posts the API key or the username and
+   * password (checked with the provider first), or for client-credentials and no-auth providers
+   * nothing but the connection_config values the end user fills in.
+   */
+  async postCredentials(sessionToken: string | undefined, integrationKey: string, input: { connection_config?: Record<string, unknown> } & Record<string, unknown>): Promise<{ provider_config_key: string; connection_id: string }> {
     const session = await this.session(sessionToken, integrationKey);
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
-    if (provider.auth.mode !== 'api_key' && provider.auth.mode !== 'basic') {
-      throw badRequest('not_credentials', `integration "${integrationKey}" uses ${provider.auth.mode}: use GET /oauth/connect/${integrationKey}`);
+    if (provider.auth.mode === 'oauth2') {
+      throw badRequest('not_credentials', `integration "${integrationKey}" uses oauth2: the end user signs in at the provider (POST /connect/${integrationKey}/oauth)`);
     }
-    const credentials = parseCredentials(provider, { type: provider.auth.mode, ...input });
-    const config = checkConnectionConfig(provider, own(session.connection_config, integrationKey) ?? {});
+    const { connection_config: given, ...fields } = input;
+    const mode = provider.auth.mode;
+    const credentials = parseCredentials(provider, mode === 'api_key' || mode === 'basic' ? { type: mode, ...fields } : Object.keys(fields).length ? fields : undefined);
+    const config = sessionConfig(provider, session, integrationKey, given ?? {}, 'complete');
     try {
       await verifyCredentials(provider, config, credentials);
     } catch (e) {
@@ -205,5 +273,34 @@ export class ConnectFlow {
     }
     await this.finish({ integration: integrationKey, connection_id: session.connection_id, credentials, connection_config: config, metadata: session.metadata, replace: true });
     return { provider_config_key: integrationKey, connection_id: session.connection_id };
+  }
+}
+
+/**
+ * A connection's configuration from the connect UI: the values the app set in the session, and
+ * those the end user gave for the other fields (a value the app set cannot be changed by the end
+ * user), checked against the provider's fields.
+ */
+function sessionConfig(provider: Provider, session: ConnectSession, key: string, given: Record<string, unknown>, stage: 'before_auth' | 'complete'): Record<string, string> {
+  const preset = own(session.connection_config, key) ?? {};
+  for (const name of Object.keys(given)) {
+    if (Object.hasOwn(preset, name)) throw badRequest('invalid_connection_config', `connection_config.${name} is set by the app for this connect session and cannot be changed here`);
+  }
+  return checkConnectionConfig(provider, { ...given, ...preset }, stage);
+}
+
+/** The credentials the connect UI asks for, by auth mode. */
+function credentialFields(provider: Provider): ConnectField[] {
+  const auth = provider.auth;
+  switch (auth.mode) {
+    case 'api_key':
+      return [{ name: 'api_key', label: auth.label ?? 'API key', ...(auth.pattern ? { pattern: auth.pattern } : {}), optional: false, secret: true }];
+    case 'basic':
+      return [
+        { name: 'username', label: auth.username_label ?? 'Username', optional: false, secret: false },
+        { name: 'password', label: auth.password_label ?? 'Password', optional: auth.password_optional ?? false, secret: true },
+      ];
+    default:
+      return [];
   }
 }

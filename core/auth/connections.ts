@@ -202,7 +202,7 @@ export class Connections {
  */
 export function checkConnectionConfig(provider: Provider, config: Record<string, unknown> = {}, stage: 'before_auth' | 'complete' = 'complete'): Record<string, string> {
   const fields = provider.connection_config ?? {};
-  const filledLater = new Set([...Object.keys(provider.post_connection?.config ?? {}), ...Object.entries(fields).filter(([, f]) => f.from_token_response).map(([n]) => n)]);
+  const later = filledLater(provider);
   const out: Record<string, string> = {};
   for (const [name, value] of Object.entries(config)) {
     const field = own(fields, name);
@@ -216,11 +216,16 @@ export function checkConnectionConfig(provider: Provider, config: Record<string,
     out[name] = value;
   }
   for (const [name, field] of Object.entries(fields)) {
-    if (out[name] === undefined && !field.optional && !(stage === 'before_auth' || filledLater.has(name))) {
+    if (out[name] === undefined && !field.optional && !(stage === 'before_auth' || later.has(name))) {
       throw badRequest('invalid_connection_config', `provider "${provider.name}" needs connection_config.${name}${field.description ? ` (${field.description})` : ''}`);
     }
   }
   return out;
+}
+
+/** Names of the connection_config fields the provider fills itself (token response, post-connection request). */
+export function filledLater(provider: Provider): Set<string> {
+  return new Set([...Object.keys(provider.post_connection?.config ?? {}), ...Object.entries(provider.connection_config ?? {}).filter(([, f]) => f.from_token_response).map(([n]) => n)]);
 }
 
 /** Checks that given credentials have the shape the integration's auth mode needs. */

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { TerapiError, badRequest, notFound, reworded } from '../errors.ts';
 import { scrubberOf, secretsOf } from './secrets.ts';
 import { belongsTo, type ConnectionRecord, type Connections, type Credentials } from './connections.ts';
-import { callProvider, providerFailed, send, type HttpRequest } from '../http/send.ts';
+import { callProvider, providerFailed, providerWords, send, type HttpRequest } from '../http/send.ts';
 import type { IntegrationRecord, Integrations } from './integrations.ts';
 import type { Lock } from '../store/lock.ts';
 import { apiRequest, templateValues } from '../http/provider-request.ts';
@@ -51,7 +51,27 @@ export interface TokenResult {
  * here: fresh ones, refreshed before expiry, one refresh per connection at a time across every
  * server (an in-process single flight in front of a lock shared through the database).
  */
-export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_key: string; connection_id: string; reason: string }] }> {
+/** A token request made for a connection (a refresh, or a client-credentials token) that worked. */
+export interface RefreshedEvent {
+  provider_config_key: string;
+  connection_id: string;
+  request_id?: string;
+  duration_ms: number;
+}
+
+/** One that failed: `error` is invalid_grant when the provider refused the grant (the connection then needs its user again). */
+export interface RefreshFailedEvent extends RefreshedEvent {
+  error: string;
+  /** Scrubbed of the connection's secrets. */
+  message: string;
+  needs_reauth: boolean;
+}
+
+export class AuthEngine extends EventEmitter<{
+  needs_reauth: [{ provider_config_key: string; connection_id: string; reason: string }];
+  refreshed: [RefreshedEvent];
+  refresh_failed: [RefreshFailedEvent];
+}> {
   private inflight = new Map<string, Promise<Fresh>>();
 
   constructor(
@@ -116,6 +136,10 @@ export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_
     const current = this.connections.credentials(record);
     if (record.credentials !== seen.credentials) return this.made(integration, provider, record, current);
     const scrub = this.scrubber(integration, current);
+    const started = performance.now();
+    const told = { provider_config_key: record.provider_config_key, connection_id: record.id, ...(requestId ? { request_id: requestId } : {}) };
+    const failed = (error: string, message: string, needsReauth = false) =>
+      this.emit('refresh_failed', { ...told, duration_ms: performance.now() - started, error, message, needs_reauth: needsReauth });
 
     let result: TokenResult;
     try {
@@ -136,7 +160,9 @@ export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_
     } catch (e) {
       if (e instanceof OAuthError && e.error === 'invalid_grant') {
         const reason = 'the provider answered invalid_grant to a token refresh';
-        if (!(await this.connections.markNeedsReauth(record, reason))) return this.overtaken(integration, provider, record);
+        const marked = await this.connections.markNeedsReauth(record, reason);
+        failed('invalid_grant', scrub(e.message), marked);
+        if (!marked) return this.overtaken(integration, provider, record);
         this.log.warn({ request_id: requestId, connection: record.id, integration: record.provider_config_key }, 'refresh refused with invalid_grant: connection needs re-authorisation');
         this.emit('needs_reauth', { provider_config_key: record.provider_config_key, connection_id: record.id, reason });
         throw reauthNeeded(record.id, reason);
@@ -144,14 +170,18 @@ export class AuthEngine extends EventEmitter<{ needs_reauth: [{ provider_config_
       // The provider's own words, which may repeat the refresh token or the client secret.
       const message = scrub((e as Error).message);
       this.log.error({ request_id: requestId, connection: record.id, integration: record.provider_config_key, err: scrubbedError(e, scrub) }, 'token refresh failed');
-      throw e instanceof TerapiError ? reworded(e, scrub) : providerFailed(`refreshing the token failed: ${message}`);
+      const answered = e instanceof TerapiError ? (reworded(e, scrub) as TerapiError) : providerFailed(`refreshing the token failed: ${message}`);
+      failed(answered.code, answered.message);
+      throw answered;
     }
     const saved = await this.connections.update(record, result.credentials, { connection_config: { ...record.connection_config, ...result.config } });
     if (!saved) {
       this.log.warn({ request_id: requestId, connection: record.id, integration: record.provider_config_key }, 'connection deleted or reconnected during a token refresh: the new tokens are revoked');
       await this.revoke(provider, integration, record.connection_config, result.credentials);
+      failed('connection_changed', 'the connection was deleted or connected again during the refresh: the new tokens were revoked');
       return this.overtaken(integration, provider, record);
     }
+    this.emit('refreshed', { ...told, duration_ms: performance.now() - started });
     this.log.info({ request_id: requestId, connection: record.id, integration: record.provider_config_key }, 'token refreshed');
     return this.made(integration, provider, saved, result.credentials);
   }
@@ -323,10 +353,16 @@ function needsRefresh(provider: Provider, credentials: Credentials): boolean {
   return false;
 }
 
-/** Checks credentials with the provider's verification request, where its file declares one. */
+/**
+ * Checks credentials with the provider's verification request, where its file declares one. A
+ * refusal says what the provider said (scrubbed by the caller), for the end user who typed them.
+ */
 export async function verifyCredentials(provider: Provider, config: Record<string, string>, credentials: Credentials): Promise<void> {
   if (!provider.verification) return;
   const res = await callProvider(apiRequest(provider, templateValues(config, credentials), provider.verification.request), { max_attempts: 2 });
-  if (res.status === 401 || res.status === 403) throw badRequest('invalid_credentials', `${provider.display_name} rejected these credentials (HTTP ${res.status}): check them and try again`);
-  if (res.status >= 400) throw providerFailed(`${provider.display_name} could not check the credentials (HTTP ${res.status})`);
+  if (res.status < 400) return;
+  const words = providerWords(res.body);
+  const said = words ? `: "${words}"` : '';
+  if (res.status === 401 || res.status === 403) throw badRequest('invalid_credentials', `${provider.display_name} rejected these credentials (HTTP ${res.status})${said}. Check them and try again`);
+  throw providerFailed(`${provider.display_name} could not check the credentials (HTTP ${res.status})${said}`);
 }

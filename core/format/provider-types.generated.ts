@@ -11,6 +11,11 @@ import type { Template } from './template.ts';
 export interface ProviderFile {
   /** Name shown to people, e.g. GitHub. */
   display_name: string;
+  /**
+   * An https: or data:image URL of the provider's logo (square, shown at 32 by 32 pixels in the connect
+   * UI); without one the UI shows the name's first letter.
+   */
+  logo?: string;
   /** Lower-case category slugs, e.g. dev-tools, crm, ticketing. */
   categories: string[];
   /** The provider's API documentation. */

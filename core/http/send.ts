@@ -34,6 +34,22 @@ export class ProviderUnreachable extends Error {}
 /** The provider failed or could not be reached: the API answers 502. */
 export const providerFailed = (message: string) => new TerapiError(502, 'provider_error', message);
 
+/**
+ * The provider's own words in an error answer, from where providers usually put them (an OAuth
+ * error_description, error.message, message, errors[0].message, detail...), or a short plain-text
+ * body; undefined for anything else (an HTML page). At most 300 characters, on one line. The caller
+ * scrubs it of the connection's secrets.
+ */
+export function providerWords(body: unknown): string | undefined {
+  const b = (body && typeof body === 'object' ? body : {}) as Record<string, any>;
+  const first = Array.isArray(b.errors) ? b.errors[0] : undefined;
+  const found = [b.error_description, b.error?.message, b.message, first?.message, first?.detail, b.detail, b.error, b.title, typeof first === 'string' ? first : undefined, typeof body === 'string' && !body.trimStart().startsWith('<') ? body : undefined]
+    .find((v): v is string => typeof v === 'string' && v.trim() !== '');
+  if (found === undefined) return undefined;
+  const line = found.replace(/\s+/g, ' ').trim();
+  return line.length > 300 ? `${line.slice(0, 299)}…` : line;
+}
+
 /** The default of TERAPI_MAX_RESPONSE_BYTES: 50 MiB. */
 export const DEFAULT_MAX_RESPONSE_BYTES = 50 * 1024 * 1024;
 

@@ -27,6 +27,19 @@ export function openSql(options: { databaseUrl?: string; dataDir: string; poolSi
   return new SqliteSql(join(options.dataDir, 'terapi.sqlite'));
 }
 
+/** Runs CREATE ... IF NOT EXISTS statements; safe from every process at once. */
+export async function createTables(sql: Sql, statements: string[]): Promise<void> {
+  if (sql.dialect === 'sqlite') {
+    for (const statement of statements) await sql.query(statement);
+    return;
+  }
+  // Two servers starting together would race on CREATE TABLE IF NOT EXISTS: one lock serialises them.
+  await sql.transaction(async (tx) => {
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtext('terapi_migrate'))`);
+    for (const statement of statements) await tx.query(statement);
+  });
+}
+
 class PostgresSql implements Sql {
   readonly dialect = 'postgres';
   private readonly pool: pg.Pool;

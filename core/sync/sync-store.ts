@@ -1,6 +1,6 @@
-import { badRequest } from '../errors.ts';
-import type { Sql, SqlTx } from '../store/sql.ts';
+import { createTables, type Sql, type SqlTx } from '../store/sql.ts';
 import { Store } from '../store/store.ts';
+import { idCursor } from '../store/cursor.ts';
 
 /**
  * Synced records and the state of each sync, in SQL tables of their own beside keyv's table
@@ -159,14 +159,7 @@ export class SyncStore {
 
   /** Creates the tables where they are missing; safe to run from every process at once. */
   async migrate(): Promise<void> {
-    const pg = this.sql.dialect === 'postgres';
-    if (pg) {
-      // Two servers starting together would race on CREATE TABLE IF NOT EXISTS: one lock serialises them.
-      await this.sql.transaction(async (tx) => {
-        await tx.query(`SELECT pg_advisory_xact_lock(hashtext('terapi_migrate'))`);
-        for (const statement of TABLES('BIGINT')) await tx.query(statement);
-      });
-    } else for (const statement of TABLES('INTEGER')) await this.sql.query(statement);
+    await createTables(this.sql, TABLES(this.sql.dialect === 'postgres' ? 'BIGINT' : 'INTEGER'));
   }
 
   async get(key: SyncKey): Promise<SyncRow | undefined> {
@@ -174,10 +167,14 @@ export class SyncStore {
     return rows.length ? row(rows[0]) : undefined;
   }
 
-  async list(integration: string, connection?: string): Promise<SyncRow[]> {
-    const rows = connection === undefined
-      ? await this.sql.query(`SELECT * FROM terapi_syncs WHERE integration = $1 ORDER BY connection, sync`, [integration])
-      : await this.sql.query(`SELECT * FROM terapi_syncs WHERE ${KEY} ORDER BY sync`, [integration, connection]);
+  /** Every sync's row, of one integration, one connection id, or both when named, by integration, connection and sync. */
+  async list(integration?: string, connection?: string): Promise<SyncRow[]> {
+    const where: string[] = [];
+    const params: string[] = [];
+    for (const [column, value] of [['integration', integration], ['connection', connection]] as const) {
+      if (value !== undefined) where.push(`${column} = $${params.push(value)}`);
+    }
+    const rows = await this.sql.query(`SELECT * FROM terapi_syncs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY integration, connection, sync`, params);
     return rows.map(row);
   }
 
@@ -554,12 +551,4 @@ function row(r: Record<string, unknown>): SyncRow {
 }
 
 /** Record cursors as the API shows them: opaque, and checked when given back. */
-export const recordCursor = {
-  encode: (n: number) => Buffer.from(`r${n}`).toString('base64url'),
-  decode(text: string): number {
-    const plain = /^[A-Za-z0-9_-]{1,24}$/.test(text) ? Buffer.from(text, 'base64url').toString() : '';
-    const m = /^r(0|[1-9][0-9]{0,15})$/.exec(plain);
-    if (!m) throw badRequest('invalid_cursor', 'cursor is not one this server gave: pass back a next_cursor or a record\'s _terapi_metadata.cursor unchanged');
-    return Number(m[1]);
-  },
-};
+export const recordCursor = idCursor('r', "pass back a next_cursor or a record's _terapi_metadata.cursor unchanged");

@@ -26,6 +26,13 @@ export interface SyncStatusView {
   last_run?: RunSummary;
 }
 
+/** A sync in GET /syncs: its status, or `scheduled` before its first run. */
+export interface SyncListItem extends Omit<SyncStatusView, 'status'> {
+  provider_config_key: string;
+  model: string;
+  status: SyncStatusView['status'] | 'scheduled';
+}
+
 export interface RecordsQuery {
   provider_config_key: string;
   connection_id: string;
@@ -297,6 +304,12 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
     const row = await this.store.get({ integration: integrationKey, connection: connectionId, sync: name });
     if (!row || (!row.last_run && !row.paused)) throw notFound('sync_not_run', `sync "${name}" has not run yet for connection "${connectionId}": POST /sync/trigger starts it`);
     return view(row);
+  }
+
+  /** GET /syncs: every sync, or those of one integration, of one connection id (in every integration), or both. */
+  async list(integrationKey?: string, connectionId?: string): Promise<SyncListItem[]> {
+    const rows = await this.store.list(integrationKey, connectionId);
+    return rows.map((r) => ({ provider_config_key: r.integration, model: r.model, ...view(r), ...(!r.last_run && !r.paused ? { status: 'scheduled' as const } : {}) }));
   }
 
   /** GET /records: what the syncs stored, in change order. */
