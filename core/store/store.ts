@@ -120,7 +120,7 @@ export class Store {
     try {
       mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
       privateFiles(file);
-      const adapter = new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: 5000, keySize: 1024 } as any);
+      const adapter = new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: 30_000, keySize: 1024 } as any);
       const run: Query = (sql, params) => (adapter as any).query(sql, ...params);
       // WAL lets readers and the writer work at once; the busy timeout makes a second handle wait
       // for a write lock instead of failing.
