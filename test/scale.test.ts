@@ -168,9 +168,10 @@ describe('syncs at scale on PostgreSQL', { skip: pgSkip }, () => {
     assert.equal((await server.call('POST', '/sync/trigger', { provider_config_key: 'tick', connection_id: 'killed', syncs: ['manual'] })).status, 200);
     await waitFor('two pages stored', async () => ((await server.call('GET', '/sync/killed/manual?provider_config_key=tick')).body?.last_run?.pages >= 2 ? true : undefined));
     await first.stop('SIGKILL');
-    const killedAt = Date.now();
     api.state.delayMs = 0;
     await spawn({ TERAPI_ROLE: 'worker' });
+    // Counted from when the new worker is up: starting a process is not picking up a job.
+    const killedAt = Date.now();
     const done = await waitFor('another worker to finish the run', async () => {
       const s = (await server.call('GET', '/sync/killed/manual?provider_config_key=tick')).body;
       return s.last_run?.outcome === 'success' ? s : undefined;

@@ -37,25 +37,30 @@ export function runEvaluationsWith(run: Executor | undefined): void {
 
 /**
  * A worker thread's report to its watchdog: the deadline of the evaluation in progress (0 when
- * none), in memory both threads see, and which expression it is when that changes. The bounds of
+ * none) and its time limit, in memory both threads see, and which expression it is when that changes. The bounds of
  * limits.ts stop an evaluation from inside; a thread stuck where they do not look (a long builtin
  * on the interpreter) is stopped by the watchdog instead.
  */
-let watch: { slot: Float64Array; onExpression: (expr: Expression) => void; last?: Expression; active: number[] } | undefined;
+let watch: { slot: Float64Array; onExpression: (expr: Expression) => void; last?: Expression; active: Limit[] } | undefined;
 export function reportDeadlines(slot: Float64Array | undefined, onExpression: (expr: Expression) => void = () => {}): void {
   watch = slot ? { slot, onExpression, active: [] } : undefined;
 }
 
 /** Evaluations can interleave (a page's request is built while the last page is mapped): the slot holds the earliest deadline. */
-function watching(deadline: number, expr: Expression): () => void {
+function watching(limit: Limit, expr: Expression): () => void {
   if (!watch) return () => {};
   const w = watch;
-  w.active.push(deadline);
-  w.slot[0] = Math.min(...w.active);
+  const report = () => {
+    const first = w.active.reduce<Limit | undefined>((a, b) => (a && a.deadline <= b.deadline ? a : b), undefined);
+    w.slot[0] = first?.deadline ?? 0;
+    w.slot[1] = first?.timeLimitMs ?? 0;
+  };
+  w.active.push(limit);
+  report();
   if (w.last !== expr) w.onExpression((w.last = expr));
   return () => {
-    w.active.splice(w.active.indexOf(deadline), 1);
-    w.slot[0] = w.active.length ? Math.min(...w.active) : 0;
+    w.active.splice(w.active.indexOf(limit), 1);
+    report();
   };
 }
 
@@ -194,7 +199,7 @@ export class Expression {
   async evaluate(input: unknown, bindings: Record<string, unknown> = {}, timeLimitMs = DEFAULT_TIME_LIMIT_MS): Promise<unknown> {
     if (executor) return executor(this, input, bindings, timeLimitMs);
     const limit = this.limit(timeLimitMs);
-    const done = watching(limit.deadline, this);
+    const done = watching(limit, this);
     try {
       const { program } = this.prepare();
       if (program) {
@@ -223,7 +228,7 @@ export class Expression {
       return out;
     }
     const limit = this.limit(timeLimitMs);
-    const done = watching(limit.deadline, this);
+    const done = watching(limit, this);
     try {
       const { program } = this.prepare();
       const out = new Array(items.length);

@@ -76,7 +76,7 @@ export class WorkerPools {
   /** Runs a sync in a run thread; `answer` serves its requests (fresh credentials, storing pages). */
   async runSync(task: Omit<SyncTask, 'port' | 'deadline'>, answer: (request: Extract<WorkerMessage, { id: number }>) => Promise<FreshAnswer | StoreAnswer>, signal?: AbortSignal): Promise<SyncOutcome> {
     const { port1, port2 } = new MessageChannel();
-    const watched: Watched = { slot: new Float64Array(new SharedArrayBuffer(8)), abort: new AbortController(), where: 'an expression' };
+    const watched: Watched = { slot: new Float64Array(new SharedArrayBuffer(16)), abort: new AbortController(), where: 'an expression' };
     signal?.addEventListener('abort', () => {
       watched.stopped = String(signal.reason ?? 'stopped');
       watched.abort.abort();
@@ -104,7 +104,7 @@ export class WorkerPools {
    * not from when the task was queued: a thread still starting is not a slow expression.
    */
   async evaluate(expr: Expression, input: unknown, bindings: Record<string, unknown>, limitMs: number): Promise<unknown> {
-    const watched: Watched = { slot: new Float64Array(new SharedArrayBuffer(8)), abort: new AbortController(), where: expr.describe() };
+    const watched: Watched = { slot: new Float64Array(new SharedArrayBuffer(16)), abort: new AbortController(), where: expr.describe() };
     this.active.add(watched);
     let out: EvaluateOutcome;
     try {
@@ -121,7 +121,7 @@ export class WorkerPools {
 
   /** Starts the evaluation thread now (its first task would otherwise wait for it to load). */
   async warm(): Promise<void> {
-    await this.evals.run({ source: '1', input: null, bindings: {}, limitMs: 60_000, deadline: new Float64Array(1) });
+    await this.evals.run({ source: '1', input: null, bindings: {}, limitMs: 60_000, deadline: new Float64Array(2) });
   }
 
   async close(): Promise<void> {
@@ -134,7 +134,7 @@ export class WorkerPools {
     for (const w of this.active) {
       const deadline = w.slot[0];
       if (deadline > 0 && now > deadline + this.graceMs && !w.stopped) {
-        w.stopped = `${w.where} took longer than its time limit: its worker thread was stopped`;
+        w.stopped = `${w.where} took longer than its time limit of ${w.slot[1]} ms: its worker thread was stopped`;
         w.abort.abort();
       }
     }
