@@ -64,7 +64,8 @@ export function pathSerializer(pathname: string, params: Record<string, unknown>
     const value = params[name];
     if (value === undefined || value === null) return whole;
     const text = String(value);
-    return pathname === '/proxy/{path}' && name === 'path' ? text.replace(/^\/+/, '').split('/').map(encodeURIComponent).join('/') : encodeURIComponent(text);
+    // pathname is the base URL followed by the document's path template.
+    return pathname.endsWith('/proxy/{path}') && name === 'path' ? text.replace(/^\/+/, '').split('/').map(encodeURIComponent).join('/') : encodeURIComponent(text);
   });
 }
 

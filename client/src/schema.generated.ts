@@ -1026,6 +1026,16 @@ export interface components {
         };
     };
     responses: {
+        /** @description Terapi's own ErrorResponse, whose request_id is the answer's X-Request-Id (400 invalid_request or invalid_url, 401 unauthorized, 404 unknown_integration or unknown_connection, 413 body_too_large, 415 unsupported_media_type, 424 connection_needs_reauth, 500 internal_error, 502 provider_error when the provider could not be reached, 503 store_unavailable); or the provider's own answer with this status, unchanged */
+        ProxyError: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorResponse"] | unknown;
+                "*/*": unknown;
+            };
+        };
         /** @description The provider's response, unchanged: its status, content type and body (streamed). The statuses listed with an ErrorResponse are Terapi's own answers, before or instead of the provider's. */
         ProviderResponse: {
             headers: {
@@ -2199,15 +2209,15 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            400: components["responses"]["BadRequest"];
-            401: components["responses"]["Unauthorized"];
-            404: components["responses"]["NotFound"];
-            413: components["responses"]["PayloadTooLarge"];
-            415: components["responses"]["UnsupportedMediaType"];
-            424: components["responses"]["NeedsReauth"];
-            500: components["responses"]["InternalError"];
-            502: components["responses"]["ProviderError"];
-            503: components["responses"]["StoreUnavailable"];
+            400: components["responses"]["ProxyError"];
+            401: components["responses"]["ProxyError"];
+            404: components["responses"]["ProxyError"];
+            413: components["responses"]["ProxyError"];
+            415: components["responses"]["ProxyError"];
+            424: components["responses"]["ProxyError"];
+            500: components["responses"]["ProxyError"];
+            502: components["responses"]["ProxyError"];
+            503: components["responses"]["ProxyError"];
             default: components["responses"]["ProviderResponse"];
         };
     };
@@ -2231,15 +2241,15 @@ export interface operations {
         };
         requestBody?: components["requestBodies"]["ProxyBody"];
         responses: {
-            400: components["responses"]["BadRequest"];
-            401: components["responses"]["Unauthorized"];
-            404: components["responses"]["NotFound"];
-            413: components["responses"]["PayloadTooLarge"];
-            415: components["responses"]["UnsupportedMediaType"];
-            424: components["responses"]["NeedsReauth"];
-            500: components["responses"]["InternalError"];
-            502: components["responses"]["ProviderError"];
-            503: components["responses"]["StoreUnavailable"];
+            400: components["responses"]["ProxyError"];
+            401: components["responses"]["ProxyError"];
+            404: components["responses"]["ProxyError"];
+            413: components["responses"]["ProxyError"];
+            415: components["responses"]["ProxyError"];
+            424: components["responses"]["ProxyError"];
+            500: components["responses"]["ProxyError"];
+            502: components["responses"]["ProxyError"];
+            503: components["responses"]["ProxyError"];
             default: components["responses"]["ProviderResponse"];
         };
     };
@@ -2263,15 +2273,15 @@ export interface operations {
         };
         requestBody?: components["requestBodies"]["ProxyBody"];
         responses: {
-            400: components["responses"]["BadRequest"];
-            401: components["responses"]["Unauthorized"];
-            404: components["responses"]["NotFound"];
-            413: components["responses"]["PayloadTooLarge"];
-            415: components["responses"]["UnsupportedMediaType"];
-            424: components["responses"]["NeedsReauth"];
-            500: components["responses"]["InternalError"];
-            502: components["responses"]["ProviderError"];
-            503: components["responses"]["StoreUnavailable"];
+            400: components["responses"]["ProxyError"];
+            401: components["responses"]["ProxyError"];
+            404: components["responses"]["ProxyError"];
+            413: components["responses"]["ProxyError"];
+            415: components["responses"]["ProxyError"];
+            424: components["responses"]["ProxyError"];
+            500: components["responses"]["ProxyError"];
+            502: components["responses"]["ProxyError"];
+            503: components["responses"]["ProxyError"];
             default: components["responses"]["ProviderResponse"];
         };
     };
@@ -2295,15 +2305,15 @@ export interface operations {
         };
         requestBody?: components["requestBodies"]["ProxyBody"];
         responses: {
-            400: components["responses"]["BadRequest"];
-            401: components["responses"]["Unauthorized"];
-            404: components["responses"]["NotFound"];
-            413: components["responses"]["PayloadTooLarge"];
-            415: components["responses"]["UnsupportedMediaType"];
-            424: components["responses"]["NeedsReauth"];
-            500: components["responses"]["InternalError"];
-            502: components["responses"]["ProviderError"];
-            503: components["responses"]["StoreUnavailable"];
+            400: components["responses"]["ProxyError"];
+            401: components["responses"]["ProxyError"];
+            404: components["responses"]["ProxyError"];
+            413: components["responses"]["ProxyError"];
+            415: components["responses"]["ProxyError"];
+            424: components["responses"]["ProxyError"];
+            500: components["responses"]["ProxyError"];
+            502: components["responses"]["ProxyError"];
+            503: components["responses"]["ProxyError"];
             default: components["responses"]["ProviderResponse"];
         };
     };
@@ -2327,15 +2337,15 @@ export interface operations {
         };
         requestBody?: components["requestBodies"]["ProxyBody"];
         responses: {
-            400: components["responses"]["BadRequest"];
-            401: components["responses"]["Unauthorized"];
-            404: components["responses"]["NotFound"];
-            413: components["responses"]["PayloadTooLarge"];
-            415: components["responses"]["UnsupportedMediaType"];
-            424: components["responses"]["NeedsReauth"];
-            500: components["responses"]["InternalError"];
-            502: components["responses"]["ProviderError"];
-            503: components["responses"]["StoreUnavailable"];
+            400: components["responses"]["ProxyError"];
+            401: components["responses"]["ProxyError"];
+            404: components["responses"]["ProxyError"];
+            413: components["responses"]["ProxyError"];
+            415: components["responses"]["ProxyError"];
+            424: components["responses"]["ProxyError"];
+            500: components["responses"]["ProxyError"];
+            502: components["responses"]["ProxyError"];
+            503: components["responses"]["ProxyError"];
             default: components["responses"]["ProviderResponse"];
         };
     };
