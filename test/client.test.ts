@@ -15,7 +15,7 @@ import type { Middleware } from 'openapi-fetch';
 import { createTerapiClient, pathSerializer, TerapiApiError, type TerapiClient } from '../client/src/index.ts';
 import { GENERATED, generatedSchema } from '../client/generate.ts';
 import { openapi } from '../server/openapi.ts';
-import { fakeApi, json, providersDir, startTerapi, type Running } from './support.ts';
+import { fakeApi, json, providersDir, ROOT, runCommand, startTerapi, type Running } from './support.ts';
 
 // ---- The document, as a client sees it ----------------------------------------------------------
 
@@ -131,6 +131,25 @@ auth:
 api: { base_url: "${url}" }
 `;
 
+/** The README's example runs against this one, as if it were GitHub's: a sync issues of model GithubIssue. */
+const issuesProvider = (url: string) => `
+display_name: Issues
+categories: [testing]
+docs: https://example.com/docs
+auth: { mode: api_key }
+api:
+  base_url: ${url}
+  credentials: { in: header, name: X-Api-Key, value: "\${api_key}" }
+syncs:
+  issues:
+    mode: full
+    auto_start: false
+    request: { path: /issues }
+    records: $
+    mapping: "{ 'id': $string(id), 'title': title }"
+    model: { name: GithubIssue }
+`;
+
 // A connection id with characters a path parameter must encode.
 const USER = 'user@acme:1';
 
@@ -152,6 +171,7 @@ describe('the typed client (client/)', () => {
         const page = Number(new URL(req.url, 'http://x').searchParams.get('page') ?? '1');
         return json(res, 200, { data: page <= 2 ? [{ id: `a${page}`, name: 'x' }, { id: `b${page}`, name: 'y' }] : [] });
       }
+      if (req.url === '/issues') return json(res, 200, [{ id: 1, title: 'First issue' }, { id: 2, title: 'Second issue' }]);
       if (req.url?.startsWith('/echo')) return json(res, req.method === 'POST' ? 201 : 200, { method: req.method, url: req.url, key, body: req.body ?? null });
       json(res, 404, { message: 'no such thing' });
     });
@@ -159,7 +179,7 @@ describe('the typed client (client/)', () => {
     await oauth.issuer.keys.generate('RS256');
     await oauth.start(0, '127.0.0.1');
     const oauthUrl = oauth.issuer.url!.replace(/\/$/, '');
-    t = await startTerapi({ providersDirs: [providersDir({ testapi: apiProvider(api.url), mockoauth: oauthProvider(oauthUrl) })] });
+    t = await startTerapi({ providersDirs: [providersDir({ testapi: apiProvider(api.url), mockoauth: oauthProvider(oauthUrl), issues: issuesProvider(api.url) })] });
     client = createTerapiClient({ baseUrl: t.url, secretKey: t.secret });
     client.use(conformance);
   });
@@ -177,7 +197,8 @@ describe('the typed client (client/)', () => {
 
   test('path parameters are encoded, except the slashes of the proxy path', () => {
     assert.equal(pathSerializer('/connection/{connection_id}', { connection_id: 'a/b c@d:1' }), '/connection/a%2Fb%20c%40d%3A1');
-    assert.equal(pathSerializer('/proxy/{path}', { path: '/repos/acme app/issues' }), '/proxy/repos/acme%20app/issues');
+    assert.equal(pathSerializer('http://h/proxy/{path}', { path: '/repos/acme app/issues' }), 'http://h/proxy/repos/acme%20app/issues');
+    assert.equal(pathSerializer('http://h/proxy/{path}', { path: ['projects', 'group/project', 'issues'] }), 'http://h/proxy/projects/group%2Fproject/issues');
   });
 
   test('integrations, connections, tokens: typed answers, typed credentials', async () => {
@@ -299,6 +320,8 @@ describe('the typed client (client/)', () => {
     const res = await client.proxy({ path: 'echo/a b/c', query: { q: 'x y', page: '2' }, providerConfigKey: 'api', connectionId: USER });
     assert.equal(res.status, 200);
     assert.deepEqual(await res.json(), { method: 'GET', url: '/echo/a%20b/c?q=x+y&page=2', key: 'good-key', body: null });
+    const oneSegment = await client.proxy({ path: ['echo', 'group/project'], providerConfigKey: 'api', connectionId: USER });
+    assert.equal((await oneSegment.json()).url, '/echo/group%2Fproject');
     for (const method of ['POST', 'PUT', 'PATCH', 'DELETE'] as const) {
       const r = await client.proxy({ method, path: '/echo/x', body: [{ n: 1 }], providerConfigKey: 'api', connectionId: USER });
       assert.equal(r.status, method === 'POST' ? 201 : 200);
@@ -391,6 +414,26 @@ describe('the typed client (client/)', () => {
     assert.equal(deletedAgain.response.status, 404);
     const gone = await client.DELETE('/integration/{provider_config_key}', { params: { path: { provider_config_key: 'mock' } } });
     assert.equal(gone.response.status, 204);
+  });
+
+  test("the README's five first calls (client/examples/first-calls.ts) run as written", async () => {
+    const example = readFileSync(new URL('../client/examples/first-calls.ts', import.meta.url), 'utf8');
+    assert.ok(readFileSync(new URL('../client/README.md', import.meta.url), 'utf8').includes('```ts\n' + example + '```'), 'client/README.md does not show client/examples/first-calls.ts as it is');
+    await client.POST('/integration', { body: { provider_config_key: 'github', provider: 'issues' } });
+    await client.POST('/connection', { body: { provider_config_key: 'github', connection_id: 'user-1', credentials: { type: 'api_key', api_key: 'k' } } });
+    // A run done before, so that the records are there whatever the example's own run is doing.
+    await client.POST('/sync/trigger', { body: { provider_config_key: 'github', connection_id: 'user-1', syncs: ['issues'] } });
+    const deadline = Date.now() + 20_000;
+    const done = async () => (await client.GET('/sync/{connection_id}/{sync_name}', { params: { path: { connection_id: 'user-1', sync_name: 'issues' }, query: { provider_config_key: 'github' } } })).data?.status === 'success';
+    while (!(await done()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+
+    const run = await runCommand([process.execPath, '--import', 'tsx', 'client/examples/first-calls.ts'], { cwd: ROOT, env: { PATH: process.env.PATH, TERAPI_URL: t.url, TERAPI_SECRET_KEY: t.secret } });
+    assert.equal(run.code, 0, run.stderr);
+    const lines = run.stdout.trim().split('\n');
+    assert.match(lines[0], new RegExp(`^connect at ${t.url}/connect#connect_session_token=\\S+$`));
+    assert.deepEqual(lines.slice(1, 3), ['connection user-1 ok', 'token ApiKey']);
+    assert.match(lines[3], /^sync issues (queued|running)$/);
+    assert.deepEqual(lines.slice(4).sort(), ['issue 1 First issue added', 'issue 2 Second issue added']);
   });
 
   test('statuses every operation shares: 401 without the key, 400/413/415 for bodies, 405 for another method', async () => {

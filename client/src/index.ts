@@ -28,8 +28,12 @@ export type SyncedRecord<T extends object = Record<string, unknown>> = T & Pick<
 export type ProxyMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 export interface ProxyRequest {
   method?: ProxyMethod;
-  /** The path under the provider's base URL, as it reads (e.g. repos/acme/app/issues): each segment is encoded, the slashes kept. */
-  path: string;
+  /**
+   * The path under the provider's base URL, as it reads (e.g. repos/acme/app/issues): each segment is
+   * encoded, the slashes kept. A segment that holds a slash itself (GitLab's group/project as one
+   * segment) is given in an array of segments: ['projects', 'group/project', 'issues'].
+   */
+  path: string | string[];
   providerConfigKey: string;
   connectionId: string;
   /** The provider API's query parameters. */
@@ -63,9 +67,10 @@ export function pathSerializer(pathname: string, params: Record<string, unknown>
   return pathname.replace(/\{([^}]+)\}/g, (whole, name: string) => {
     const value = params[name];
     if (value === undefined || value === null) return whole;
-    const text = String(value);
     // pathname is the base URL followed by the document's path template.
-    return pathname.endsWith('/proxy/{path}') && name === 'path' ? text.replace(/^\/+/, '').split('/').map(encodeURIComponent).join('/') : encodeURIComponent(text);
+    if (!(pathname.endsWith('/proxy/{path}') && name === 'path')) return encodeURIComponent(String(value));
+    const segments = Array.isArray(value) ? value.map(String) : String(value).replace(/^\/+/, '').split('/');
+    return segments.map(encodeURIComponent).join('/');
   });
 }
 
@@ -103,7 +108,8 @@ async function* records<T extends object>(client: Client<paths>, query: RecordsQ
 async function proxy(client: Client<paths>, r: ProxyRequest): Promise<Response> {
   const { error, response } = await client.request((r.method ?? 'GET').toLowerCase() as Lowercase<ProxyMethod>, '/proxy/{path}', {
     params: {
-      path: { path: r.path },
+      // An array of segments is the serializer's to join (the document's type is the joined string).
+      path: { path: r.path as string },
       header: { 'Provider-Config-Key': r.providerConfigKey, 'Connection-Id': r.connectionId },
       ...(r.query ? { query: { query: r.query } } : {}),
     },
