@@ -15,7 +15,7 @@ import type { Middleware } from 'openapi-fetch';
 import { createTerapiClient, pathSerializer, TerapiApiError, type TerapiClient } from '../client/src/index.ts';
 import { GENERATED, generatedSchema } from '../client/generate.ts';
 import { openapi } from '../server/openapi.ts';
-import { fakeApi, json, providersDir, ROOT, runCommand, startTerapi, type Running } from './support.ts';
+import { fakeApi, freshDatabase, json, PG_URL, pgSkip, providersDir, ROOT, runCommand, startTerapi, tcpHop, type Running } from './support.ts';
 
 // ---- The document, as a client sees it ----------------------------------------------------------
 
@@ -65,8 +65,8 @@ function conforms(id: string, status: number, contentType: string | null, text: 
     const body: any = JSON.parse(text);
     const validate = validatorOf(schema);
     assert.ok(validate(body), `${id} ${status} does not match the document: ${ajv.errorsText(validate.errors)} in ${text.slice(0, 500)}`);
-    // Terapi's own errors (a proxy call may also answer the provider's) carry a snake_case code.
-    if (status >= 400 && !id.startsWith('proxy')) assert.match(JSON.parse(text).error, /^[a-z][a-z_]*$/);
+    // Terapi's errors carry a snake_case code (a proxy call may also answer the provider's own error).
+    if (schema.$ref === '#/components/schemas/ErrorResponse') assert.match(JSON.parse(text).error, /^[a-z][a-z_]*$/);
   }
   for (const map of viaClient ? [seen, throughClient] : [seen]) {
     if (!map.has(id)) map.set(id, new Set());
@@ -485,5 +485,104 @@ describe('the typed client (client/)', () => {
     assert.deepEqual(missing, [], `operations never answered with a success through the client: ${missing.join(', ')}`);
     const checked = [...seen.values()].reduce((n, s) => n + s.size, 0);
     assert.ok(checked > OPS.length * 2, `only ${checked} (operation, status) answers were checked`);
+  });
+});
+
+// ---- With the database away ---------------------------------------------------------------------
+
+/** Values for the parameters and body fields the document names, so that a request gets past its checks. */
+const VALUES: Record<string, unknown> = {
+  provider_config_key: 'api',
+  provider: 'testapi',
+  connection_id: 'c1',
+  sync_name: 'items',
+  syncs: ['items'],
+  action_name: 'create_item',
+  model: 'Item',
+  file: 'terapi.css',
+  path: 'echo',
+  allowed_integrations: ['api'],
+  credentials: { type: 'api_key', api_key: 'k' },
+  'Provider-Config-Key': 'api',
+  'Connection-Id': 'c1',
+};
+
+/** A request body that fits the schema: its required fields and those VALUES names (the first field, where one is needed). */
+function sample(schema: any, name = ''): unknown {
+  if (schema.$ref) return sample(doc.components.schemas[schema.$ref.split('/').pop()], name);
+  if (name in VALUES) return VALUES[name];
+  if (schema.oneOf || schema.anyOf) return sample((schema.oneOf ?? schema.anyOf)[0], name);
+  if (schema.enum) return schema.enum[0];
+  switch (schema.type) {
+    case 'object': {
+      const keys = [...new Set([...(schema.required ?? []), ...Object.keys(schema.properties ?? {}).filter((k) => k in VALUES)])];
+      if (!keys.length && schema.minProperties && schema.properties) keys.push(Object.keys(schema.properties)[0]);
+      return Object.fromEntries(keys.map((k) => [k, sample(schema.properties?.[k] ?? {}, k)]));
+    }
+    case 'array':
+      return [sample(schema.items ?? {}, name)];
+    case 'integer':
+    case 'number':
+      return 1;
+    case 'boolean':
+      return true;
+    default:
+      return 'x';
+  }
+}
+
+describe('with the database unreachable, every operation answers a status its document lists', { skip: pgSkip }, () => {
+  let t: Running;
+  let api: Awaited<ReturnType<typeof fakeApi>>;
+  let db: Awaited<ReturnType<typeof freshDatabase>>;
+  let hop: Awaited<ReturnType<typeof tcpHop>>;
+
+  before(async () => {
+    api = await fakeApi((req, res) => json(res, 200, { url: req.url }));
+    db = await freshDatabase(PG_URL!, 'terapi_client');
+    const real = new URL(PG_URL!);
+    hop = await tcpHop({ host: real.hostname, port: Number(real.port || 5432) });
+    t = await startTerapi({ databaseUrl: hop.via(db.url), providersDirs: [providersDir({ testapi: apiProvider(api.url) })] });
+  });
+
+  after(async () => {
+    await t?.close();
+    await hop?.cut().catch(() => {});
+    await api?.close();
+    await db?.drop();
+  });
+
+  test('503 store_unavailable where the store is needed, and only listed statuses elsewhere', async () => {
+    const client = createTerapiClient({ baseUrl: t.url, secretKey: t.secret });
+    client.use(conformance);
+    assert.equal((await client.POST('/integration', { body: { provider_config_key: 'api', provider: 'testapi' } })).response.status, 200);
+    assert.equal((await client.POST('/connection', { body: { provider_config_key: 'api', connection_id: 'c1', credentials: { type: 'api_key', api_key: 'k' } } })).response.status, 200);
+    await hop.cut();
+    const answers: string[] = [];
+    try {
+      for (const o of OPS) {
+        const params: Record<string, Record<string, unknown>> = {};
+        for (const p of o.op.parameters ?? []) {
+          if (p.required || p.in === 'path') (params[p.in] ??= {})[p.name] = VALUES[p.name] ?? 'x';
+        }
+        const body = resolve(o.op.requestBody, 'requestBodies')?.content['application/json']?.schema;
+        const { response } = await (client as any).request(o.method, o.path, {
+          params,
+          ...(body ? { body: sample(body) } : {}),
+          // The dashboard's sign-in is taken from its own page only; a connect session operation takes its token here.
+          headers: o.id === 'dashboardLogin' ? { origin: t.url, authorization: '' } : (o.op.security ?? doc.security).some((x: object) => 'ConnectSessionAuth' in x) ? { authorization: 'Bearer cs_x' } : {},
+          parseAs: 'text',
+          redirect: 'manual',
+        });
+        answers.push(`${o.id} ${response.status}`);
+      }
+    } finally {
+      await hop.restore();
+    }
+    const unavailable = answers.filter((a) => a.endsWith(' 503'));
+    // Everything that reads or writes integrations, connections, sessions, syncs, records or the log.
+    for (const id of ['listConnections', 'createConnection', 'getConnection', 'deleteConnection', 'listIntegrations', 'createIntegration', 'updateIntegration', 'triggerSync', 'pauseSync', 'listSyncs', 'getSyncStatus', 'listRecords', 'triggerAction', 'getAuthToken', 'createConnectSession', 'getConnectSession', 'connectCredentials', 'listOperations', 'proxyGet', 'proxyPost', 'health']) {
+      assert.ok(unavailable.includes(`${id} 503`), `${id} did not answer 503 with the database away: ${answers.join(', ')}`);
+    }
   });
 });
