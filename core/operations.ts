@@ -2,6 +2,7 @@ import { storable } from './json-limits.ts';
 import type { Logger } from './logger.ts';
 import { idCursor } from './store/cursor.ts';
 import { createTables, type Sql } from './store/sql.ts';
+import { guarded } from './store/store.ts';
 
 /** What the operations log records (README, "The operations log"). */
 export const OPERATION_TYPES = ['connect', 'refresh', 'sync_run', 'action', 'proxy'] as const;
@@ -176,9 +177,9 @@ export class OperationLog {
     if (q.cursor !== undefined) add('id < ?', cursor.decode(q.cursor));
     const limit = q.limit ?? 50;
     params.push(limit + 1);
-    const rows = await this.sql.query<Record<string, unknown>>(
-      `SELECT * FROM terapi_operations ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${params.length}`,
-      params,
+    // An outage is GET /operations' 503, as anywhere else.
+    const rows = await guarded(() =>
+      this.sql.query<Record<string, unknown>>(`SELECT * FROM terapi_operations ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY id DESC LIMIT $${params.length}`, params),
     );
     const page = rows.slice(0, limit).map(view);
     return { operations: page, next_cursor: rows.length > limit ? page[page.length - 1].id : null };

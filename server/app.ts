@@ -140,7 +140,8 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     await next();
   });
 
-  app.use(bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8', detectJSON: (ctx) => Boolean(ctx.request.is(JSON_TYPES)) }));
+  // DELETE too (the parser's default is POST, PUT and PATCH): the proxy passes a DELETE's JSON body on.
+  app.use(bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8', parsedMethods: ['POST', 'PUT', 'PATCH', 'DELETE'], detectJSON: (ctx) => Boolean(ctx.request.is(JSON_TYPES)) }));
 
   /** Checks the secret key (unless the operation is public) and the request against the document. */
   const op = (id: string) => {

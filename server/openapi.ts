@@ -8,8 +8,16 @@ import { checkJson } from '../core/json-limits.ts';
 export const OPENAPI_TEXT = readFileSync(new URL('./openapi.yaml', import.meta.url), 'utf8');
 export const openapi = parse(OPENAPI_TEXT) as {
   paths: Record<string, Record<string, Operation>>;
-  components: { schemas: Record<string, object> };
+  components: { schemas: Record<string, object>; requestBodies?: Record<string, RequestBody> };
 };
+
+interface RequestBody {
+  required?: boolean;
+  content: Record<string, { schema: object }>;
+}
+/** An operation's body as written, or the shared one it names (#/components/requestBodies/...). */
+const requestBody = (op: Operation): RequestBody | undefined =>
+  op.requestBody && '$ref' in op.requestBody ? openapi.components.requestBodies?.[op.requestBody.$ref.split('/').pop()!] : op.requestBody;
 
 interface Parameter {
   name: string;
@@ -20,14 +28,18 @@ interface Parameter {
 interface Operation {
   operationId: string;
   parameters?: Parameter[];
-  requestBody?: { required?: boolean; content: Record<string, { schema: object }> };
+  requestBody?: RequestBody | { $ref: string };
   security?: unknown[];
 }
 
-const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: true, useDefaults: true });
+// discriminator: a oneOf told apart by a property (the credentials' `type`) is checked against the
+// branch that value names, so an error names a field of the shape the caller meant.
+const ajv = new Ajv({ allErrors: false, strict: false, coerceTypes: true, useDefaults: true, discriminator: true });
 ajvFormats.default(ajv);
-ajv.addSchema({ $id: 'openapi', components: openapi.components });
-const withRefs = (schema: object) => JSON.parse(JSON.stringify(schema).replace(/"#\/components\//g, '"openapi#/components/'));
+/** Ajv takes a discriminator without `mapping` (each branch names its value in an enum); clients' generators need it. */
+const withoutMappings = (v: unknown): unknown => JSON.parse(JSON.stringify(v, (k, x) => (k === 'discriminator' ? { propertyName: x.propertyName } : x)));
+ajv.addSchema({ $id: 'openapi', components: withoutMappings(openapi.components) });
+const withRefs = (schema: object) => JSON.parse(JSON.stringify(withoutMappings(schema)).replace(/"#\/components\//g, '"openapi#/components/'));
 
 export interface Checked {
   params: Record<string, string>;
@@ -57,7 +69,7 @@ for (const item of Object.values(openapi.paths)) {
     }
     const pathCheck = ajv.compile(groups.path);
     const queryCheck = ajv.compile(groups.query);
-    const bodySchema = op.requestBody?.content['application/json']?.schema;
+    const bodySchema = requestBody(op)?.content['application/json']?.schema;
     const bodyCheck = bodySchema ? ajv.compile(withRefs(bodySchema)) : undefined;
     operations.set(op.operationId, {
       // Public: no secret key (the connect flow's pages and calls, which carry a connect session token instead).
@@ -98,8 +110,12 @@ function run(check: ValidateFunction, data: unknown, where: 'path' | 'query' | '
     case 'type':
       message = `${field} must be ${p.type === 'object' || p.type === 'array' || p.type === 'integer' ? `an ${p.type}` : `a ${p.type}`}`;
       break;
+    case 'discriminator':
+      message = `${field}.${p.tag} must be ${p.error === 'tag' ? 'a string' : 'one of the values its schema lists (GET /openapi.yaml)'}`;
+      break;
     default:
       message = `${field} ${e.message}`;
   }
-  throw badRequest('invalid_request', message);
+  // Credentials of the wrong shape are told as the engine tells credentials that do not fit (PRODUCT.md).
+  throw badRequest(field === 'body.credentials' || field.startsWith('body.credentials.') ? 'invalid_credentials' : 'invalid_request', message);
 }

@@ -53,6 +53,16 @@ export function isUnreachable(e: unknown): boolean {
   );
 }
 
+/** Runs a read or write of the database: an outage becomes StoreUnavailable (503); any other error is a bug, and stays one. */
+export async function guarded<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (e) {
+    if (!(e instanceof TerapiError) && isUnreachable(e)) throw new StoreUnavailable(e);
+    throw e;
+  }
+}
+
 /**
  * A row that must exist, holding `equals` in the field `field` of its value, for a write to happen:
  * a connection is written only while its integration is there and is the same one (not another of
@@ -280,14 +290,8 @@ export class Store {
     return data.value;
   }
 
-  /** Store errors that mean an outage become StoreUnavailable (503); any other is a bug, and stays one. */
-  private async guard<T>(run: () => Promise<T>): Promise<T> {
-    try {
-      return await run();
-    } catch (e) {
-      if (!(e instanceof TerapiError) && isUnreachable(e)) throw new StoreUnavailable(e);
-      throw e;
-    }
+  private guard<T>(run: () => Promise<T>): Promise<T> {
+    return guarded(run);
   }
 }
 

@@ -1,5 +1,5 @@
 import { createTables, type Sql, type SqlTx } from '../store/sql.ts';
-import { Store } from '../store/store.ts';
+import { guarded, Store } from '../store/store.ts';
 import { idCursor } from '../store/cursor.ts';
 
 /**
@@ -174,7 +174,8 @@ export class SyncStore {
     for (const [column, value] of [['integration', integration], ['connection', connection]] as const) {
       if (value !== undefined) where.push(`${column} = $${params.push(value)}`);
     }
-    const rows = await this.sql.query(`SELECT * FROM terapi_syncs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY integration, connection, sync`, params);
+    // GET /syncs reads nothing else first: an outage here is its 503.
+    const rows = await guarded(() => this.sql.query(`SELECT * FROM terapi_syncs ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY integration, connection, sync`, params));
     return rows.map(row);
   }
 
