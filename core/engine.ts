@@ -9,7 +9,7 @@ import { badRequest, notFound, reworded, TerapiError } from './errors.ts';
 import { Integrations, type IntegrationRecord } from './auth/integrations.ts';
 import { LocalLock, PostgresLock, type Lock } from './store/lock.ts';
 import type { Logger } from './logger.ts';
-import { apiRequest, basicAuth, templateValues } from './http/provider-request.ts';
+import { apiRequest, basicAuth, bodyError, requestRetry, templateValues } from './http/provider-request.ts';
 import { ProviderRegistry } from './format/provider-registry.ts';
 import { compileInputSchema } from './format/provider-schema.ts';
 import type { Action, Method, Provider, Sync } from './format/provider-types.ts';
@@ -410,10 +410,13 @@ export class Engine {
     try {
       const values = { ...freshValues(fresh), input };
       const json = action.request.body ? await evaluate(action.request.body, input, { input, config: fresh.record.connection_config }) : undefined;
-      const res = await callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);
+      const { retry, options } = requestRetry(provider, action.request, false);
+      const res = await callProvider(apiRequest(provider, values, action.request, { json }), retry, options);
       if (res.status >= 400) {
         throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to action "${name}": ${fresh.scrub(res.text.slice(0, 10_000)).slice(0, 300)}`);
       }
+      const failed = await bodyError(provider, action.request, res.body, fresh.scrub);
+      if (failed) throw providerFailed(`${provider.display_name} answered action "${name}" with an error: ${failed}`);
       const output = action.output ? await evaluate(action.output, res.body, { input }) : res.body;
       return { success: true, action_name: name, output: (output && typeof output === 'object' && !Array.isArray(output) ? output : { result: output ?? null }) as Record<string, unknown> };
     } catch (e) {
