@@ -91,18 +91,29 @@ actions:
     request: { method: GET, path: /echo, params: { api-version: "9.9" } }
 `;
 
+const KEYED = (url: string) => `
+display_name: Keyed
+categories: [testing]
+docs: https://example.com/docs
+auth: { mode: api_key }
+verification: { request: { path: /v1/balance }, valid_statuses: [403] }
+api:
+  base_url: ${url}
+  credentials: { in: header, name: Authorization, value: "Bearer \${api_key}" }
+`;
+
 before(async () => {
   api = await fakeApi((req, res) => {
     const path = new URL(req.url!, 'http://x').pathname;
     const next = script.get(path)?.shift() ?? { status: 200, body: {} };
     json(res, next.status, next.body ?? {}, next.headers);
   });
-  const dir = providersDir({ acme: PROVIDER(api.url) });
+  const dir = providersDir({ acme: PROVIDER(api.url), keyed: KEYED(api.url) });
   const loaded = loadCatalog([providerFiles(dir)]);
   assert.deepEqual(loaded.errors.map(formatError), []);
   providers = loaded.providers;
   t = await startTerapi({ providersDirs: [dir] });
-  assert.equal((await t.call('POST', '/integration', { provider_config_key: 'acme', provider: 'acme' })).status < 300, true);
+  for (const key of ['acme', 'keyed']) assert.equal((await t.call('POST', '/integration', { provider_config_key: key, provider: key })).status < 300, true);
   const r = await t.call('POST', '/connection', { connection_id: 'u1', provider_config_key: 'acme', credentials: { type: 'api_key', api_key: 'key-1' } });
   assert.ok(r.status < 300, JSON.stringify(r.body));
 });
@@ -276,6 +287,26 @@ describe('retry rules from the answer (api.retry, request.retry, idempotent)', (
     assert.deepEqual(props.statuses.default, DEFAULT_RETRY.statuses);
     assert.equal(props.retry_after_header.default, DEFAULT_RETRY.retry_after_header);
     assert.equal(props.reset_format.default, DEFAULT_RETRY.reset_format);
+  });
+});
+
+describe('verification.valid_statuses', () => {
+  test('a 403 listed as valid accepts the key (a restricted key without the permission); a 401 still refuses it', async () => {
+    // Through the connect flow's credential form: what runs the verification request.
+    const connect = async (id: string, api_key: string) => {
+      const session = await t.call('POST', '/connect/sessions', { connection_id: id, allowed_integrations: ['keyed'] });
+      assert.ok(session.status < 300, JSON.stringify(session.body));
+      return t.call('POST', `/connect/keyed/credentials?connect_session_token=${encodeURIComponent(session.body.token)}`, { api_key }, { authorization: '' });
+    };
+    answer('/v1/balance', { status: 403, body: { error: { type: 'invalid_request_error', message: 'The provided key does not have the required permissions' } } });
+    let r = await connect('rk', 'rk_test_1');
+    assert.ok(r.status < 300, JSON.stringify(r.body));
+    assert.equal((await t.call('GET', '/connection/rk?provider_config_key=keyed')).status, 200);
+    answer('/v1/balance', { status: 401, body: { error: { type: 'invalid_request_error', message: 'Invalid API Key provided' } } });
+    r = await connect('bad', 'rk_test_2');
+    assert.equal(r.status, 400);
+    assert.equal(r.body.error, 'invalid_credentials');
+    assert.match(r.body.message, /HTTP 401.*Invalid API Key provided/);
   });
 });
 

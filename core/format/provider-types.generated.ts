@@ -216,6 +216,12 @@ export interface PostConnection {
 /** A request that must succeed before an API key or password is accepted. */
 export interface Verification {
   request: RequestSpec;
+  /**
+   * Error statuses that still prove the credentials valid: the provider knew them but refused this
+   * endpoint to them (Stripe answers 403 to a restricted key without the permission, 401 to a key it
+   * does not know). 400 and 401 cannot be listed.
+   */
+  valid_statuses?: number[];
 }
 
 export interface Api {
