@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Fresh } from '../core/auth/tokens.ts';
-import { loadCatalog, providerFiles } from '../core/format/provider-loader.ts';
+import { BUILTIN_PROVIDERS_DIR, loadCatalog, providerFiles } from '../core/format/provider-loader.ts';
 import type { Provider } from '../core/format/provider-types.ts';
 import { formatError } from '../core/format/yaml-source.ts';
 import { formFields } from '../core/http/form-body.ts';
@@ -287,6 +287,45 @@ describe('retry rules from the answer (api.retry, request.retry, idempotent)', (
     assert.deepEqual(props.statuses.default, DEFAULT_RETRY.statuses);
     assert.equal(props.retry_after_header.default, DEFAULT_RETRY.retry_after_header);
     assert.equal(props.reset_format.default, DEFAULT_RETRY.reset_format);
+  });
+});
+
+describe("the catalogue's rules, from the built-in provider files", () => {
+  const builtin = loadCatalog([providerFiles(BUILTIN_PROVIDERS_DIR)]).providers;
+  const rules = (name: string) => builtin.get(name)!.api.retry!;
+  const waitsOf = () => {
+    const waits: number[] = [];
+    return { waits, sleep: async (ms: number) => void waits.push(ms) };
+  };
+  const limited = { errors: [{ message: 'Rate limit exceeded', extensions: { code: 'RATELIMITED' } }] };
+
+  test('Linear: only a 400 that says RATELIMITED is retried, after the reset of the budget that is spent', async () => {
+    const now = Date.now();
+    answer('/linear',
+      { status: 400, body: limited, headers: { 'x-ratelimit-requests-remaining': '120', 'x-ratelimit-requests-reset': String(now + 60_000), 'x-ratelimit-complexity-remaining': '0', 'x-ratelimit-complexity-reset': String(now + 5_000) } },
+      { status: 200, body: { data: {} } });
+    let w = waitsOf();
+    assert.equal((await send({ method: 'POST', url: `${api.url}/linear` }, rules('linear'), w.sleep)).status, 200);
+    assert.equal(w.waits.length, 1);
+    assert.ok(w.waits[0] > 3_000 && w.waits[0] <= 5_000, `the complexity budget's reset, not the requests': ${w.waits[0]}`);
+    answer('/linear', { status: 400, body: { errors: [{ message: 'Cannot query field "nope" on type "Issue".', extensions: { code: 'GRAPHQL_VALIDATION_FAILED' } }] } });
+    w = waitsOf();
+    assert.equal((await send({ method: 'POST', url: `${api.url}/linear` }, rules('linear'), w.sleep)).status, 400);
+    assert.deepEqual(w.waits, [], 'a bad query is not sent again');
+  });
+
+  test('Airtable: after a 429 the 30 s penalty is waited out', async () => {
+    answer('/airtable', { status: 429, body: { errors: [{ error: 'RATE_LIMIT_REACHED' }] } }, { status: 200, body: { records: [] } });
+    const w = waitsOf();
+    assert.equal((await send({ method: 'GET', url: `${api.url}/airtable` }, rules('airtable'), w.sleep)).status, 200);
+    assert.deepEqual(w.waits, [30_000]);
+  });
+
+  test("Slack: ok false with error ratelimited is retried after Retry-After", async () => {
+    answer('/slack', { status: 200, body: { ok: false, error: 'ratelimited' }, headers: { 'retry-after': '3' } }, { status: 200, body: { ok: true } });
+    const w = waitsOf();
+    assert.deepEqual((await send({ method: 'POST', url: `${api.url}/slack` }, rules('slack'), w.sleep)).body, { ok: true });
+    assert.deepEqual(w.waits, [3000]);
   });
 });
 

@@ -280,14 +280,18 @@ export interface Retry {
    */
   retry_after_header?: string | string[];
   /**
-   * Header(s) telling when the rate-limit window resets, read as reset_format; of several, the first
-   * present wins.
+   * Header(s) telling when the rate-limit window resets, read as reset_format. Of several, the first
+   * present whose window is spent (its remaining header absent or 0) wins.
    */
   reset_header?: string | string[];
   /** Default: "epoch_seconds". */
   reset_format?: 'epoch_seconds' | 'epoch_ms' | 'seconds' | 'iso_date';
-  /** Header telling how many requests are left in the window. */
-  remaining_header?: string;
+  /**
+   * Header(s) telling how many requests are left in the window: above 0, its reset header is not a
+   * reason to wait. A list pairs with reset_header by position (Linear's requests and complexity
+   * budgets); a single name goes with every reset header.
+   */
+  remaining_header?: string | string[];
   /**
    * A JSONata expression over the response body: true (or non-empty) means the provider is
    * rate-limiting, whatever the status (Linear's RATELIMITED in a 400, Slack's ok: false with error

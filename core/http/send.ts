@@ -278,9 +278,14 @@ export function waitFromHeaders(headers: HttpResponse['headers'], retry: Retry, 
     const date = Date.parse(after);
     if (!Number.isNaN(date)) return Math.max(0, date - now);
   }
-  const remaining = retry.remaining_header ? header(headers, retry.remaining_header) : undefined;
-  const reset = retry.reset_header ? header(headers, retry.reset_header) : undefined;
-  if (reset === undefined || (remaining !== undefined && Number(remaining) > 0)) return undefined;
+  // Of several reset headers, the first present whose window is spent: a list of remaining headers
+  // pairs with them by position (Linear's requests and complexity budgets), a single one goes with each.
+  const resets = [retry.reset_header ?? []].flat();
+  const remainings = retry.remaining_header;
+  const reset = resets
+    .map((name, i) => ({ value: header(headers, name), left: remainings === undefined ? undefined : header(headers, Array.isArray(remainings) ? remainings[i] ?? [] : remainings) }))
+    .find((r) => r.value !== undefined && !(r.left !== undefined && Number(r.left) > 0))?.value;
+  if (reset === undefined) return undefined;
   const value = Number(reset);
   switch (retry.reset_format ?? 'epoch_seconds') {
     case 'epoch_seconds':
