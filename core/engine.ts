@@ -359,8 +359,8 @@ export class Engine {
 
   /**
    * The proxy: any request to the provider's API, with the connection's credentials put where the
-   * provider file says. Only requests that cannot have been applied (429) are retried for POST and
-   * PATCH; the others follow the provider's retry rules.
+   * provider file says. Only requests that cannot have been applied (429, a refused connection) are
+   * retried for POST and PATCH; the others follow the provider's retry rules.
    */
   async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }, requestId?: string): Promise<StreamedResponse> {
     // The path without its query, which may carry a key.
@@ -386,9 +386,9 @@ export class Engine {
     const base = targetUrl(fresh.provider.api.base_url.renderUrl(values));
     const target = targetUrl(built.url);
     if (target.origin !== base.origin || !target.pathname.startsWith(base.pathname.replace(/\/?$/, '/'))) throw outsideBase();
-    const retry = fresh.provider.api.retry ?? {};
-    const safe = !['POST', 'PATCH'].includes(req.method);
-    return callProviderStreamed(built, safe ? retry : { ...retry, statuses: (retry.statuses ?? [429]).filter((s) => s === 429) });
+    // The rules of an action's request: a POST or PATCH is sent again only when it was not applied.
+    const { retry, options } = requestRetry(fresh.provider, spec, false);
+    return callProviderStreamed(built, retry, options);
   }
 
   /** triggerAction: input checked against the action's schema, request built by JSONata. */

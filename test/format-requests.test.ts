@@ -105,6 +105,7 @@ api:
 before(async () => {
   api = await fakeApi((req, res) => {
     const path = new URL(req.url!, 'http://x').pathname;
+    if (path === '/drop') return void res.socket?.destroy();
     const next = script.get(path)?.shift() ?? { status: 200, body: {} };
     json(res, next.status, next.body ?? {}, next.headers);
   });
@@ -270,6 +271,15 @@ describe('retry rules from the answer (api.retry, request.retry, idempotent)', (
     r = await trigger('charge');
     assert.equal(r.status, 200);
     assert.equal(sent().length, 2, 'a 429 was not applied: it is sent again');
+  });
+
+  test('a connection dropped after sending is tried again only for a request that may be repeated', async () => {
+    let sent = since();
+    await assert.rejects(send({ method: 'POST', url: `${api.url}/drop` }, { max_attempts: 3 }, { sleep: async () => {}, repeatable: false }), /could not be reached/);
+    assert.equal(sent().length, 1, 'a POST that may have been applied is not sent again');
+    sent = since();
+    await assert.rejects(send({ method: 'GET', url: `${api.url}/drop` }, { max_attempts: 3 }, { sleep: async () => {} }), /could not be reached/);
+    assert.equal(sent().length, 3);
   });
 
   test('retry: false sends a request once, whatever the answer', async () => {

@@ -153,8 +153,8 @@ export async function send(req: HttpRequest, retry: Retry = {}, options: SendOpt
 }
 
 /** As `send`, but the body of the final answer is passed on as it arrives, whatever its size (the proxy). */
-export async function sendStreamed(req: HttpRequest, retry: Retry = {}, sleep = wait): Promise<StreamedResponse> {
-  return attempts(req, targetUrl(req.url, req.searchParams), retry, { sleep }, () => undefined, async (res) => res);
+export async function sendStreamed(req: HttpRequest, retry: Retry = {}, options: Pick<SendOptions, 'sleep' | 'repeatable'> = {}): Promise<StreamedResponse> {
+  return attempts(req, targetUrl(req.url, req.searchParams), retry, options, () => undefined, async (res) => res);
 }
 
 const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -305,8 +305,8 @@ export async function callProvider(req: HttpRequest, retry: Retry | undefined, o
 }
 
 /** As callProvider, the answer's body streamed (the proxy). */
-export async function callProviderStreamed(req: HttpRequest, retry: Retry | undefined): Promise<StreamedResponse> {
-  return reachable(() => sendStreamed(req, retry));
+export async function callProviderStreamed(req: HttpRequest, retry: Retry | undefined, options: Pick<SendOptions, 'repeatable'> = {}): Promise<StreamedResponse> {
+  return reachable(() => sendStreamed(req, retry, options));
 }
 
 async function reachable<T>(run: () => Promise<T>): Promise<T> {
