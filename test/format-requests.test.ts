@@ -80,6 +80,9 @@ actions:
   charge_again:
     input: { type: object }
     request: { method: POST, path: /charge, idempotent: true }
+  charge_declared:
+    input: { type: object }
+    request: { method: POST, path: /charge, retry: { statuses: [503] } }
   fragile:
     input: { type: object }
     request: { method: GET, path: /fragile, retry: false }
@@ -271,6 +274,19 @@ describe('retry rules from the answer (api.retry, request.retry, idempotent)', (
     r = await trigger('charge');
     assert.equal(r.status, 200);
     assert.equal(sent().length, 2, 'a 429 was not applied: it is sent again');
+  });
+
+  test("a POST is sent again after a body that says rate limited, and on the statuses its own retry lists", async () => {
+    answer('/charge', { status: 200, body: { ok: false, error: 'ratelimited' }, headers: { 'retry-after': '0' } }, { status: 200, body: { id: 'ch_4' } });
+    let sent = since();
+    let r = await trigger('charge');
+    assert.deepEqual(r.body.output, { id: 'ch_4' });
+    assert.equal(sent().length, 2);
+    answer('/charge', { status: 503 }, { status: 200, body: { id: 'ch_5' } });
+    sent = since();
+    r = await trigger('charge_declared');
+    assert.deepEqual(r.body.output, { id: 'ch_5' });
+    assert.equal(sent().length, 2);
   });
 
   test('a connection dropped after sending is tried again only for a request that may be repeated', async () => {
