@@ -9,7 +9,7 @@ import { badRequest, notFound, reworded, TerapiError } from './errors.ts';
 import { Integrations, type IntegrationRecord } from './auth/integrations.ts';
 import { LocalLock, PostgresLock, type Lock } from './store/lock.ts';
 import type { Logger } from './logger.ts';
-import { apiRequest, basicAuth, templateValues } from './http/provider-request.ts';
+import { apiRequest, basicAuth, bodyError, requestRetry, templateValues } from './http/provider-request.ts';
 import { ProviderRegistry } from './format/provider-registry.ts';
 import { compileInputSchema } from './format/provider-schema.ts';
 import type { Action, Method, Provider, Sync } from './format/provider-types.ts';
@@ -359,8 +359,8 @@ export class Engine {
 
   /**
    * The proxy: any request to the provider's API, with the connection's credentials put where the
-   * provider file says. Only requests that cannot have been applied (429) are retried for POST and
-   * PATCH; the others follow the provider's retry rules.
+   * provider file says. Only requests that cannot have been applied (429, a refused connection) are
+   * retried for POST and PATCH; the others follow the provider's retry rules.
    */
   async proxy(integrationKey: string, id: string, req: { method: string; path: string; query: Record<string, string>; headers: Record<string, string>; body?: unknown }, requestId?: string): Promise<StreamedResponse> {
     // The path without its query, which may carry a key.
@@ -386,9 +386,9 @@ export class Engine {
     const base = targetUrl(fresh.provider.api.base_url.renderUrl(values));
     const target = targetUrl(built.url);
     if (target.origin !== base.origin || !target.pathname.startsWith(base.pathname.replace(/\/?$/, '/'))) throw outsideBase();
-    const retry = fresh.provider.api.retry ?? {};
-    const safe = !['POST', 'PATCH'].includes(req.method);
-    return callProviderStreamed(built, safe ? retry : { ...retry, statuses: (retry.statuses ?? [429]).filter((s) => s === 429) });
+    // The rules of an action's request: a POST or PATCH is sent again only when it was not applied.
+    const { retry, options } = requestRetry(fresh.provider, spec, false);
+    return callProviderStreamed(built, retry, options);
   }
 
   /** triggerAction: input checked against the action's schema, request built by JSONata. */
@@ -410,10 +410,13 @@ export class Engine {
     try {
       const values = { ...freshValues(fresh), input };
       const json = action.request.body ? await evaluate(action.request.body, input, { input, config: fresh.record.connection_config }) : undefined;
-      const res = await callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);
+      const { retry, options } = requestRetry(provider, action.request, false);
+      const res = await callProvider(apiRequest(provider, values, action.request, { json }), retry, options);
       if (res.status >= 400) {
         throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to action "${name}": ${fresh.scrub(res.text.slice(0, 10_000)).slice(0, 300)}`);
       }
+      const failed = await bodyError(provider, action.request, res.body, fresh.scrub);
+      if (failed) throw providerFailed(`${provider.display_name} answered action "${name}" with an error: ${failed}`);
       const output = action.output ? await evaluate(action.output, res.body, { input }) : res.body;
       return { success: true, action_name: name, output: (output && typeof output === 'object' && !Array.isArray(output) ? output : { result: output ?? null }) as Record<string, unknown> };
     } catch (e) {

@@ -360,7 +360,8 @@ function needsRefresh(provider: Provider, credentials: Credentials): boolean {
 export async function verifyCredentials(provider: Provider, config: Record<string, string>, credentials: Credentials): Promise<void> {
   if (!provider.verification) return;
   const res = await callProvider(apiRequest(provider, templateValues(config, credentials), provider.verification.request), { max_attempts: 2 });
-  if (res.status < 400) return;
+  // A status the file lists as valid: the key is known, only this endpoint is not open to it.
+  if (res.status < 400 || provider.verification.valid_statuses?.includes(res.status)) return;
   const words = providerWords(res.body);
   const said = words ? `: "${words}"` : '';
   if (res.status === 401 || res.status === 403) throw badRequest('invalid_credentials', `${provider.display_name} rejected these credentials (HTTP ${res.status})${said}. Check them and try again`);

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Expression, ExpressionError } from '../expression/expression.ts';
 import { checkExpressionRegexes, compileRegex, LinearTimeError } from '../expression/regex.ts';
 import { checkInputSchema, validateProvider, type Marked } from './provider-schema.ts';
-import { CREDENTIAL_VARIABLES, type Provider } from './provider-types.ts';
+import { CREDENTIAL_VARIABLES, type Provider, type RequestSpec } from './provider-types.ts';
 import { Template } from './template.ts';
 import { YamlSource, type SourceError } from './yaml-source.ts';
 
@@ -228,6 +228,29 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
   }
   if (provider.auth.mode === 'api_key' && !provider.api.credentials) {
     errors.push({ ...owner('api').keyAt(['api']), message: `auth mode api_key needs "api.credentials" to say where the key goes, e.g. { in: header, name: Authorization, value: "Bearer \${api_key}" }` });
+  }
+
+  // Requests: keys that mean something only where they stand.
+  const requests: [string[], RequestSpec, YamlSource][] = [];
+  for (const key of ['verification', 'post_connection'] as const) {
+    const spec = provider[key]?.request;
+    if (spec) requests.push([[key, 'request'], spec, owner(key)]);
+  }
+  for (const kind of ['syncs', 'actions'] as const) {
+    for (const [name, item] of Object.entries(provider[kind] ?? {})) requests.push([[kind, name, 'request'], item.request, owner(`${kind}.${name}`)]);
+  }
+  for (const [path, spec, src] of requests) {
+    const where = path.join('.');
+    if (spec.body_format === 'form' && !spec.body) {
+      errors.push({ ...src.keyAt([...path, 'body_format']), message: `"${where}.body_format" is form but the request has no "body": add the JSONata body that gives its fields, or remove body_format` });
+    }
+    if (path[0] !== 'syncs' && path[0] !== 'actions') {
+      for (const key of ['error', 'retry', 'idempotent'] as const) {
+        if (spec[key] !== undefined) errors.push({ ...src.keyAt([...path, key]), message: `"${where}.${key}" is only used by a sync's or an action's request: remove it` });
+      }
+    } else if (path[0] === 'syncs' && spec.idempotent !== undefined) {
+      errors.push({ ...src.keyAt([...path, 'idempotent']), message: `"${where}.idempotent" has no effect: a sync's requests only read, and are always retried by the retry rules; remove it` });
+    }
   }
 
   // Syncs: where cursors and checkpoints go, and one model per sync.

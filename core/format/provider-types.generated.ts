@@ -174,8 +174,33 @@ export interface RequestSpec {
   /** Query parameters (templates). */
   params?: Record<string, Template>;
   headers?: Record<string, Template>;
-  /** JSONata expression giving the JSON body. */
+  /** JSONata expression giving the body: sent as JSON, or form-encoded with body_format: form. */
   body?: Expression;
+  /**
+   * How the body is encoded. json: application/json. form: application/x-www-form-urlencoded (Stripe's
+   * and Twilio's writes); nested objects and arrays use bracket keys, as Stripe reads them:
+   * {"metadata": {"plan": "pro"}, "expand": ["customer"]} is sent as
+   * metadata[plan]=pro&expand[0]=customer. null values are left out, booleans and numbers are sent as
+   * text. Default: "json".
+   */
+  body_format?: 'json' | 'form';
+  /**
+   * Replaces api.error for this request: a JSONata expression over the response body whose non-empty
+   * result means the call failed, even with a 2xx status.
+   */
+  error?: Expression;
+  /**
+   * Replaces the retry rules of api.retry for this request (its keys are merged over api.retry's), or
+   * false: the request is sent once and never retried.
+   */
+  retry?: false | Retry;
+  /**
+   * Whether the request can safely be sent twice: by default GET, PUT and DELETE can, and an action's
+   * POST and PATCH cannot. A request that cannot is retried only when the provider says it was not
+   * applied (a 429, a rate_limited answer, a connection refused), never on a 5xx or a timeout, unless
+   * its own retry.statuses lists that status. Sync requests only read: they are always retried.
+   */
+  idempotent?: boolean;
 }
 
 /**
@@ -191,11 +216,26 @@ export interface PostConnection {
 /** A request that must succeed before an API key or password is accepted. */
 export interface Verification {
   request: RequestSpec;
+  /**
+   * Error statuses that still prove the credentials valid: the provider knew them but refused this
+   * endpoint to them (Stripe answers 403 to a restricted key without the permission, 401 to a key it
+   * does not know). 400 and 401 cannot be listed.
+   */
+  valid_statuses?: number[];
 }
 
 export interface Api {
   base_url: Template;
+  /**
+   * Headers sent on every request to the API (templates), e.g. an API version: Notion-Version:
+   * "2022-06-28". A request's own headers win.
+   */
   headers?: Record<string, Template>;
+  /**
+   * Query parameters sent on every request to the API (templates), e.g. an API version: api-version:
+   * "7.1". A request's own params win; a next-page URL that carries the parameter keeps its own value.
+   */
+  params?: Record<string, Template>;
   /**
    * How credentials go on every request. Default: Authorization: Bearer ${access_token} (oauth2), Basic
    * ${basic_auth} (basic).
@@ -211,21 +251,64 @@ export interface Api {
    * Default: 30.
    */
   timeout_seconds?: number;
+  /**
+   * A JSONata expression over every response body of a sync page or an action (GraphQL APIs and Slack
+   * answer errors with HTTP 200): a non-empty result (not null, false, "" or []) means the call failed,
+   * and a string or strings are the provider's message. A failing sync page fails the run; a failing
+   * action answers 502 provider_error with the message. E.g. $count(errors) > 0 ? $join(errors.message,
+   * "; ").
+   */
+  error?: Expression;
 }
 
+/**
+ * When a request is sent again: the statuses and bodies that mean "try again", and how long to wait
+ * (the body's wait_seconds, then Retry-After, then the reset header, then penalty_seconds, else
+ * exponential backoff with jitter).
+ */
 export interface Retry {
-  /** Default: [429,500,502,503,504]. */
+  /**
+   * Statuses retried (for a request that can safely be repeated; see request.idempotent). Default:
+   * [429,500,502,503,504].
+   */
   statuses?: number[];
-  /** Default: 5. */
+  /** Attempts in all, the first one included. Default: 3. */
   max_attempts?: number;
-  /** Default: "retry-after". */
-  retry_after_header?: string;
-  /** Header telling when the rate-limit window resets. */
-  reset_header?: string;
+  /**
+   * Header(s) giving the wait, in seconds or as an HTTP date; of several, the first present wins.
+   * Default: "retry-after".
+   */
+  retry_after_header?: string | string[];
+  /**
+   * Header(s) telling when the rate-limit window resets, read as reset_format. Of several, the first
+   * present whose window is spent (its remaining header absent or 0) wins.
+   */
+  reset_header?: string | string[];
   /** Default: "epoch_seconds". */
   reset_format?: 'epoch_seconds' | 'epoch_ms' | 'seconds' | 'iso_date';
-  /** Header telling how many requests are left in the window. */
-  remaining_header?: string;
+  /**
+   * Header(s) telling how many requests are left in the window: above 0, its reset header is not a
+   * reason to wait. A list pairs with reset_header by position (Linear's requests and complexity
+   * budgets); a single name goes with every reset header.
+   */
+  remaining_header?: string | string[];
+  /**
+   * A JSONata expression over the response body: true (or non-empty) means the provider is
+   * rate-limiting, whatever the status (Linear's RATELIMITED in a 400, Slack's ok: false with error
+   * ratelimited in a 200). Such an answer is retried after the wait, even for a request that cannot be
+   * repeated; a status in statuses still is too.
+   */
+  rate_limited?: Expression;
+  /**
+   * A JSONata expression over the body of an answer to retry, giving how many seconds to wait
+   * (monday.com's retry_in_seconds), read before the headers.
+   */
+  wait_seconds?: Expression;
+  /**
+   * After a 429 or a rate_limited answer that says nothing of when to come back, wait this long
+   * (Airtable blocks every request for 30 s after a 429) instead of backing off.
+   */
+  penalty_seconds?: number;
 }
 
 export type Pagination = PaginationCursor | PaginationNextUrl | PaginationOffset | PaginationPage;

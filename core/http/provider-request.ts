@@ -1,6 +1,9 @@
 import type { Credentials } from '../auth/connections.ts';
-import type { HttpRequest } from './send.ts';
-import type { Provider, RequestSpec } from '../format/provider-types.ts';
+import { TerapiError } from '../errors.ts';
+import { evaluate } from '../format/evaluate.ts';
+import type { Provider, RequestSpec, Retry } from '../format/provider-types.ts';
+import { formFields } from './form-body.ts';
+import { providerWords, truthy, type HttpRequest, type SendOptions } from './send.ts';
 
 /** HTTP basic credentials: base64 of `username:password`. */
 export const basicAuth = (username: string, password: string) => Buffer.from(`${username}:${password}`).toString('base64');
@@ -27,11 +30,12 @@ export function templateValues(config: Record<string, string>, credentials: Cred
 }
 
 /**
- * Builds a request to the provider's API: base URL, default headers, the request's own params and
- * headers, and the credentials where the provider file says they go. The one place credentials
- * are put on an outgoing request.
+ * Builds a request to the provider's API: base URL, the API's headers and params, the request's
+ * own params and headers, its body (JSON, or form fields with body_format: form), and the
+ * credentials where the provider file says they go. The one place credentials are put on an
+ * outgoing request.
  */
-export function apiRequest(provider: Provider, values: Record<string, unknown>, spec: Pick<RequestSpec, 'method' | 'path' | 'params' | 'headers'>, extra: { json?: unknown; searchParams?: Record<string, string>; headers?: Record<string, string> } = {}): HttpRequest {
+export function apiRequest(provider: Provider, values: Record<string, unknown>, spec: Pick<RequestSpec, 'method' | 'path' | 'params' | 'headers' | 'body_format'>, extra: { json?: unknown; searchParams?: Record<string, string>; headers?: Record<string, string> } = {}): HttpRequest {
   const path = spec.path.renderUrl(values);
   const url = path.startsWith('/') ? `${provider.api.base_url.renderUrl(values).replace(/\/$/, '')}${path}` : path;
   const headers: Record<string, string> = { accept: 'application/json' };
@@ -39,10 +43,54 @@ export function apiRequest(provider: Provider, values: Record<string, unknown>, 
   for (const [k, t] of Object.entries(spec.headers ?? {})) headers[k.toLowerCase()] = t.renderText(values);
   Object.assign(headers, lowerKeys(extra.headers ?? {}));
   const searchParams: Record<string, string> = {};
+  for (const [k, t] of Object.entries(provider.api.params ?? {})) searchParams[k] = t.renderText(values);
   for (const [k, t] of Object.entries(spec.params ?? {})) searchParams[k] = t.renderText(values);
   Object.assign(searchParams, extra.searchParams);
   injectCredentials(provider, values, headers, searchParams);
-  return { method: spec.method ?? 'GET', url, headers, searchParams, json: extra.json, timeoutMs: provider.api.timeout_seconds === undefined ? undefined : provider.api.timeout_seconds * 1000 };
+  const body = spec.body_format === 'form' ? { form: formBody(extra.json) } : { json: extra.json };
+  return { method: spec.method ?? 'GET', url, headers, searchParams, ...body, timeoutMs: provider.api.timeout_seconds === undefined ? undefined : provider.api.timeout_seconds * 1000 };
+}
+
+function formBody(body: unknown): Record<string, string> | undefined {
+  if (body === undefined) return undefined;
+  try {
+    return formFields(body);
+  } catch (e) {
+    throw new TerapiError(502, 'expression_error', `"request.body" of a request with body_format: form gave no object of fields: ${(e as Error).message}`);
+  }
+}
+
+/** Methods that may be sent twice with the effect of once (RFC 9110, 9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'PUT', 'DELETE', 'OPTIONS']);
+
+/**
+ * The retry rules of one request: the API's, with the request's own merged over them (`retry:
+ * false`: one attempt). A sync's request only reads, so it is always repeatable; an action's POST
+ * or PATCH is not, unless declared idempotent: only the API's statuses that say the request was
+ * not applied (429) are kept, and statuses the request itself lists.
+ */
+export function requestRetry(provider: Provider, spec: Pick<RequestSpec, 'method' | 'retry' | 'idempotent'>, reads: boolean): { retry: Retry; options: Pick<SendOptions, 'repeatable'> } {
+  if (spec.retry === false) return { retry: { ...provider.api.retry, max_attempts: 1 }, options: {} };
+  const own = spec.retry ?? {};
+  const repeatable = reads || (spec.idempotent ?? IDEMPOTENT.has(spec.method ?? 'GET'));
+  const retry: Retry = { ...provider.api.retry, ...own };
+  if (!repeatable && !own.statuses) retry.statuses = (provider.api.retry?.statuses ?? [429]).filter((s) => s === 429);
+  return { retry, options: { repeatable } };
+}
+
+/**
+ * What the provider's error rule (the request's `error`, else the API's) finds in an answer's
+ * body: the provider's message when the call failed although its status says success (GraphQL
+ * errors, Slack's ok: false), undefined when it did not.
+ */
+export async function bodyError(provider: Provider, spec: Pick<RequestSpec, 'error'>, body: unknown, scrub?: (text: string) => string): Promise<string | undefined> {
+  const rule = spec.error ?? provider.api.error;
+  if (!rule || body === undefined) return undefined;
+  const found = await evaluate(rule, body, {}, scrub);
+  if (!truthy(found)) return undefined;
+  const words = typeof found === 'string' ? found : Array.isArray(found) && found.every((f) => typeof f === 'string') ? found.join('; ') : providerWords(typeof found === 'object' ? found : body);
+  const line = (words ?? 'the answer holds an error').replace(/\s+/g, ' ').trim();
+  return line.length > 300 ? `${line.slice(0, 299)}…` : line;
 }
 
 function injectCredentials(provider: Provider, values: Record<string, unknown>, headers: Record<string, string>, searchParams: Record<string, string>) {

@@ -1,6 +1,7 @@
 import got, { type Method as GotMethod } from 'got';
 import type { Readable } from 'node:stream';
 import { TerapiError } from '../errors.ts';
+import { evaluate } from '../format/evaluate.ts';
 import type { Retry } from '../format/provider-types.ts';
 
 export interface HttpRequest {
@@ -80,7 +81,8 @@ export function targetUrl(url: string, params?: Record<string, string>): URL {
   return target;
 }
 
-const DEFAULT_RETRY: Required<Pick<Retry, 'statuses' | 'max_attempts' | 'retry_after_header' | 'reset_format'>> = {
+/** The defaults of schemas/provider.schema.json's retry (test/format-requests.test.ts checks they agree). */
+export const DEFAULT_RETRY: Required<Pick<Retry, 'statuses' | 'max_attempts' | 'retry_after_header' | 'reset_format'>> = {
   statuses: [429, 500, 502, 503, 504],
   max_attempts: 3,
   retry_after_header: 'retry-after',
@@ -120,7 +122,16 @@ export interface SendOptions {
   /** Waits come out of this budget (however long each is); one longer than what is left ends in RateLimited. Without one, a wait over a minute returns the answer as it is. */
   budget?: WaitBudget;
   sleep?: (ms: number) => Promise<void>;
+  /**
+   * false for a request that must not be applied twice (an action's POST): a failure to connect is
+   * retried (nothing was sent), a timeout or a dropped connection is not (it may have been applied).
+   * Which statuses are retried is the caller's `retry.statuses`.
+   */
+  repeatable?: boolean;
 }
+
+/** Network errors that happen before any byte of the request reaches the provider. */
+const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN']);
 
 /**
  * Sends one request to a provider, retrying on the statuses its file lists: it waits as long as
@@ -131,7 +142,7 @@ export interface SendOptions {
 export async function send(req: HttpRequest, retry: Retry = {}, options: SendOptions | SendOptions['sleep'] = {}): Promise<HttpResponse> {
   const opts = typeof options === 'function' ? { sleep: options } : options;
   const url = targetUrl(req.url, req.searchParams);
-  return attempts(req, url, retry, opts, async (res) => {
+  return attempts(req, url, retry, opts, (res) => res.body, async (res) => {
     const text = (await readAll(res.body, url.host)).toString('utf8');
     const body = parse(text, header(res.headers, 'content-type'));
     if (opts.expect === 'json' && res.status < 300 && (body === undefined || typeof body === 'string')) {
@@ -142,31 +153,41 @@ export async function send(req: HttpRequest, retry: Retry = {}, options: SendOpt
 }
 
 /** As `send`, but the body of the final answer is passed on as it arrives, whatever its size (the proxy). */
-export async function sendStreamed(req: HttpRequest, retry: Retry = {}, sleep = wait): Promise<StreamedResponse> {
-  return attempts(req, targetUrl(req.url, req.searchParams), retry, { sleep }, async (res) => res);
+export async function sendStreamed(req: HttpRequest, retry: Retry = {}, options: Pick<SendOptions, 'sleep' | 'repeatable'> = {}): Promise<StreamedResponse> {
+  return attempts(req, targetUrl(req.url, req.searchParams), retry, options, () => undefined, async (res) => res);
 }
 
 const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** The retry loop shared by both ways of reading an answer; `take` reads the body of one answer. */
-async function attempts<T extends { status: number; headers: HttpResponse['headers'] }>(req: HttpRequest, url: URL, retry: Retry, options: SendOptions, take: (res: StreamedResponse) => Promise<T>): Promise<T> {
+/**
+ * The retry loop shared by both ways of reading an answer; `take` reads the body of one answer and
+ * `bodyOf` gives it parsed (undefined for a streamed one: its body rules cannot be read).
+ */
+async function attempts<T extends { status: number; headers: HttpResponse['headers'] }>(req: HttpRequest, url: URL, retry: Retry, options: SendOptions, bodyOf: (res: T) => unknown, take: (res: StreamedResponse) => Promise<T>): Promise<T> {
   const policy = { ...DEFAULT_RETRY, ...retry };
-  const { budget, sleep = wait } = options;
+  const { budget, sleep = wait, repeatable = true } = options;
   for (let attempt = 1; ; attempt++) {
     let response: T;
     try {
       response = await take(await open(req, url));
     } catch (e) {
       if (e instanceof TerapiError) throw e;
-      if (attempt >= policy.max_attempts) {
+      const code = (e as { code?: string }).code;
+      if (attempt >= policy.max_attempts || (!repeatable && !NOT_SENT.has(code ?? ''))) {
         if (e instanceof MalformedBody) throw new MalformedBody(`${e.message}, ${attempt} times`);
         throw new ProviderUnreachable(`${url.host} could not be reached: ${(e as Error).message}`);
       }
       await sleep(backoff(attempt));
       continue;
     }
-    if (!policy.statuses.includes(response.status) || attempt >= policy.max_attempts) return response;
-    const ms = waitFromHeaders(response.headers, policy) ?? backoff(attempt);
+    const body = bodyOf(response);
+    // A body that says "rate limited" is retried whatever its status (Linear's 400, Slack's 200).
+    const saysLimited = policy.rate_limited !== undefined && body !== undefined && truthy(await evaluate(policy.rate_limited, body));
+    if ((!saysLimited && !policy.statuses.includes(response.status)) || attempt >= policy.max_attempts) return response;
+    const limited = saysLimited || response.status === 429;
+    const fromBody = policy.wait_seconds && body !== undefined ? await evaluate(policy.wait_seconds, body) : undefined;
+    const stated = typeof fromBody === 'number' && Number.isFinite(fromBody) ? Math.max(0, fromBody * 1000) : waitFromHeaders(response.headers, policy);
+    const ms = stated ?? (limited && policy.penalty_seconds !== undefined ? policy.penalty_seconds * 1000 : backoff(attempt));
     if (budget) {
       if (ms > budget.remainingMs) throw new RateLimited(ms, url.host);
       budget.remainingMs -= ms;
@@ -174,6 +195,14 @@ async function attempts<T extends { status: number; headers: HttpResponse['heade
     ((response as { body?: unknown }).body as Readable | undefined)?.destroy?.();
     await sleep(ms);
   }
+}
+
+/** A rule's result that says yes: anything but undefined, null, false, 0, "" and an empty array or object. */
+export function truthy(value: unknown): boolean {
+  if (value === undefined || value === null || value === false || value === 0 || value === '') return false;
+  if (Array.isArray(value)) return value.some(truthy);
+  if (typeof value === 'object') return Object.keys(value).length > 0;
+  return true;
 }
 
 /** Starts a request; resolves with the status and headers once they arrive, the body still to read. */
@@ -230,9 +259,14 @@ function parse(text: string, contentType: string | undefined): unknown {
 
 const backoff = (attempt: number) => Math.random() * Math.min(MAX_WAIT_MS, 500 * 2 ** (attempt - 1));
 
-function header(headers: HttpResponse['headers'], name: string): string | undefined {
-  const v = headers[name.toLowerCase()];
-  return Array.isArray(v) ? v[0] : v;
+/** A header's value; of several names, the first one present. */
+function header(headers: HttpResponse['headers'], names: string | string[]): string | undefined {
+  for (const name of Array.isArray(names) ? names : [names]) {
+    const v = headers[name.toLowerCase()];
+    const value = Array.isArray(v) ? v[0] : v;
+    if (value !== undefined) return value;
+  }
+  return undefined;
 }
 
 /** How long the provider asked us to wait, in ms, if it said. */
@@ -244,9 +278,14 @@ export function waitFromHeaders(headers: HttpResponse['headers'], retry: Retry, 
     const date = Date.parse(after);
     if (!Number.isNaN(date)) return Math.max(0, date - now);
   }
-  const remaining = retry.remaining_header ? header(headers, retry.remaining_header) : undefined;
-  const reset = retry.reset_header ? header(headers, retry.reset_header) : undefined;
-  if (reset === undefined || (remaining !== undefined && Number(remaining) > 0)) return undefined;
+  // Of several reset headers, the first present whose window is spent: a list of remaining headers
+  // pairs with them by position (Linear's requests and complexity budgets), a single one goes with each.
+  const resets = [retry.reset_header ?? []].flat();
+  const remainings = retry.remaining_header;
+  const reset = resets
+    .map((name, i) => ({ value: header(headers, name), left: remainings === undefined ? undefined : header(headers, Array.isArray(remainings) ? remainings[i] ?? [] : remainings) }))
+    .find((r) => r.value !== undefined && !(r.left !== undefined && Number(r.left) > 0))?.value;
+  if (reset === undefined) return undefined;
   const value = Number(reset);
   switch (retry.reset_format ?? 'epoch_seconds') {
     case 'epoch_seconds':
@@ -261,13 +300,13 @@ export function waitFromHeaders(headers: HttpResponse['headers'], retry: Retry, 
 }
 
 /** Sends a request, turning an unreachable provider into a 502 the API can answer with. */
-export async function callProvider(req: HttpRequest, retry: Retry | undefined): Promise<HttpResponse> {
-  return reachable(() => send(req, retry));
+export async function callProvider(req: HttpRequest, retry: Retry | undefined, options: SendOptions = {}): Promise<HttpResponse> {
+  return reachable(() => send(req, retry, options));
 }
 
 /** As callProvider, the answer's body streamed (the proxy). */
-export async function callProviderStreamed(req: HttpRequest, retry: Retry | undefined): Promise<StreamedResponse> {
-  return reachable(() => sendStreamed(req, retry));
+export async function callProviderStreamed(req: HttpRequest, retry: Retry | undefined, options: Pick<SendOptions, 'repeatable'> = {}): Promise<StreamedResponse> {
+  return reachable(() => sendStreamed(req, retry, options));
 }
 
 async function reachable<T>(run: () => Promise<T>): Promise<T> {

@@ -2,7 +2,7 @@ import LinkHeader from 'http-link-header';
 import { freshValues, type Fresh } from '../auth/tokens.ts';
 import { pageTimeLimitMs } from '../expression/expression.ts';
 import type { Sync } from '../format/provider-types.ts';
-import { apiRequest } from '../http/provider-request.ts';
+import { apiRequest, bodyError, requestRetry } from '../http/provider-request.ts';
 import { ProviderUnreachable, providerFailed, send, type HttpRequest, type HttpResponse, type WaitBudget } from '../http/send.ts';
 
 /** Where a page is: what the pagination sends for it. Stored after each page so a full run can resume. */
@@ -46,6 +46,9 @@ export async function* readPages(
     const { current, position } = pending;
     const res = await pending.response;
     if (res.status >= 400) throw providerFailed(`${current.provider.display_name} answered HTTP ${res.status} to page ${number}: ${res.text.slice(0, 300)}`);
+    // Before the records are read: an error in a 200 (GraphQL, Slack) is not an empty last page.
+    const failed = await bodyError(current.provider, sync.request, res.body);
+    if (failed) throw providerFailed(`${current.provider.display_name} answered page ${number} with an error: ${failed}`);
     const found = await sync.records.evaluate(res.body);
     const raw = found === undefined ? [] : Array.isArray(found) ? found : [found];
     const keep = sync.filter && raw.length ? await sync.filter.evaluateEach(raw, {}, pageTimeLimitMs(raw.length)) : undefined;
@@ -68,7 +71,10 @@ async function request(fresh: () => Promise<Fresh>, sync: Sync, position: Positi
   const current = await fresh();
   // A request that cannot be built fails when its page is read, after the pages before it are stored.
   const response = pageRequest(current, sync, position, options.since)
-    .then((req) => send(req, current.provider.api.retry, { expect: 'json', budget: options.budget }))
+    .then((req) => {
+      const { retry } = requestRetry(current.provider, sync.request, true);
+      return send(req, retry, { expect: 'json', budget: options.budget });
+    })
     .catch((e) => {
       // RateLimited and MalformedBody pass through as they are: the run tells them apart.
       throw e instanceof ProviderUnreachable ? providerFailed(e.message) : e;
