@@ -667,7 +667,7 @@ export interface components {
                 [key: string]: string;
             };
         };
-        /** @description The connection's credentials, in the shape of the integration's auth mode (another shape is a 400 invalid_credentials); none for the oauth2_client_credentials and none modes. One schema per shape, told apart by `type`: a new shape is one more schema added to this oneOf. */
+        /** @description The connection's credentials, in the shape of the integration's auth mode (another shape is a 400 invalid_credentials); none for the oauth2_client_credentials and none modes. One schema per shape, told apart by `type`: a new shape is one more schema in this oneOf and in the mapping, its `type` an enum of its one value (the server's check picks the branch by it). */
         ConnectionCredentials: components["schemas"]["OAuth2Credentials"] | components["schemas"]["ApiKeyCredentials"] | components["schemas"]["BasicCredentials"];
         OAuth2Credentials: {
             /**
