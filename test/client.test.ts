@@ -480,6 +480,20 @@ describe('the typed client (client/)', () => {
     }
   });
 
+  test('an unexpected error is a 500 internal_error, as the document says, with the request id', async () => {
+    const list = t.engine.integrations.list;
+    t.engine.integrations.list = async () => {
+      throw new Error('a bug');
+    };
+    try {
+      const r = await client.GET('/integration', { headers: { 'x-request-id': 'req-500' } });
+      assert.deepEqual([r.response.status, r.error!.error, r.error!.request_id], [500, 'internal_error', 'req-500']);
+      assert.ok(!r.error!.message.includes('a bug'), 'the error itself is logged, not answered');
+    } finally {
+      t.engine.integrations.list = list;
+    }
+  });
+
   test('every operation of the document was called through the client with a success', (t) => {
     // A new operation in openapi.yaml fails here until a test above calls it.
     const missing = OPS.filter((o) => ![...(throughClient.get(o.id) ?? [])].some((s) => s < 400)).map((o) => o.id);
