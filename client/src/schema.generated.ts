@@ -667,7 +667,7 @@ export interface components {
                 [key: string]: string;
             };
         };
-        /** @description The connection's credentials, in the shape of the integration's auth mode (another shape is a 400 invalid_credentials); none for the oauth2_client_credentials and none modes. One schema per shape, told apart by `type`: a new shape is one more schema added to this oneOf. */
+        /** @description The connection's credentials, in the shape of the integration's auth mode (another shape is a 400 invalid_credentials); none for the oauth2_client_credentials and none modes. One schema per shape, told apart by `type`: a new shape is one more schema in this oneOf and in the mapping, its `type` an enum of its one value (the server's check picks the branch by it). */
         ConnectionCredentials: components["schemas"]["OAuth2Credentials"] | components["schemas"]["ApiKeyCredentials"] | components["schemas"]["BasicCredentials"];
         OAuth2Credentials: {
             /**
@@ -1303,6 +1303,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
             405: components["responses"]["MethodNotAllowed"];
+            413: components["responses"]["PayloadTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["StoreUnavailable"];
         };
@@ -1415,6 +1416,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             404: components["responses"]["NotFound"];
             405: components["responses"]["MethodNotAllowed"];
+            413: components["responses"]["PayloadTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["StoreUnavailable"];
         };
@@ -2060,8 +2062,10 @@ export interface operations {
                 };
                 content?: never;
             };
+            400: components["responses"]["BadRequest"];
             403: components["responses"]["CrossOrigin"];
             405: components["responses"]["MethodNotAllowed"];
+            413: components["responses"]["PayloadTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["StoreUnavailable"];
         };
