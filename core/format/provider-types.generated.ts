@@ -253,10 +253,10 @@ export interface Api {
   timeout_seconds?: number;
   /**
    * A JSONata expression over every response body of a sync page or an action (GraphQL APIs and Slack
-   * answer errors with HTTP 200): a non-empty result (not null, false, "" or []) means the call failed,
-   * and a string or strings are the provider's message. A failing sync page fails the run; a failing
-   * action answers 502 provider_error with the message. E.g. $count(errors) > 0 ? $join(errors.message,
-   * "; ").
+   * answer errors with HTTP 200): a non-empty result (anything but null, false, 0, "", [] or {}) means
+   * the call failed, and a string or strings are the provider's message. A failing sync page fails the
+   * run; a failing action answers 502 provider_error with the message. E.g. $count(errors) > 0 ?
+   * $join(errors.message, "; ").
    */
   error?: Expression;
 }
@@ -296,7 +296,7 @@ export interface Retry {
    * A JSONata expression over the response body: true (or non-empty) means the provider is
    * rate-limiting, whatever the status (Linear's RATELIMITED in a 400, Slack's ok: false with error
    * ratelimited in a 200). Such an answer is retried after the wait, even for a request that cannot be
-   * repeated; a status in statuses still is too.
+   * repeated; the statuses in `statuses` are retried as well.
    */
   rate_limited?: Expression;
   /**
