@@ -24,7 +24,11 @@ export interface ReplayOptions {
   providers?: string[];
   /** Write the snapshots instead of comparing them (review them in the diff). */
   update?: boolean;
-  /** How long a sync run may take before it counts as stuck. */
+  /**
+   * How long a sync run may take, from its trigger, before it counts as stuck. Every provider's
+   * auto-started runs queue for the same few worker threads at once, so on a loaded machine a
+   * run's start alone can take tens of seconds: 120 s by default.
+   */
   runTimeoutMs?: number;
 }
 
@@ -244,7 +248,7 @@ async function runPlan(p: Plan, call: Call, options: ReplayOptions): Promise<voi
   p.connected(r.body.connection_config ?? {});
 
   const status = (sync: string) => call('GET', `/sync/${CONNECTION_ID}/${sync}?provider_config_key=${key}`);
-  const timeout = options.runTimeoutMs ?? 30_000;
+  const timeout = options.runTimeoutMs ?? 120_000;
   /** Waits for a run other than `previous` to end; its summary. */
   const ended = async (sync: string, previous?: string): Promise<any> => {
     const deadline = Date.now() + timeout;
