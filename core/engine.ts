@@ -25,6 +25,11 @@ import { own } from './own.ts';
 import { checkJson, MAX_METADATA_BYTES } from './json-limits.ts';
 import { evaluate } from './format/evaluate.ts';
 import { OperationLog, type Operation } from './operations.ts';
+import { Deployments } from './format/deployments.ts';
+import { ProviderFiles } from './store/provider-files.ts';
+
+/** How often every process looks for provider files deployed through the API by any process. */
+const DEPLOYED_POLL_MS = 1000;
 
 export interface AuthTokenView {
   type: 'Bearer' | 'ApiKey' | 'Basic';
@@ -45,6 +50,8 @@ export class Engine {
   readonly webhooks: Webhooks;
   /** The operations log (GET /operations, the dashboard). */
   readonly operations: OperationLog;
+  /** Provider files deployed through the API (PUT /providers/{name}). */
+  readonly deployments: Deployments;
   private readonly inputValidators = new WeakMap<Action, ValidateFunction>();
 
   private readonly sealer: Sealer;
@@ -73,6 +80,7 @@ export class Engine {
       tickMs: 1000,
     }, log);
     this.operations = new OperationLog(sql, config.operationsLogSize, log);
+    this.deployments = new Deployments(new ProviderFiles(sql), registry, this.integrations, log);
     this.logOperations();
   }
 
@@ -142,6 +150,8 @@ export class Engine {
     const engine = new Engine(config, registry, store, sql, pools, queue, lock, log);
     try {
       await engine.operations.migrate();
+      // Before any run: the deployed provider files are part of the catalogue.
+      await engine.deployments.start(DEPLOYED_POLL_MS);
       await engine.checkSealedValues();
     } catch (e) {
       await engine.stop();
@@ -183,6 +193,7 @@ export class Engine {
   /** Stops taking runs and webhooks; runs still going after the grace period are handed back to be resumed. */
   async stop(): Promise<void> {
     // Runs get the stop's bound less a margin to hand back the rest, so that the whole stop fits in it.
+    this.deployments.stop();
     await this.syncs.stop(Math.max(0, this.config.shutdownTimeoutMs - 2000));
     this.registry.close();
     await this.queue.close();
