@@ -42,7 +42,11 @@ async function readText(ctx: Context, limit: number): Promise<string> {
   let size = 0;
   for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
     size += chunk.length;
-    if (size > limit) throw new TerapiError(413, 'body_too_large', `the provider file is larger than ${limit / 1024 / 1024} MB`);
+    if (size > limit) {
+      // The rest is not read: this connection cannot carry another request.
+      ctx.set('connection', 'close');
+      throw new TerapiError(413, 'body_too_large', `the provider file is larger than ${limit / 1024 / 1024} MB`);
+    }
     chunks.push(chunk);
   }
   return new TextDecoder('utf-8', { fatal: false }).decode(Buffer.concat(chunks)).replace(/^\uFEFF/, '');

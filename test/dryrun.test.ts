@@ -5,8 +5,9 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fakeApi, json, ROOT, runCommand, startTerapi, type Running } from './support.ts';
+import { fakeApi, json, ROOT, runCommand, startTerapi, tempDir, type Running } from './support.ts';
 
 const BIN = join(ROOT, 'server/bin.mjs');
 const SECRET = 'sk_dryrun_test';
@@ -90,6 +91,17 @@ test('a sync dry run prints progress and the mapped records, with the token from
   assert.equal(records.status, 200);
   assert.deepEqual(records.body.records, []);
   assert.equal((await t.call('GET', '/sync/c1/items?provider_config_key=acme-int')).body.error, 'sync_not_run');
+});
+
+test('--file merges a local file on top of the deployed one: a change tried before it is deployed', async () => {
+  const dir = tempDir('terapi-dryrun-');
+  writeFileSync(join(dir, 'acme.yaml'), `syncs:\n  items:\n    mode: full\n    request: { path: /items }\n    pagination: { type: cursor, cursor: next, param: cursor }\n    records: items\n    mapping: "{ 'id': id, 'title': $lowercase(name), 'tried': true }"\n    model: { name: Item }\n`);
+  const r = await dryrun(['acme-int', 'items', '--connection', 'c1', '--limit', '10', '--sample', '1', '--file', join(dir, 'acme.yaml')]);
+  rmSync(dir, { recursive: true, force: true });
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), { id: 1, title: 'item 1', tried: true });
+  // The server still has the deployed version.
+  assert.match((await t.call('GET', '/providers/acme')).body.definition.syncs.items.mapping, /\$uppercase/);
 });
 
 test('--limit stops after that many records, --sample sets how many are printed', async () => {

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import type { Credentials } from '../../core/auth/connections.ts';
@@ -20,6 +21,7 @@ interface DryRunOptions extends ServerOptions {
   checkpoint?: string;
   action?: string;
   input?: string;
+  file?: string[];
 }
 
 const count = (name: string) => (value: string) => {
@@ -47,7 +49,8 @@ export function dryrun(program: Command): void {
       .option('--sample <n>', 'how many mapped records to print', count('--sample'), 10)
       .option('--checkpoint <json>', "an incremental sync's checkpoint to start from, as JSON (default: none, a first run)")
       .option('--action <name>', 'run this action instead of a sync (it is sent to the provider: an action writes there)')
-      .option('--input <json>', "the action's input, as a JSON object", '{}'),
+      .option('--input <json>', "the action's input, as a JSON object", '{}')
+      .option('--file <files...>', 'provider files to merge on top of the definitions (one being written, before it is deployed)'),
   )
     .addHelpText(
       'after',
@@ -67,7 +70,7 @@ there) and prints its mapped output; Terapi stores nothing of it. Exit 1 if the 
       const path = (...parts: string[]) => parts.map(encodeURIComponent).join('/');
       const integration = ok(await call('GET', `/integration/${path(key)}`), `integration "${key}"`);
       const connection = ok(await call('GET', `/connection/${path(options.connection)}?provider_config_key=${encodeURIComponent(key)}`), `connection "${options.connection}"`);
-      const provider = await loadProvider(integration.provider, call);
+      const provider = await loadProvider(integration.provider, call, (options.file ?? []).map((f) => resolve(f)));
       const fresh = freshFrom(provider, integration, connection, async () => {
         const token = await call('GET', `/auth/token/${path(key, options.connection)}`);
         if (token.status === 400 && token.body?.error === 'no_credentials') return undefined;
@@ -117,14 +120,14 @@ there) and prints its mapped output; Terapi stores nothing of it. Exit 1 if the 
     });
 }
 
-/** The provider as the server loads it: built-in files, the TERAPI_PROVIDERS_DIR folders, then the files deployed through the API. */
-async function loadProvider(name: string, call: ReturnType<typeof apiClient>): Promise<Provider> {
+/** The provider as the server loads it (built-in files, the TERAPI_PROVIDERS_DIR folders, then the files deployed through the API), and the --file files on top. */
+async function loadProvider(name: string, call: ReturnType<typeof apiClient>, files: string[]): Promise<Provider> {
   const missing = missingFolders(providersDirs());
   if (missing.length) throw new Error(missing.map(formatError).join('\n'));
   const answer = await call('GET', `/providers/${encodeURIComponent(name)}`);
   if (answer.status !== 200 && answer.status !== 404) throw new Error(`provider "${name}": ${failure(answer)}`);
   const deployed: SourceFile[] = answer.status === 200 ? (answer.body.files as { origin: string; file: string; text: string }[]).filter((f) => f.origin === 'deployed').map((f) => ({ file: f.file, text: f.text })) : [];
-  const { providers, errors } = loadCatalog([providerFiles(BUILTIN_PROVIDERS_DIR), ...providersDirs().map(providerFiles), deployed]);
+  const { providers, errors } = loadCatalog([providerFiles(BUILTIN_PROVIDERS_DIR), ...providersDirs().map(providerFiles), deployed, files]);
   const provider = providers.get(name);
   if (!provider) throw new Error(errors.length ? `provider "${name}" does not load:\n${errors.map(formatError).join('\n')}` : `there is no provider "${name}" here or on the server`);
   return provider;
