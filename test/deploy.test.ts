@@ -89,7 +89,7 @@ describe('a provider deployed through one server is used by a run on another (Po
     rmSync(files, { recursive: true, force: true });
   });
 
-  test('terapi deploy through the API server, run on the worker server within seconds; a new version is used by the next run', async () => {
+  test('terapi deploy through the API server, run on the worker server within seconds; a new version is used by the next run', async (ctx) => {
     const env = { TERAPI_DATABASE_URL: db.url, TERAPI_SECRET_KEY: SECRET };
     // The first serves the API only: every run happens on the second.
     const front = await spawnTerapi({ ...env, TERAPI_ROLE: 'api' });
@@ -108,7 +108,9 @@ describe('a provider deployed through one server is used by a run on another (Po
     // Live on the other server within seconds (it polls every second).
     await waitFor('the other server to load acme', async () => ((await back.call('GET', '/providers/acme')).body?.version === 1 ? true : undefined), 10_000);
     const seenAfter = Date.now() - deployed;
-    assert.ok(seenAfter < 3000, `seen after ${seenAfter} ms`);
+    // It polls every second; a loaded machine gets some room.
+    assert.ok(seenAfter < 5000, `seen after ${seenAfter} ms`);
+    ctx.diagnostic(`the other server had version 1 in force ${seenAfter} ms after terapi deploy returned`);
 
     assert.equal((await back.call('POST', '/integration', { provider_config_key: 'acme', provider: 'acme' })).status, 200);
     assert.equal((await back.call('POST', '/connection', { connection_id: 'c1', provider_config_key: 'acme', credentials: { type: 'api_key', api_key: 'key-1' } })).status, 200);

@@ -35,6 +35,7 @@ export class Deployments {
   private timer?: NodeJS.Timeout;
   private polling?: Promise<void>;
   private failing = false;
+  private queue: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly files: ProviderFiles,
@@ -72,8 +73,18 @@ export class Deployments {
     return this.polling;
   }
 
-  /** Loads the deployed files again if any changed since the last look. At start a failure throws; later it is logged and the catalogue in force stays. */
-  async refresh(starting = false): Promise<void> {
+  /**
+   * Loads the deployed files again if any changed since the last look. At start a failure throws;
+   * later it is logged and the catalogue in force stays. One at a time: a poll that read the
+   * files before a PUT committed must not put them in force after the PUT's own refresh.
+   */
+  refresh(starting = false): Promise<void> {
+    const next = this.queue.then(() => this.load(starting));
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  private async load(starting: boolean): Promise<void> {
     const latest = await this.files.latest();
     if (latest === this.seen) return;
     const deployed = await this.files.current();
@@ -106,7 +117,6 @@ export class Deployments {
    * catalogue would not load without the file.
    */
   async remove(name: string): Promise<void> {
-    if (!this.registry.deployedVersion(name)) await this.refresh();
     const users = (await this.integrations.list()).filter((i) => i.provider === name).map((i) => i.unique_key);
     await this.files.write(name, null, (before, after) => {
       if (!before.some((f) => f.name === name)) throw notFound('provider_not_deployed', `no provider file "${name}" is deployed through the API: nothing to delete (built-in providers and files of TERAPI_PROVIDERS_DIR folders are not deleted through the API)`);
