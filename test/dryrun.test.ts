@@ -104,6 +104,32 @@ test('--file merges a local file on top of the deployed one: a change tried befo
   assert.match((await t.call('GET', '/providers/acme')).body.definition.syncs.items.mapping, /\$uppercase/);
 });
 
+test('basic and none connections: the credentials the server answers are put where the provider file says', async () => {
+  const other = (mode: string) => `display_name: Other\ncategories: [testing]\ndocs: https://example.com/docs\nauth: { mode: ${mode} }\napi:\n  base_url: ${api.url}\nsyncs:\n  things:\n    mode: full\n    request: { path: /things }\n    records: things\n    mapping: "{ 'id': id }"\n    model: { name: Thing }\n`;
+  const seen: (string | undefined)[] = [];
+  const things = await fakeApi((req, res) => {
+    seen.push(req.headers.authorization);
+    json(res, 200, { things: [{ id: 'a' }, { id: 'b' }] });
+  });
+  try {
+    for (const [mode, credentials, expected] of [
+      ['basic', { type: 'basic', username: 'ann', password: 'pa:ss word' }, `Basic ${Buffer.from('ann:pa:ss word').toString('base64')}`],
+      ['none', undefined, undefined],
+    ] as const) {
+      const put = await fetch(`${t.url}/providers/other-${mode}`, { method: 'PUT', headers: { authorization: `Bearer ${SECRET}`, 'content-type': 'application/yaml' }, body: other(mode).replace(api.url, things.url) });
+      assert.equal(put.status, 201, await put.text());
+      assert.equal((await t.call('POST', '/integration', { provider_config_key: `int-${mode}`, provider: `other-${mode}` })).status, 200);
+      assert.equal((await t.call('POST', '/connection', { connection_id: 'u', provider_config_key: `int-${mode}`, ...(credentials ? { credentials } : {}) })).status, 200);
+      const r = await dryrun([`int-${mode}`, 'things', '--connection', 'u']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.stdout.trim().split('\n').map((l) => JSON.parse(l)), [{ id: 'a' }, { id: 'b' }]);
+      assert.equal(seen.at(-1), expected);
+    }
+  } finally {
+    await things.close();
+  }
+});
+
 test('--limit stops after that many records, --sample sets how many are printed', async () => {
   const r = await dryrun(['acme-int', 'items', '--connection', 'c1', '--limit', '12', '--sample', '3']);
   assert.equal(r.code, 0, r.stderr);
