@@ -1,3 +1,4 @@
+import type { Deployed } from '../format/provider-registry.ts';
 import { createTables, type Sql, type SqlTx } from './sql.ts';
 
 /**
@@ -6,12 +7,7 @@ import { createTables, type Sql, type SqlTx } from './sql.ts';
  * every change of every name (what processes poll: one cheap MAX), `version` counts the changes of
  * one name. A DELETE is a row without text. The newest row of a name is what is in force.
  */
-export interface DeployedFile {
-  name: string;
-  version: number;
-  text: string;
-  deployed_at: string;
-}
+export type DeployedFile = Deployed;
 
 const TABLES = (bigint: string) => [
   `CREATE TABLE IF NOT EXISTS terapi_provider_files (
