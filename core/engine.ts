@@ -1,4 +1,3 @@
-import type { ValidateFunction } from 'ajv';
 import { AuthEngine, freshValues, type Fresh } from './auth/tokens.ts';
 import { callProvider, callProviderStreamed, limits, providerFailed, targetUrl, type StreamedResponse } from './http/send.ts';
 import { ConnectFlow, type ConnectOutcome, type FinishConnection } from './auth/connect.ts';
@@ -11,8 +10,7 @@ import { LocalLock, PostgresLock, type Lock } from './store/lock.ts';
 import type { Logger } from './logger.ts';
 import { apiRequest, basicAuth, bodyError, requestRetry, templateValues } from './http/provider-request.ts';
 import { ProviderRegistry } from './format/provider-registry.ts';
-import { compileInputSchema } from './format/provider-schema.ts';
-import type { Action, Method, Provider, Sync } from './format/provider-types.ts';
+import type { Method, Provider, Sync } from './format/provider-types.ts';
 import { Template } from './format/template.ts';
 import { acquirePools, releasePools, type WorkerPools } from './jobs/pools.ts';
 import { PgBossQueue, SqliteQueue, type JobQueue } from './jobs/queue.ts';
@@ -21,10 +19,15 @@ import { openSql, type Sql } from './store/sql.ts';
 import { SyncStore } from './sync/sync-store.ts';
 import { Syncs, type RecordsQuery, type SyncStatusView } from './sync/syncs.ts';
 import { Store } from './store/store.ts';
-import { own } from './own.ts';
 import { checkJson, MAX_METADATA_BYTES } from './json-limits.ts';
 import { evaluate } from './format/evaluate.ts';
 import { OperationLog, type Operation } from './operations.ts';
+import { Deployments } from './format/deployments.ts';
+import { actionOf, checkActionInput, sendAction } from './http/action.ts';
+import { ProviderFiles } from './store/provider-files.ts';
+
+/** How often every process looks for provider files deployed through the API by any process. */
+const DEPLOYED_POLL_MS = 1000;
 
 export interface AuthTokenView {
   type: 'Bearer' | 'ApiKey' | 'Basic';
@@ -45,7 +48,8 @@ export class Engine {
   readonly webhooks: Webhooks;
   /** The operations log (GET /operations, the dashboard). */
   readonly operations: OperationLog;
-  private readonly inputValidators = new WeakMap<Action, ValidateFunction>();
+  /** Provider files deployed through the API (PUT /providers/{name}). */
+  readonly deployments: Deployments;
 
   private readonly sealer: Sealer;
 
@@ -73,6 +77,7 @@ export class Engine {
       tickMs: 1000,
     }, log);
     this.operations = new OperationLog(sql, config.operationsLogSize, log);
+    this.deployments = new Deployments(new ProviderFiles(sql), registry, this.integrations, log);
     this.logOperations();
   }
 
@@ -142,6 +147,8 @@ export class Engine {
     const engine = new Engine(config, registry, store, sql, pools, queue, lock, log);
     try {
       await engine.operations.migrate();
+      // Before any run: the deployed provider files are part of the catalogue.
+      await engine.deployments.start(DEPLOYED_POLL_MS);
       await engine.checkSealedValues();
     } catch (e) {
       await engine.stop();
@@ -183,6 +190,7 @@ export class Engine {
   /** Stops taking runs and webhooks; runs still going after the grace period are handed back to be resumed. */
   async stop(): Promise<void> {
     // Runs get the stop's bound less a margin to hand back the rest, so that the whole stop fits in it.
+    this.deployments.stop();
     await this.syncs.stop(Math.max(0, this.config.shutdownTimeoutMs - 2000));
     this.registry.close();
     await this.queue.close();
@@ -398,31 +406,10 @@ export class Engine {
 
   private async action(integrationKey: string, id: string, name: string, input: Record<string, unknown>, requestId?: string): Promise<{ success: true; action_name: string; output: Record<string, unknown> }> {
     const { provider } = await this.integrations.withProvider(integrationKey);
-    const action = own(provider.actions, name);
-    if (!action) throw notFound('unknown_action', `provider "${provider.name}" has no action "${name}"${provider.actions ? `; its actions are ${Object.keys(provider.actions).join(', ')}` : ''}`);
-    let validate = this.inputValidators.get(action);
-    if (!validate) this.inputValidators.set(action, (validate = compileInputSchema(action.input)));
-    if (!validate(input)) {
-      const problems = (validate.errors ?? []).map((e) => `input${e.instancePath.replace(/\//g, '.')} ${e.message}`).join('; ');
-      throw badRequest('invalid_input', `the input of action "${name}" does not match its schema: ${problems}`);
-    }
+    const action = actionOf(provider, name);
+    checkActionInput(action, name, input);
     const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
-    try {
-      const values = { ...freshValues(fresh), input };
-      const json = action.request.body ? await evaluate(action.request.body, input, { input, config: fresh.record.connection_config }) : undefined;
-      const { retry, options } = requestRetry(provider, action.request, false);
-      const res = await callProvider(apiRequest(provider, values, action.request, { json }), retry, options);
-      if (res.status >= 400) {
-        throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to action "${name}": ${fresh.scrub(res.text.slice(0, 10_000)).slice(0, 300)}`);
-      }
-      const failed = await bodyError(provider, action.request, res.body, fresh.scrub);
-      if (failed) throw providerFailed(`${provider.display_name} answered action "${name}" with an error: ${failed}`);
-      const output = action.output ? await evaluate(action.output, res.body, { input }) : res.body;
-      return { success: true, action_name: name, output: (output && typeof output === 'object' && !Array.isArray(output) ? output : { result: output ?? null }) as Record<string, unknown> };
-    } catch (e) {
-      // Provider text in any error (a body, an expression's message) may repeat the credentials.
-      throw reworded(e, fresh.scrub);
-    }
+    return { success: true, action_name: name, output: await sendAction(fresh, name, action, input) };
   }
 }
 

@@ -7,6 +7,8 @@ export class TerapiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** More fields of the error answer (a provider file's errors, each at file:line:col). */
+    readonly details?: Record<string, unknown>,
   ) {
     super(message);
     this.name = 'TerapiError';
@@ -24,7 +26,7 @@ export const conflict = (code: string, message: string) => new TerapiError(409, 
 export function reworded(e: unknown, change: (message: string) => string): unknown {
   if (e instanceof TerapiError) {
     const message = change(e.message);
-    return message === e.message ? e : new TerapiError(e.status, e.code, message);
+    return message === e.message ? e : new TerapiError(e.status, e.code, message, e.details);
   }
   if (e instanceof Error) {
     e.message = change(e.message);

@@ -32,6 +32,26 @@ export interface AppState {
 const REQUEST_ID = /^[A-Za-z0-9._:@/+=-]{1,128}$/;
 /** A body counts as JSON with one of these content types; any other body is a 415. */
 const JSON_TYPES = ['application/json', '+json'];
+/** Content types a provider file is taken in (JSON too: JSON is YAML). */
+const PROVIDER_TYPES = ['application/yaml', 'application/x-yaml', 'text/yaml', 'text/x-yaml'];
+const MAX_PROVIDER_BYTES = 1024 * 1024;
+
+/** A request body as UTF-8 text, at most `limit` bytes (413 past it). */
+async function readText(ctx: Context, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of ctx.req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > limit) {
+      // The rest is not read: this connection cannot carry another request.
+      ctx.set('connection', 'close');
+      throw new TerapiError(413, 'body_too_large', `the provider file is larger than ${limit / 1024 / 1024} MB`);
+    }
+    chunks.push(chunk);
+  }
+  return new TextDecoder('utf-8', { fatal: false }).decode(Buffer.concat(chunks)).replace(/^\uFEFF/, '');
+}
+
 /** The dashboard's session cookie (README, "Operator dashboard"). */
 const DASHBOARD_COOKIE = 'terapi_dashboard';
 
@@ -108,7 +128,7 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
       const status = err?.status ?? ((e as { status?: number }).status === 400 || (e as { status?: number }).status === 413 ? (e as { status: number }).status : 500);
       ctx.status = status;
       const body = err
-        ? { error: err.code, message: err.message }
+        ? { error: err.code, message: err.message, ...err.details }
         : status === 413
           ? { error: 'body_too_large', message: 'the request body is larger than 1 MB' }
           : status < 500
@@ -141,7 +161,9 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   });
 
   // DELETE too (the parser's default is POST, PUT and PATCH): the proxy passes a DELETE's JSON body on.
-  app.use(bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8', parsedMethods: ['POST', 'PUT', 'PATCH', 'DELETE'], detectJSON: (ctx) => Boolean(ctx.request.is(JSON_TYPES)) }));
+  // A provider file is read as text (YAML, or JSON, which is YAML too), to locate its errors in it.
+  const parseBody = bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8', parsedMethods: ['POST', 'PUT', 'PATCH', 'DELETE'], detectJSON: (ctx) => Boolean(ctx.request.is(JSON_TYPES)) });
+  app.use((ctx, next) => (ctx.method === 'PUT' && ctx.path.startsWith('/providers/') ? next() : parseBody(ctx, next)));
 
   /** Checks the secret key (unless the operation is public) and the request against the document. */
   const op = (id: string) => {
@@ -183,6 +205,23 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
         actions: Object.keys(p.actions ?? {}),
       })),
     };
+  });
+
+  // Provider files deployed through the API (README, "Provider files through the API").
+  router.put('/providers/:name', op('deployProvider'), async (ctx) => {
+    if (ctx.request.is([...PROVIDER_TYPES, ...JSON_TYPES]) === false || !ctx.get('content-type')) {
+      throw new TerapiError(415, 'unsupported_media_type', `send the provider file with "Content-Type: application/yaml" (or text/yaml, or application/json); this one came as "${ctx.get('content-type') || 'no content type'}"`);
+    }
+    const { created, view } = await engine.deployments.deploy(input(ctx).params.name, await readText(ctx, MAX_PROVIDER_BYTES));
+    ctx.status = created ? 201 : 200;
+    ctx.body = view;
+  });
+  router.get('/providers/:name', op('getProvider'), (ctx) => {
+    ctx.body = engine.deployments.describe(input(ctx).params.name);
+  });
+  router.delete('/providers/:name', op('deleteProvider'), async (ctx) => {
+    await engine.deployments.remove(input(ctx).params.name);
+    ctx.status = 204;
   });
 
   // Integrations

@@ -6,13 +6,15 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from '../core/config.ts';
+import { deploy } from './cli/deploy.ts';
+import { dryrun } from './cli/dryrun.ts';
 import { start } from './cli/start.ts';
 import { test } from './cli/test.ts';
 import { validate } from './cli/validate.ts';
 import { worker } from './cli/worker.ts';
 
 /** Each adds its subcommand to the program: a new subcommand is a module and a line here. */
-const SUBCOMMANDS: ((program: Command) => void)[] = [start, worker, validate, test];
+const SUBCOMMANDS: ((program: Command) => void)[] = [start, worker, validate, test, deploy, dryrun];
 
 const VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 

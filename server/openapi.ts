@@ -69,7 +69,10 @@ for (const item of Object.values(openapi.paths)) {
     }
     const pathCheck = ajv.compile(groups.path);
     const queryCheck = ajv.compile(groups.query);
-    const bodySchema = requestBody(op)?.content['application/json']?.schema;
+    // An operation that also takes other types (a provider file as YAML) reads its body itself.
+    const content = requestBody(op)?.content ?? {};
+    const jsonOnly = Object.keys(content).every((type) => type === 'application/json');
+    const bodySchema = jsonOnly ? content['application/json']?.schema : undefined;
     const bodyCheck = bodySchema ? ajv.compile(withRefs(bodySchema)) : undefined;
     operations.set(op.operationId, {
       // Public: no secret key (the connect flow's pages and calls, which carry a connect session token instead).

@@ -270,6 +270,24 @@ describe('the typed client (client/)', () => {
     assert.deepEqual([revoked.response.status, revoked.error!.error], [424, 'connection_needs_reauth']);
   });
 
+  test('provider files through the API: deployed as YAML, read with their sources, deleted', async () => {
+    const name = { params: { path: { name: 'deployed-api' } } };
+    const yaml = apiProvider(api.url).replace('Test API', 'Deployed API');
+    const asYaml = { bodySerializer: (b: unknown) => String(b), headers: { 'content-type': 'application/yaml' } };
+    const put = await client.PUT('/providers/{name}', { ...name, body: yaml as never, ...asYaml });
+    assert.deepEqual([put.response.status, put.data!.name, put.data!.version > 0], [201, 'deployed-api', true]);
+    const shown = await client.GET('/providers/{name}', name);
+    assert.equal(shown.data!.version, put.data!.version);
+    assert.equal((shown.data!.definition as { display_name: string }).display_name, 'Deployed API');
+    const bad = await client.PUT('/providers/{name}', { ...name, body: yaml.replace('mode: full', 'mode: sometimes') as never, ...asYaml });
+    assert.deepEqual([bad.response.status, bad.error!.error], [400, 'invalid_provider']);
+    assert.match(bad.error!.message, /deployed\/deployed-api\.yaml:\d+:\d+/);
+    const deleted = await client.DELETE('/providers/{name}', name);
+    assert.equal(deleted.response.status, 204);
+    const gone = await client.DELETE('/providers/{name}', name);
+    assert.deepEqual([gone.response.status, gone.error!.error], [404, 'provider_not_deployed']);
+  });
+
   test('syncs, records (paged by the records helper), actions and the proxy', async () => {
     const where = { provider_config_key: 'api', connection_id: USER };
     const triggered = await client.POST('/sync/trigger', { body: { ...where, syncs: ['items'] } });
@@ -453,17 +471,19 @@ describe('the typed client (client/)', () => {
         if (!(schemes.includes('ConnectSessionAuth') && o.op.requestBody)) assert.equal(r.status, 401, `${o.id} without credentials`);
       }
       if (method === 'GET') continue;
+      // A provider file is read as text, YAML or JSON: a broken one is an invalid provider file, told where.
+      const badBody = o.id === 'deployProvider' ? 'invalid_provider' : 'invalid_request';
       // Any JSON body of a POST, PUT, PATCH or DELETE is read before the request is routed.
       const big = await raw(t, o.id, dummy(o), { method, headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify({ a: 'x'.repeat(1_100_000) }) });
       assert.deepEqual([big.status, big.body.error], [413, 'body_too_large'], o.id);
       const broken = await raw(t, o.id, dummy(o), { method, headers: { ...headers, 'content-type': 'application/json' }, body: '{"a":' });
-      assert.deepEqual([broken.status, broken.body.error], [400, 'invalid_request'], o.id);
+      assert.deepEqual([broken.status, broken.body.error], [400, badBody], o.id);
       if (o.op.requestBody || o.id.startsWith('proxy')) {
         const other = await raw(t, o.id, dummy(o), { method, headers: { ...headers, 'content-type': 'text/plain' }, body: 'hello' });
         assert.deepEqual([other.status, other.body.error], [415, 'unsupported_media_type'], o.id);
         if (!o.id.startsWith('proxy')) {
           const notAnObject = await raw(t, o.id, dummy(o), { method, headers: { ...headers, 'content-type': 'application/json' }, body: '[]' });
-          assert.deepEqual([notAnObject.status, notAnObject.body.error], [400, 'invalid_request'], o.id);
+          assert.deepEqual([notAnObject.status, notAnObject.body.error], [400, badBody], o.id);
         }
       }
     }

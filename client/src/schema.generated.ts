@@ -610,6 +610,34 @@ export interface paths {
         patch: operations["proxyPatch"];
         trace?: never;
     };
+    "/providers/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get a provider and where its parts come from
+         * @description The provider as this server has it in force: its effective definition (its files merged), where each part comes from (the built-in file, a TERAPI_PROVIDERS_DIR file, or a deployed version), and the text of each of its files in the order they merge (what `terapi dryrun` loads).
+         */
+        get: operations["getProvider"];
+        /**
+         * Deploy a provider file
+         * @description Stores a provider file in the database, checked exactly as at load (every error at its file:line:col, answered as a 400 invalid_provider listing them), as a new version, and puts it in force on every server and worker on the database within about two seconds (each polls the last change every second); sync runs that start after that use it. A file with the name of a provider that exists already (a built-in, or one of a TERAPI_PROVIDERS_DIR folder) is an overlay, checked as such (nothing is required): its syncs and actions are added to the provider's or replace those of the same name, and any other top-level key replaces the provider's. Any other name makes a new provider (a whole file). Each PUT replaces the name's previous deployed version as a whole; the catalogue is built-in files, then the TERAPI_PROVIDERS_DIR folders, then the deployed files. The body is the file's text, YAML or JSON.
+         */
+        put: operations["deployProvider"];
+        post?: never;
+        /**
+         * Delete a deployed provider file
+         * @description Takes the deployed file of this name out of force on every server and worker (a new version, without text). A built-in or TERAPI_PROVIDERS_DIR provider of the same name stays, without the overlay; its files are never deleted through the API.
+         */
+        delete: operations["deleteProvider"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1024,6 +1052,49 @@ export interface components {
             store: string;
             providers: number;
         };
+        ProviderOrigin: {
+            /** @enum {string} */
+            origin: "builtin" | "directory" | "deployed";
+            /** @description providers/<name>.yaml for a built-in, the file's path for a TERAPI_PROVIDERS_DIR one, deployed/<name>.yaml for a deployed one */
+            file: string;
+            /** @description The deployed version (deployed only) */
+            version?: number;
+            /** Format: date-time */
+            deployed_at?: string;
+        };
+        ProviderPart: components["schemas"]["ProviderOrigin"] & {
+            /** @description A top-level key of the provider file, or syncs.<name> and actions.<name> */
+            part: string;
+        };
+        DeployedProvider: {
+            name: string;
+            /** @description This deployed version of the name (1, 2, ...; a DELETE counts as one too) */
+            version: number;
+            parts: components["schemas"]["ProviderPart"][];
+        };
+        ProviderDefinition: {
+            name: string;
+            /** @description The deployed version in force on this server, null when none is */
+            version: number | null;
+            /** @description The provider's files merged, as data (expressions and templates as written) */
+            definition: {
+                [key: string]: unknown;
+            };
+            parts: components["schemas"]["ProviderPart"][];
+            /** @description The provider's files in the order they merge, each with its text */
+            files: (components["schemas"]["ProviderOrigin"] & {
+                text: string;
+            })[];
+        };
+        ProviderFileErrors: components["schemas"]["ErrorResponse"] & {
+            /** @description Every error of the provider files, each where it is (also in `message`, one file:line:col line each) */
+            errors?: {
+                file: string;
+                line: number;
+                col: number;
+                message: string;
+            }[];
+        };
     };
     responses: {
         /** @description Terapi's own ErrorResponse, whose request_id is the answer's X-Request-Id (400 invalid_request or invalid_url, 401 unauthorized, 404 unknown_integration or unknown_connection, 413 body_too_large, 415 unsupported_media_type, 424 connection_needs_reauth, 500 internal_error, 502 provider_error when the provider could not be reached, 503 store_unavailable); or the provider's own answer with this status, unchanged */
@@ -1108,7 +1179,7 @@ export interface components {
                 "application/json": components["schemas"]["ErrorResponse"];
             };
         };
-        /** @description provider_error: the provider failed or could not be reached; expression_error: a JSONata expression of the provider file failed at run time (time limit or error), the message naming its file:line:col and key path; response_too_large: the provider answered more than TERAPI_MAX_RESPONSE_BYTES where Terapi reads the answer into memory */
+        /** @description provider_error: the provider failed or could not be reached, or answered a success status with an error in its body that the provider file's `error` rule finds (GraphQL errors, Slack's ok: false), the message then carrying the provider's words; expression_error: a JSONata expression of the provider file failed at run time (time limit or error), the message naming its file:line:col and key path; response_too_large: the provider answered more than TERAPI_MAX_RESPONSE_BYTES where Terapi reads the answer into memory */
         ProviderError: {
             headers: {
                 [name: string]: unknown;
@@ -2351,6 +2422,148 @@ export interface operations {
             502: components["responses"]["ProxyError"];
             503: components["responses"]["ProxyError"];
             default: components["responses"]["ProviderResponse"];
+        };
+    };
+    getProvider: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The provider's name (lower-case letters, digits and -) */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The provider */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderDefinition"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            405: components["responses"]["MethodNotAllowed"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    deployProvider: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The provider's name (lower-case letters, digits and -) */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/yaml": string;
+                "application/json": Record<string, never>;
+            };
+        };
+        responses: {
+            /** @description A new version of a name deployed before */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeployedProvider"];
+                };
+            };
+            /** @description The first version of this name in force */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeployedProvider"];
+                };
+            };
+            /** @description invalid_provider: the catalogue does not load with this file; `errors` lists every error (the file sent is deployed/<name>.yaml); nothing is stored. Also invalid_request for a bad name */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderFileErrors"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            405: components["responses"]["MethodNotAllowed"];
+            /** @description body_too_large: the file is larger than 1 MB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            /** @description unsupported_media_type: a content type other than YAML or JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    deleteProvider: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The provider's name (lower-case letters, digits and -) */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            /** @description provider_not_deployed: no file of this name is deployed */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorResponse"];
+                };
+            };
+            405: components["responses"]["MethodNotAllowed"];
+            /** @description provider_in_use: the provider exists only as this deployed file and an integration uses it (delete the integration first); provider_conflict: the catalogue does not load without it (`errors`) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderFileErrors"];
+                };
+            };
+            413: components["responses"]["PayloadTooLarge"];
+            500: components["responses"]["InternalError"];
+            503: components["responses"]["StoreUnavailable"];
         };
     };
 }

@@ -119,11 +119,36 @@ export function loadCatalog(layers: (string | SourceFile)[][]): Catalog {
 }
 
 function merge(base: Provider | undefined, data: Record<string, unknown>, name: string, source: SourceFile): Provider {
-  const merged: Record<string, unknown> = { ...base, name, files: [...(base?.files ?? []), source.file], sources: [...(base?.sources ?? []), source] };
-  for (const [key, value] of Object.entries(data)) {
-    merged[key] = key === 'syncs' || key === 'actions' ? { ...(base?.[key] ?? {}), ...(value as object) } : value;
-  }
+  const merged = mergeParts({ ...base, name, files: [...(base?.files ?? []), source.file], sources: [...(base?.sources ?? []), source] }, data);
   return merged as unknown as Provider;
+}
+
+/** How a later file merges into a provider: its syncs and actions are added or replace those of the same name; any other top-level key replaces. */
+function mergeParts(base: Record<string, unknown>, data: Record<string, unknown>): Record<string, unknown> {
+  const merged = { ...base };
+  for (const [key, value] of Object.entries(data)) {
+    merged[key] = key === 'syncs' || key === 'actions' ? { ...((base[key] as object | undefined) ?? {}), ...(value as object) } : value;
+  }
+  return merged;
+}
+
+/**
+ * A loaded provider as its files give it, uncompiled (GET /providers/{name}): the merged data, and
+ * for each part (a top-level key, or `syncs.<name>` and `actions.<name>`) the file it comes from.
+ */
+export function describeSources(sources: SourceFile[]): { definition: Record<string, unknown>; parts: Map<string, string> } {
+  let definition: Record<string, unknown> = {};
+  const parts = new Map<string, string>();
+  for (const source of sources) {
+    const data = new YamlSource(source.file, source.text).toJS() as Record<string, unknown>;
+    for (const [key, value] of Object.entries(data)) {
+      if ((key === 'syncs' || key === 'actions') && value) {
+        for (const item of Object.keys(value as object)) parts.set(`${key}.${item}`, source.file);
+      } else parts.set(key, source.file);
+    }
+    definition = mergeParts(definition, data);
+  }
+  return { definition, parts };
 }
 
 /** Compiles what the schema marked, in place: the loaded provider holds compiled expressions and parsed templates. */

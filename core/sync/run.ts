@@ -16,8 +16,8 @@ export type RunStore = Pick<SyncStore, 'writePage' | 'finish'>;
 export interface RunDeps {
   store: RunStore;
   fresh: () => Promise<Fresh>;
-  /** Told after every stored page (progress for logs and dry runs). */
-  onPage?: (page: { number: number; records: number; summary: RunSummary }) => void;
+  /** Told after every stored page (progress for logs and dry runs); answering false ends the run there (a dry run's --limit). */
+  onPage?: (page: { number: number; records: number; summary: RunSummary }) => void | boolean;
 }
 
 export interface RunTask {
@@ -89,7 +89,7 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
       summary.added += counts.added;
       summary.updated += counts.updated;
       summary.unchanged += counts.unchanged;
-      deps.onPage?.({ number: page.number, records: records.length, summary });
+      if (deps.onPage?.({ number: page.number, records: records.length, summary }) === false) break;
     }
     summary.outcome = 'success';
     lap('pages_ms');
