@@ -15,7 +15,7 @@ import { compileInputSchema } from './format/provider-schema.ts';
 import type { Action, Method, Provider, Sync } from './format/provider-types.ts';
 import { Template } from './format/template.ts';
 import { acquirePools, releasePools, type WorkerPools } from './jobs/pools.ts';
-import { PgBossQueue, SqliteQueue, type JobQueue } from './jobs/queue.ts';
+import { PgBossQueue, SqliteQueue, type JobQueue, type QueueName } from './jobs/queue.ts';
 import { Webhooks } from './jobs/webhooks.ts';
 import { openSql, type Sql } from './store/sql.ts';
 import { SyncStore } from './sync/sync-store.ts';
@@ -178,6 +178,15 @@ export class Engine {
       }
     }
     if (problems.length) throw new ConfigError(problems);
+  }
+
+  /**
+   * The jobs waiting in each queue and how late the longest-waiting scheduled run is, read from the
+   * store at each call: with PostgreSQL every server reports the cluster's state (GET /metrics).
+   */
+  async backlog(): Promise<{ waiting: Record<QueueName, number>; scheduleLagMs: number }> {
+    const [runs, webhooks, scheduleLagMs] = await Promise.all([this.queue.waiting('terapi-sync-run'), this.queue.waiting('terapi-webhook'), this.syncs.scheduleLag()]);
+    return { waiting: { 'terapi-sync-run': runs, 'terapi-webhook': webhooks }, scheduleLagMs };
   }
 
   /** Stops taking runs and webhooks; runs still going after the grace period are handed back to be resumed. */

@@ -24,8 +24,10 @@ export interface JobQueue {
   send(queue: QueueName, data: object, options?: SendOptions, tx?: SqlTx): Promise<void>;
   /** Works jobs of a queue, `concurrency` at a time; a handler that throws fails the job (retried as sent). */
   work(queue: QueueName, concurrency: number, handler: (data: any) => Promise<void>): Promise<void>;
-  /** Jobs waiting to start (the queue's depth). */
+  /** Jobs waiting to start (the queue's depth), in every process's queue on this database. */
   waiting(queue: QueueName): Promise<number>;
+  /** The earliest `due_ms` (ms since the epoch) in the data of the jobs waiting to start; undefined when none has one. */
+  earliestDue(queue: QueueName): Promise<number | undefined>;
   /** Stops taking jobs (those in hand go on); sending still works. */
   stopWorking(): Promise<void>;
   close(): Promise<void>;
@@ -76,6 +78,13 @@ export class PgBossQueue implements JobQueue {
 
   waiting(queue: QueueName): Promise<number> {
     return this.boss.getQueueSize(queue);
+  }
+
+  async earliestDue(queue: QueueName): Promise<number | undefined> {
+    // pg-boss's own table (schema pgboss): states before 'active' wait to start, as in getQueueSize.
+    const result = await this.boss.getDb().executeSql(`SELECT min((data ->> 'due_ms')::bigint) AS due FROM pgboss.job WHERE name = $1 AND state < 'active'`, [queue]);
+    const due = result.rows[0]?.due;
+    return due === null || due === undefined ? undefined : Number(due);
   }
 
   async stopWorking(): Promise<void> {
@@ -194,6 +203,11 @@ export class SqliteQueue implements JobQueue {
   async waiting(queue: QueueName): Promise<number> {
     const [row] = await this.sql.query<{ n: number }>(`SELECT count(*) AS n FROM terapi_jobs WHERE queue = $1 AND state = 'created'`, [queue]);
     return Number(row.n);
+  }
+
+  async earliestDue(queue: QueueName): Promise<number | undefined> {
+    const [row] = await this.sql.query<{ due: number | null }>(`SELECT min(json_extract(data, '$.due_ms')) AS due FROM terapi_jobs WHERE queue = $1 AND state = 'created'`, [queue]);
+    return row?.due === null || row?.due === undefined ? undefined : Number(row.due);
   }
 
   async stopWorking(): Promise<void> {

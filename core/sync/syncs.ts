@@ -79,7 +79,14 @@ export interface RunJob extends SyncKey {
   reason: 'schedule' | 'trigger' | 'resume';
 }
 
-export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { lag_ms?: number }] }> {
+/** Records one stored page or run end of this process wrote (a run's own thread stores nothing itself). */
+export interface StoredEvent {
+  added: number;
+  updated: number;
+  deleted: number;
+}
+
+export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { lag_ms?: number }]; stored: [StoredEvent] }> {
   private readonly running = new Map<string, Promise<void>>();
   private readonly stoppers = new Map<string, AbortController>();
   private ticker?: NodeJS.Timeout;
@@ -142,6 +149,17 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
       total += n;
       if (n < 500) return total;
     }
+  }
+
+  /**
+   * How late the longest-waiting scheduled run is now (ms), read from the store so that every
+   * process on one database tells the same: the earliest due time among runs queued and not yet
+   * started, and syncs due but not yet queued. 0 when nothing scheduled waits.
+   */
+  async scheduleLag(now = Date.now()): Promise<number> {
+    const [queued, overdue] = await Promise.all([this.queue.earliestDue('terapi-sync-run'), this.store.earliestOverdue(now)]);
+    const earliest = Math.min(queued ?? now, overdue ?? now);
+    return Math.max(0, now - earliest);
   }
 
   /** Sends the events runs left for the app, clearing each in the transaction that queues it. */
@@ -281,8 +299,15 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
       // Only this run's own sync: the handle comes from this thread's claim, not from the worker.
       const args = request.args as [RunHandle, ...unknown[]];
       if (args[0]?.runId !== handle.runId || args[0]?.sync !== handle.sync || args[0]?.connection !== handle.connection || args[0]?.integration !== handle.integration) throw new Error('a run thread asked to store for another run');
-      const value = request.method === 'writePage' ? await this.store.writePage(handle, ...(args.slice(1) as [any, any, any])) : await this.store.finish(handle, ...(args.slice(1) as [any, any]));
-      return { id: request.id, value };
+      // Counted as pages are stored, not at the run's end: a run handed back or cut keeps what it wrote.
+      if (request.method === 'writePage') {
+        const counts = await this.store.writePage(handle, ...(args.slice(1) as [any, any, any]));
+        this.emit('stored', { added: counts.added, updated: counts.updated, deleted: 0 });
+        return { id: request.id, value: counts };
+      }
+      const done = await this.store.finish(handle, ...(args.slice(1) as [any, any]));
+      if (done.deleted) this.emit('stored', { added: 0, updated: 0, deleted: done.deleted });
+      return { id: request.id, value: done };
     } catch (e) {
       return { id: request.id, error: toWire(e) };
     }
