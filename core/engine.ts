@@ -189,10 +189,20 @@ export class Engine {
     return { waiting: { 'terapi-sync-run': runs, 'terapi-webhook': webhooks }, scheduleLagMs };
   }
 
-  /** Stops taking runs and webhooks; runs still going after the grace period are handed back to be resumed. */
+  /**
+   * Stops taking runs and webhook deliveries now; the runs in flight get the stop's bound less a
+   * margin to finish, and those still going are then handed back (marked interrupted and queued
+   * again, to resume from their last stored page on any worker). The server calls it as soon as a
+   * stop begins, while its requests drain; `stop` calls it too.
+   */
+  stopWorking(): Promise<void> {
+    // The margin (2 s) is for handing back and closing, so that the whole stop fits in the bound.
+    return this.syncs.stop(Math.max(0, this.config.shutdownTimeoutMs - 2000));
+  }
+
+  /** Stops taking runs and webhooks (stopWorking), then closes the store, the queue and the threads. */
   async stop(): Promise<void> {
-    // Runs get the stop's bound less a margin to hand back the rest, so that the whole stop fits in it.
-    await this.syncs.stop(Math.max(0, this.config.shutdownTimeoutMs - 2000));
+    await this.stopWorking();
     this.registry.close();
     await this.queue.close();
     await releasePools(this.pools);

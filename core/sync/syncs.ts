@@ -91,6 +91,9 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
   private readonly stoppers = new Map<string, AbortController>();
   private ticker?: NodeJS.Timeout;
   private inHand = 0;
+  /** Jobs in hand (from taking the job to the run's end): a stop waits for them. */
+  private readonly jobs = new Set<Promise<void>>();
+  private stopping?: Promise<void>;
 
   constructor(
     private readonly store: SyncStore,
@@ -222,7 +225,13 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
   }
 
   /** A sync-run job: claims the sync and runs it here, unless a run holds it or it no longer exists. */
-  private async runJob(job: RunJob): Promise<void> {
+  private runJob(job: RunJob): Promise<void> {
+    const done = this.takeJob(job).finally(() => this.jobs.delete(done));
+    this.jobs.add(done);
+    return done;
+  }
+
+  private async takeJob(job: RunJob): Promise<void> {
     this.inHand++;
     try {
       const key = { integration: job.integration, connection: job.connection, sync: job.sync };
@@ -232,6 +241,8 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
       if (!found || !sync || !connection) return; // deleted since it was queued
       const claimed = await this.store.claim(key, sync.model.name, randomUUID(), this.options.leaseMs, sync.mode === 'full');
       if (!claimed) return; // one run at a time: the one running now does the work
+      // A job the queue handed over as the stop began: given back at once, for another worker.
+      if (this.stopping) return await this.handBack(claimed.handle);
       this.emit('started', { ...job, ...(job.due_ms ? { lag_ms: Date.now() - job.due_ms } : {}) });
       await this.start(found.provider, claimed.handle, claimed.row);
     } finally {
@@ -277,8 +288,7 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
       return { summary: { ...row.last_run!, outcome: 'error', error: outcome.message }, timings: NO_TIMINGS };
     } catch (e) {
       if (stopper.signal.aborted) {
-        await this.store.interrupt(handle, 'the run was handed back: its process stopped; it resumes where it stopped');
-        await this.queue.send('terapi-sync-run', { ...handle, reason: 'resume' } satisfies RunJob, { singletonKey: jobKey(handle) });
+        await this.handBack(handle);
         return { summary: { ...row.last_run!, outcome: 'interrupted' }, timings: NO_TIMINGS };
       }
       // The run's thread ended without recording how (stopped by the watchdog or its memory cap,
@@ -291,6 +301,13 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
       clearInterval(renew);
       this.stoppers.delete(handle.runId);
     }
+  }
+
+  /** Marks a run interrupted (what it stored stays, with its checkpoint) and queues it again, to resume on any worker. */
+  private async handBack(handle: RunHandle): Promise<void> {
+    await this.store.interrupt(handle, 'the run was handed back: its process stopped; it resumes where it stopped');
+    await this.queue.send('terapi-sync-run', { integration: handle.integration, connection: handle.connection, sync: handle.sync, reason: 'resume' } satisfies RunJob, { singletonKey: jobKey(handle) });
+    this.log.info({ integration: handle.integration, connection: handle.connection, sync: handle.sync, run: handle.runId }, 'sync run handed back: it resumes from its last stored page');
   }
 
   /** A run thread's page or end, stored here: the thread holds no database handle (core/jobs/sync-worker.ts). */
@@ -366,15 +383,22 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
    * Stops queuing and taking runs, waits up to `graceMs` for the ones in hand, then hands back
    * those still going: each is marked interrupted and queued again, to resume where it stopped.
    */
-  async stop(graceMs: number): Promise<void> {
+  stop(graceMs: number): Promise<void> {
+    // A second call (the engine's stop after the server's wind-down) waits for the first.
+    this.stopping ??= this.windDown(graceMs);
+    return this.stopping;
+  }
+
+  private async windDown(graceMs: number): Promise<void> {
     clearInterval(this.ticker);
     await this.queue.stopWorking();
     let grace: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled([...this.running.values()]), new Promise((r) => (grace = setTimeout(r, graceMs)))]);
+    await Promise.race([Promise.allSettled([...this.jobs]), new Promise((r) => (grace = setTimeout(r, graceMs)))]);
     // Cleared: left running, the grace period kept a stopped process alive to its end.
     clearTimeout(grace);
     for (const stopper of this.stoppers.values()) stopper.abort(HANDED_BACK);
-    await Promise.allSettled([...this.running.values()]);
+    // Jobs taken after this point see `stopping` and hand their run back at once.
+    while (this.jobs.size) await Promise.allSettled([...this.jobs]);
   }
 
   async deleteConnection(integrationKey: string, connectionId: string): Promise<void> {

@@ -1,0 +1,125 @@
+/**
+ * A worker stopped by its process manager midway through a long sync run, on PostgreSQL with real
+ * processes: it takes no new job, hands its run back (marked interrupted, queued again) and exits 0
+ * within TERAPI_SHUTDOWN_TIMEOUT_SECONDS (plus the second the stop keeps to close the store);
+ * another worker resumes the run from its last stored page and ends with the exact record set.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { fakeApi, freshDatabase, json, pgSkip, providersDir, spawnTerapi, tempDir, type Spawned } from './support.ts';
+
+const SECRET = 'sk_worker_stop';
+const TOTAL = 50;
+const PAGE = 5;
+const BOUND_SECONDS = 3;
+
+const provider = (url: string) => `
+display_name: Slow items
+categories: [testing]
+docs: https://example.com/docs
+auth: { mode: api_key }
+api:
+  base_url: ${url}
+  credentials: { in: header, name: X-Key, value: "\${api_key}" }
+syncs:
+  items:
+    mode: full
+    auto_start: false
+    request: { path: /items }
+    pagination: { type: cursor, cursor: next, param: cursor, page_size: { param: limit, value: ${PAGE} } }
+    records: items
+    mapping: "{ 'id': id, 'name': name }"
+    model: { name: Item }
+`;
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('a worker stopped midway through a run, on PostgreSQL', { skip: pgSkip }, () => {
+  let db: Awaited<ReturnType<typeof freshDatabase>>;
+  let api: Awaited<ReturnType<typeof fakeApi>>;
+  let providers: string;
+  let server: Spawned;
+  const state = { delayMs: 0 };
+  const dataDir = tempDir('terapi-worker-stop-');
+  const processes: Spawned[] = [];
+  const env = (extra: Record<string, string>) => ({ TERAPI_DATABASE_URL: db.url, TERAPI_SECRET_KEY: SECRET, TERAPI_DATA_DIR: dataDir, TERAPI_PROVIDERS_DIR: providers, ...extra });
+  const spawn = async (extra: Record<string, string>, how: Parameters<typeof spawnTerapi>[1] = {}) => {
+    const s = await spawnTerapi(env(extra), how);
+    processes.push(s);
+    return s;
+  };
+
+  before(async () => {
+    db = await freshDatabase();
+    api = await fakeApi(async (req, res) => {
+      const url = new URL(req.url!, 'http://x');
+      await new Promise((r) => setTimeout(r, state.delayMs));
+      const from = Number(url.searchParams.get('cursor') ?? 0);
+      const items = Array.from({ length: TOTAL }, (_, i) => ({ id: i + 1, name: `item ${i + 1}` }));
+      json(res, 200, { items: items.slice(from, from + PAGE), next: from + PAGE < TOTAL ? from + PAGE : null });
+    });
+    providers = providersDir({ slow: provider(api.url) });
+    server = await spawn({ TERAPI_ROLE: 'api' });
+    assert.equal((await server.call('POST', '/integration', { provider_config_key: 'slow', provider: 'slow' })).status, 200);
+  });
+  after(async () => {
+    await Promise.all(processes.map((p) => p.stop('SIGKILL')));
+    await api?.close();
+    await db?.drop();
+    rmSync(dataDir, { recursive: true, force: true });
+    rmSync(providers, { recursive: true, force: true });
+  });
+
+  const ways = [
+    { name: '`terapi worker`, SIGTERM to its process', how: { command: [process.execPath, 'server/bin.mjs', 'worker'] }, env: {} },
+    { name: '`npm start` with TERAPI_ROLE=all, SIGTERM to its process group', how: { command: ['npm', 'start', '--silent'], group: true }, env: { TERAPI_ROLE: 'all' } },
+  ];
+  for (const [i, way] of ways.entries()) {
+    test(`${way.name}: it exits within the bound, and another worker finishes the run with the exact records`, async () => {
+      const connection = `c${i}`;
+      const status = async () => (await server.call('GET', `/sync/${connection}/items?provider_config_key=slow`)).body;
+      const first = await spawn({ ...way.env, TERAPI_SHUTDOWN_TIMEOUT_SECONDS: String(BOUND_SECONDS) }, way.how);
+      assert.equal((await server.call('POST', '/connection', { connection_id: connection, provider_config_key: 'slow', credentials: { type: 'api_key', api_key: 'k' } })).status, 200);
+      // 10 pages at 500 ms: about 5 s, longer than the 1 s the bound leaves a run to finish.
+      state.delayMs = 500;
+      assert.equal((await server.call('POST', '/sync/trigger', { provider_config_key: 'slow', connection_id: connection, syncs: ['items'] })).status, 200);
+      await waitFor('two pages stored', async () => ((await status())?.last_run?.pages >= 2 ? true : undefined));
+
+      const signalled = Date.now();
+      await first.stop('SIGTERM');
+      const ms = Date.now() - signalled;
+      assert.equal(first.exitCode(), 0, first.output());
+      assert.ok(ms < (BOUND_SECONDS + 1) * 1000 + 500, `exited ${ms} ms after the signal`);
+      assert.match(first.output(), /sync run handed back/);
+      const handedBack = await status();
+      assert.equal(handedBack.last_run.outcome, 'interrupted');
+      assert.ok(handedBack.last_run.pages < TOTAL / PAGE, 'the run was stopped, not finished');
+
+      state.delayMs = 0;
+      const second = await spawn({ TERAPI_ROLE: 'worker' });
+      const done = await waitFor('another worker to finish the run', async () => {
+        const s = await status();
+        return s?.last_run?.outcome === 'success' ? s : undefined;
+      });
+      assert.equal(done.last_run.resumes.outcome, 'interrupted');
+      assert.ok(done.last_run.added < TOTAL, 'resumed from the checkpoint, not started over');
+      assert.equal(done.records_count, TOTAL);
+      const r = await server.call('GET', `/records?provider_config_key=slow&connection_id=${connection}&model=Item&limit=1000`);
+      assert.equal(r.status, 200);
+      assert.deepEqual(r.body.records.map((x: any) => x.id).sort((a: number, b: number) => a - b), Array.from({ length: TOTAL }, (_, k) => k + 1));
+      assert.ok(r.body.records.every((x: any) => x._terapi_metadata.last_action === 'added' && x._terapi_metadata.deleted_at === null));
+      // The next case's run must go to its own first worker.
+      await second.stop('SIGTERM');
+      assert.equal(second.exitCode(), 0);
+    });
+  }
+});
