@@ -80,7 +80,7 @@ describe('a worker stopped midway through a run, on PostgreSQL', { skip: pgSkip 
   });
 
   const ways = [
-    { name: '`terapi worker`, SIGTERM to its process', how: { command: [process.execPath, 'server/bin.mjs', 'worker'] }, env: {} },
+    { name: '`terapi worker`, SIGTERM to its process', how: { command: [process.execPath, 'server/bin.mjs', 'worker'] }, env: {} as Record<string, string> },
     { name: '`npm start` with TERAPI_ROLE=all, SIGTERM to its process group', how: { command: ['npm', 'start', '--silent'], group: true }, env: { TERAPI_ROLE: 'all' } },
   ];
   for (const [i, way] of ways.entries()) {
