@@ -20,6 +20,7 @@
  *   bench and over its steady state (after the first minute).
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -55,7 +56,10 @@ setTimeout(() => {
 }, (MINUTES + 10) * 60_000).unref();
 
 async function shutdown() {
-  await Promise.all(processes.map((p) => p.stop('SIGKILL').catch(() => {})));
+  // A clean stop (within TERAPI_SHUTDOWN_TIMEOUT_SECONDS, 5 s here), then nothing left running.
+  const killer = setTimeout(() => processes.forEach((p) => p.child.kill('SIGKILL')), 10_000);
+  await Promise.all(processes.map((p) => p.stop('SIGTERM').catch(() => {})));
+  clearTimeout(killer);
   await dropDatabase?.().catch((e) => console.error(`bench/scale: the database could not be dropped: ${(e as Error).message}`));
   dropDatabase = undefined;
 }
@@ -114,6 +118,16 @@ ${SYNCS.map(
 ).join('\n')}
 `;
 
+/** CPU time (user + system, ms) a process has used so far, from /proc; 0 where there is none. */
+function cpuMs(pid: number | undefined): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return 0;
+  }
+}
+
 const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN);
 const seconds = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
@@ -130,24 +144,31 @@ async function main() {
   const apis: ServerProcess[] = [];
   for (let i = 0; i < 3; i++) apis.push(await spawnTerapi({ ...env, TERAPI_ROLE: 'api' }));
   processes.push(...apis);
-  for (let i = 0; i < 2; i++) processes.push(await spawnTerapi(env, { command: [process.execPath, join(root, 'server/bin.mjs'), 'worker'] }));
+  // TERAPI_BENCH_WORKER_NODE_ARGS, such as "--cpu-prof --cpu-prof-dir=/tmp/prof", are given to the workers' node.
+  const nodeArgs = (process.env.TERAPI_BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  for (let i = 0; i < 2; i++) processes.push(await spawnTerapi(env, { command: [process.execPath, ...nodeArgs, join(root, 'server/bin.mjs'), 'worker'] }));
 
+  const workers = processes.filter((p) => !apis.includes(p));
+  const cpuNow = () => ({ api: apis.reduce((n, p) => n + cpuMs(p.child.pid), 0), workers: workers.reduce((n, p) => n + cpuMs(p.child.pid), 0) });
+  // Started and idle: what comes after this is the bench's own.
+  const cpuBefore = cpuNow();
   const created = await apis[0].call('POST', '/integration', { provider_config_key: 'bench', provider: 'bench' });
   if (created.status !== 200) throw new Error(`the integration was not created: ${created.text}`);
   const started = Date.now();
   let next = 0;
   let failed = 0;
+  let firstFailure = '';
   await Promise.all(
     Array.from({ length: 25 }, async (_, lane) => {
       for (let i = next++; i < CONNECTIONS; i = next++) {
         const r = await apis[(lane + i) % apis.length].call('POST', '/connection', { connection_id: `c${i}`, provider_config_key: 'bench', credentials: { type: 'api_key', api_key: `c${i}` } });
-        if (r.status !== 200) failed++;
+        if (r.status !== 200 && !failed++) firstFailure = `HTTP ${r.status}: ${r.text}`;
       }
     }),
   );
   const createdMs = Date.now() - started;
   console.log(`connections made through the API: ${CONNECTIONS - failed} in ${seconds(createdMs)} (${((CONNECTIONS - failed) / (createdMs / 1000)).toFixed(0)}/s)${failed ? `, ${failed} failed` : ''}`);
-  if (failed) throw new Error('connections were refused');
+  if (failed) throw new Error(`connections were refused; the first: ${firstFailure}`);
 
   const end = started + MINUTES * 60_000;
   while (Date.now() < end) {
@@ -168,6 +189,8 @@ async function main() {
   const waiting = (await client.query(`SELECT count(*) AS n FROM pgboss.job WHERE name = 'terapi-sync-run' AND state < 'active'`)).rows[0].n;
   await client.end();
   const openAtEnd = api.open.size;
+  const cpuAfter = cpuNow();
+  const cpu = { api: cpuAfter.api - cpuBefore.api, workers: cpuAfter.workers - cpuBefore.workers };
   await shutdown();
 
   const jobs = rows.map((r) => ({ due: Number(r.due), lag: Number(r.started) - Number(r.due) }));
@@ -190,6 +213,7 @@ async function main() {
   if (MINUTES > 1) console.log(`  after the first minute: ${late.runs} runs, ${late.runsPerSecond.toFixed(1)} runs/s, ${late.recordsPerSecond.toFixed(0)} records/s written`);
   console.log(`  runs queued and not started at the end: ${waiting}; runs open at the end: ${openAtEnd}`);
   console.log(`  overlaps (two runs of one connection and sync at once): ${api.stats.overlaps}`);
+  console.log(`  CPU time after start: workers ${(cpu.workers / 1000).toFixed(1)} s (${(cpu.workers / Math.max(1, all.runs)).toFixed(1)} ms a run), API processes ${(cpu.api / 1000).toFixed(1)} s`);
   console.log(`  load average after: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
   if (api.stats.overlaps > 0) {
     for (const e of api.stats.examples) console.error(`  overlap: ${e}`);
