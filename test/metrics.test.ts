@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { OAuth2Server } from 'oauth2-mock-server';
-import { fakeApi, freshDatabase, json, pgSkip, providersDir, spawnTerapi, startTerapi, tempDir, type Running, type Spawned } from './support.ts';
+import { fakeApi, freshDatabase, json, pgSkip, providersDir, spawnTerapi, startTerapi, tempDir, waitFor, type Running, type Spawned } from './support.ts';
 
 const TOTAL = 12;
 const PAGE = 5;
@@ -39,15 +39,6 @@ async function scrape(call: Running['call']): Promise<string> {
   return r.text;
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms = 20_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 const itemsProvider = (url: string, auth = 'auth: { mode: api_key }\napi:\n  base_url: URL\n  credentials: { in: header, name: X-Key, value: "${api_key}" }') => `
 display_name: Items

@@ -41,6 +41,17 @@ export async function freshDatabase(adminUrl = PG_URL!, prefix = 'terapi_test'):
   };
 }
 
+/** Polls `probe` every 100 ms until it answers something other than undefined; fails after `ms`, naming `what`. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, ms = 30_000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 export const tempDir = (prefix = 'terapi-') => mkdtempSync(join(tmpdir(), prefix));
 
 /** Writes provider files into a new folder, for TERAPI_PROVIDERS_DIR. */

@@ -7,7 +7,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { rmSync } from 'node:fs';
-import { fakeApi, freshDatabase, json, pgSkip, providersDir, spawnTerapi, tempDir, type Spawned } from './support.ts';
+import { fakeApi, freshDatabase, json, pgSkip, providersDir, spawnTerapi, tempDir, waitFor, type Spawned } from './support.ts';
 
 const SECRET = 'sk_worker_stop';
 const TOTAL = 50;
@@ -33,15 +33,6 @@ syncs:
     model: { name: Item }
 `;
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms = 30_000): Promise<T> {
-  const until = Date.now() + ms;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 describe('a worker stopped midway through a run, on PostgreSQL', { skip: pgSkip }, () => {
   let db: Awaited<ReturnType<typeof freshDatabase>>;
