@@ -204,12 +204,20 @@ async function main() {
   };
   const all = window(started);
   const late = window(started + 60_000);
+  // The busiest 10 seconds: what the workers did when more was due than they could start at once.
+  const ends = api.ended.map((e) => e.at).sort((a, b) => a - b);
+  let peak = 0;
+  for (let i = 0, j = 0; i < ends.length; i++) {
+    while (ends[i] - ends[j] > 10_000) j++;
+    peak = Math.max(peak, i - j + 1);
+  }
   const expected = (CONNECTIONS * SYNCS.length * (finished - started)) / 60_000;
 
   console.log(`\nresults (${MINUTES} min, ${CONNECTIONS} connections, ${SYNCS.length} syncs each, 1-minute schedule):`);
   console.log(`  schedule lag, first runs (${first.length}, all due at creation):  p50 ${seconds(percentile(first, 50))}  p99 ${seconds(percentile(first, 99))}`);
   console.log(`  schedule lag, later runs (${steady.length}, each a minute after the last): p50 ${seconds(percentile(steady, 50))}  p99 ${seconds(percentile(steady, 99))}  max ${seconds(steady.at(-1) ?? NaN)}`);
   console.log(`  runs: ${all.runs} ended (a perfect schedule: about ${expected.toFixed(0)}), ${all.runsPerSecond.toFixed(1)} runs/s, ${all.recordsPerSecond.toFixed(0)} records/s written`);
+  console.log(`  busiest 10 seconds: ${(peak / 10).toFixed(1)} runs/s`);
   if (MINUTES > 1) console.log(`  after the first minute: ${late.runs} runs, ${late.runsPerSecond.toFixed(1)} runs/s, ${late.recordsPerSecond.toFixed(0)} records/s written`);
   console.log(`  runs queued and not started at the end: ${waiting}; runs open at the end: ${openAtEnd}`);
   console.log(`  overlaps (two runs of one connection and sync at once): ${api.stats.overlaps}`);
