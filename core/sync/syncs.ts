@@ -90,7 +90,6 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
   private readonly running = new Map<string, Promise<void>>();
   private readonly stoppers = new Map<string, AbortController>();
   private ticker?: NodeJS.Timeout;
-  private inHand = 0;
   /** Jobs in hand (from taking the job to the run's end): a stop waits for them. */
   private readonly jobs = new Set<Promise<void>>();
   private stopping?: Promise<void>;
@@ -232,22 +231,17 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
   }
 
   private async takeJob(job: RunJob): Promise<void> {
-    this.inHand++;
-    try {
-      const key = { integration: job.integration, connection: job.connection, sync: job.sync };
-      const found = await this.integrations.withProvider(key.integration).catch(() => undefined);
-      const sync = found && Object.hasOwn(found.provider.syncs ?? {}, key.sync) ? found.provider.syncs![key.sync] : undefined;
-      const connection = await this.connections.get(key.integration, key.connection).catch(() => undefined);
-      if (!found || !sync || !connection) return; // deleted since it was queued
-      const claimed = await this.store.claim(key, sync.model.name, randomUUID(), this.options.leaseMs, sync.mode === 'full');
-      if (!claimed) return; // one run at a time: the one running now does the work
-      // A job the queue handed over as the stop began: given back at once, for another worker.
-      if (this.stopping) return await this.handBack(claimed.handle);
-      this.emit('started', { ...job, ...(job.due_ms ? { lag_ms: Date.now() - job.due_ms } : {}) });
-      await this.start(found.provider, claimed.handle, claimed.row);
-    } finally {
-      this.inHand--;
-    }
+    const key = { integration: job.integration, connection: job.connection, sync: job.sync };
+    const found = await this.integrations.withProvider(key.integration).catch(() => undefined);
+    const sync = found && Object.hasOwn(found.provider.syncs ?? {}, key.sync) ? found.provider.syncs![key.sync] : undefined;
+    const connection = await this.connections.get(key.integration, key.connection).catch(() => undefined);
+    if (!found || !sync || !connection) return; // deleted since it was queued
+    const claimed = await this.store.claim(key, sync.model.name, randomUUID(), this.options.leaseMs, sync.mode === 'full');
+    if (!claimed) return; // one run at a time: the one running now does the work
+    // A job the queue handed over as the stop began: given back at once, for another worker.
+    if (this.stopping) return await this.handBack(claimed.handle);
+    this.emit('started', { ...job, ...(job.due_ms ? { lag_ms: Date.now() - job.due_ms } : {}) });
+    await this.start(found.provider, claimed.handle, claimed.row);
   }
 
   /** Runs a claimed sync in a worker thread, and tells what it did. */
@@ -413,7 +407,7 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
   async idle(): Promise<void> {
     for (let quiet = 0; quiet < 2; ) {
       await Promise.allSettled([...this.running.values()]);
-      const busy = this.inHand > 0 || this.running.size > 0 || (await this.queue.waiting('terapi-sync-run')) > 0;
+      const busy = this.jobs.size > 0 || this.running.size > 0 || (await this.queue.waiting('terapi-sync-run')) > 0;
       quiet = busy ? 0 : quiet + 1;
       await new Promise((r) => setTimeout(r, busy ? 20 : 60));
     }
