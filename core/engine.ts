@@ -46,6 +46,7 @@ export class Engine {
   /** The operations log (GET /operations, the dashboard). */
   readonly operations: OperationLog;
   private readonly inputValidators = new WeakMap<Action, ValidateFunction>();
+  private windingDown?: Promise<void>;
 
   private readonly sealer: Sealer;
 
@@ -190,14 +191,22 @@ export class Engine {
   }
 
   /**
-   * Stops taking runs and webhook deliveries now; the runs in flight get the stop's bound less a
-   * margin to finish, and those still going are then handed back (marked interrupted and queued
+   * Stops taking runs and webhook deliveries now; the runs and deliveries in flight get the stop's
+   * bound less a margin to finish, and the runs still going are then handed back (marked interrupted and queued
    * again, to resume from their last stored page on any worker). The server calls it as soon as a
    * stop begins, while its requests drain; `stop` calls it too.
    */
   stopWorking(): Promise<void> {
-    // The margin (2 s) is for handing back and closing, so that the whole stop fits in the bound.
-    return this.syncs.stop(Math.max(0, this.config.shutdownTimeoutMs - 2000));
+    // Once: `stop` after the server's own call waits for the same wind-down.
+    this.windingDown ??= (async () => {
+      // The margin (2 s) is for handing back and closing, so that the whole stop fits in the bound.
+      const grace = Math.max(0, this.config.shutdownTimeoutMs - 2000);
+      const until = Date.now() + grace;
+      await this.syncs.stop(grace);
+      // Webhook deliveries in flight, within the same grace: one cut now would be sent again later.
+      await this.queue.drain(Math.max(0, until - Date.now()));
+    })();
+    return this.windingDown;
   }
 
   /** Stops taking runs and webhooks (stopWorking), then closes the store, the queue and the threads. */

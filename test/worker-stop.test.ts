@@ -114,3 +114,57 @@ describe('a worker stopped midway through a run, on PostgreSQL', { skip: pgSkip 
     });
   }
 });
+
+/** A stop during a webhook delivery: the delivery finishes within the bound and is not sent again after a restart. */
+function deliveryInFlight(name: string, database: () => Promise<{ url?: string; drop: () => Promise<void> }>, skip: string | false = false) {
+  test(`a webhook delivery in flight at SIGTERM finishes, and is not sent again after a restart (${name})`, { skip }, async () => {
+    const db = await database();
+    const got: { id: string; done: boolean }[] = [];
+    let arrived: () => void = () => {};
+    const app = await fakeApi(async (req, res) => {
+      const delivery = { id: String(req.headers['x-terapi-delivery']), done: false };
+      got.push(delivery);
+      arrived();
+      await new Promise((r) => setTimeout(r, 2000));
+      delivery.done = true;
+      res.writeHead(204).end();
+    });
+    const dataDir = tempDir('terapi-delivery-stop-');
+    const providers = providersDir({ slow: provider('http://127.0.0.1:9') });
+    const env = {
+      ...(db.url ? { TERAPI_DATABASE_URL: db.url } : {}),
+      TERAPI_SECRET_KEY: SECRET,
+      TERAPI_DATA_DIR: dataDir,
+      TERAPI_PROVIDERS_DIR: providers,
+      TERAPI_WEBHOOK_URL: `${app.url}/hooks`,
+      TERAPI_WEBHOOK_RETRY_SECONDS: '0.2',
+      TERAPI_SHUTDOWN_TIMEOUT_SECONDS: String(BOUND_SECONDS + 2),
+    };
+    let s = await spawnTerapi(env);
+    try {
+      const reached = new Promise<void>((r) => (arrived = r));
+      assert.equal((await s.call('POST', '/integration', { provider_config_key: 'slow', provider: 'slow' })).status, 200);
+      assert.equal((await s.call('POST', '/connection', { connection_id: 'hooked', provider_config_key: 'slow', credentials: { type: 'api_key', api_key: 'k' } })).status, 200);
+      await reached;
+      const signalled = Date.now();
+      await s.stop('SIGTERM');
+      assert.equal(s.exitCode(), 0, s.output());
+      assert.ok(Date.now() - signalled < (BOUND_SECONDS + 3) * 1000 + 500);
+      assert.deepEqual(got.map((g) => g.done), [true], 'the delivery in flight was answered before the process ended');
+      assert.match(s.output(), /webhook delivered/);
+      s = await spawnTerapi(env);
+      // Retries come every 0.2 s or so: a delivery left in hand would be sent again by now.
+      await new Promise((r) => setTimeout(r, 3000));
+      assert.equal(got.length, 1, `deliveries: ${got.map((g) => g.id).join(', ')}`);
+    } finally {
+      await s.stop('SIGKILL');
+      await app.close();
+      await db.drop();
+      rmSync(dataDir, { recursive: true, force: true });
+      rmSync(providers, { recursive: true, force: true });
+    }
+  });
+}
+
+deliveryInFlight('embedded', async () => ({ drop: async () => {} }));
+deliveryInFlight('postgres', () => freshDatabase(), pgSkip);

@@ -30,12 +30,30 @@ export interface JobQueue {
   earliestDue(queue: QueueName): Promise<number | undefined>;
   /** Stops taking jobs (those in hand go on); sending still works. */
   stopWorking(): Promise<void>;
+  /**
+   * After stopWorking: waits up to `ms` for the jobs in hand to end (a webhook delivery in flight is
+   * finished rather than cut and sent again). Those still going when the queue closes are failed,
+   * and tried again later.
+   */
+  drain(ms: number): Promise<void>;
   close(): Promise<void>;
 }
 
 const QUEUES: QueueName[] = ['terapi-sync-run', 'terapi-webhook'];
 
+/** Waits until `jobs` is empty (jobs added meanwhile included) or `ms` has passed. */
+async function settle(jobs: Set<Promise<unknown>>, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  while (jobs.size && Date.now() < until) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...jobs]), new Promise((r) => (timer = setTimeout(r, until - Date.now())))]);
+    clearTimeout(timer);
+  }
+}
+
 export class PgBossQueue implements JobQueue {
+  private readonly inHand = new Set<Promise<void>>();
+
   private constructor(private readonly boss: PgBoss) {}
 
   static async open(databaseUrl: string, log: Logger): Promise<PgBossQueue> {
@@ -74,9 +92,12 @@ export class PgBossQueue implements JobQueue {
     for (let i = 0; i < concurrency; i++) {
       let id = '';
       id = await this.boss.work(queue, { batchSize: 1, pollingIntervalSeconds: 0.5 }, async ([job]) => {
+        const done = handler(job.data);
+        this.inHand.add(done);
         try {
-          await handler(job.data);
+          await done;
         } finally {
+          this.inHand.delete(done);
           // pg-boss waits out the polling interval after each job, which capped a worker at 2 jobs a
           // second per slot (bench/scale.ts): told here, it fetches the next one at once; an empty
           // queue is still polled every half second.
@@ -102,6 +123,10 @@ export class PgBossQueue implements JobQueue {
     await Promise.all(QUEUES.map((q) => this.boss.offWork(q)));
   }
 
+  drain(ms: number): Promise<void> {
+    return settle(this.inHand, ms);
+  }
+
   async close(): Promise<void> {
     await this.boss.stop({ graceful: false, wait: true });
   }
@@ -115,6 +140,8 @@ export class SqliteQueue implements JobQueue {
   private stopping = false;
   private readonly loops: Promise<void>[] = [];
   private readonly wakers = new Set<() => void>();
+  /** Jobs in hand, from their handler to the row's update. */
+  private readonly inHand = new Set<Promise<void>>();
 
   private constructor(
     private readonly sql: Sql,
@@ -177,10 +204,12 @@ export class SqliteQueue implements JobQueue {
           .catch(() => []);
         if (!job) continue;
         busy++;
-        void this.run(queue, job, handler).finally(() => {
+        const done: Promise<void> = this.run(queue, job, handler).finally(() => {
           busy--;
+          this.inHand.delete(done);
           for (const wake of this.wakers) wake();
         });
+        this.inHand.add(done);
       }
       if (!ready.length || busy >= concurrency) {
         await new Promise<void>((resolve) => {
@@ -223,6 +252,10 @@ export class SqliteQueue implements JobQueue {
   async stopWorking(): Promise<void> {
     this.stopping = true;
     for (const wake of this.wakers) wake();
+  }
+
+  drain(ms: number): Promise<void> {
+    return settle(this.inHand, ms);
   }
 
   async close(): Promise<void> {
