@@ -141,9 +141,12 @@ async function main() {
   writeFileSync(join(providers, 'bench.yaml'), providerFile(api.url));
   const env = { TERAPI_DATABASE_URL: db.url, TERAPI_SECRET_KEY: SECRET, TERAPI_DATA_DIR: temp, TERAPI_PROVIDERS_DIR: providers, TERAPI_SHUTDOWN_TIMEOUT_SECONDS: '5' };
 
+  // Each kept as it starts: a start that fails later still stops those before it.
   const apis: ServerProcess[] = [];
-  for (let i = 0; i < 3; i++) apis.push(await spawnTerapi({ ...env, TERAPI_ROLE: 'api' }));
-  processes.push(...apis);
+  for (let i = 0; i < 3; i++) {
+    apis.push(await spawnTerapi({ ...env, TERAPI_ROLE: 'api' }));
+    processes.push(apis[i]);
+  }
   // TERAPI_BENCH_WORKER_NODE_ARGS, such as "--cpu-prof --cpu-prof-dir=/tmp/prof", are given to the workers' node.
   const nodeArgs = (process.env.TERAPI_BENCH_WORKER_NODE_ARGS ?? '').split(' ').filter(Boolean);
   for (let i = 0; i < 2; i++) processes.push(await spawnTerapi(env, { command: [process.execPath, ...nodeArgs, join(root, 'server/bin.mjs'), 'worker'] }));
