@@ -129,7 +129,7 @@ function cpuMs(pid: number | undefined): number {
 }
 
 const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] : NaN);
-const seconds = (ms: number) => (Number.isNaN(ms) ? "none" : `${(ms / 1000).toFixed(2)} s`);
+const seconds = (ms: number) => (Number.isNaN(ms) ? 'none' : `${(ms / 1000).toFixed(2)} s`);
 
 async function main() {
   console.log(`bench/scale: ${CONNECTIONS} connections x ${SYNCS.length} syncs every minute, ${RECORDS} records a run in pages of ${PAGE} (${DELAY_MS} ms a page), ${MINUTES} min; 3 API processes, 2 workers; load average before: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
