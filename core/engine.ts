@@ -13,7 +13,7 @@ import { ProviderRegistry } from './format/provider-registry.ts';
 import type { Method, Provider, Sync } from './format/provider-types.ts';
 import { Template } from './format/template.ts';
 import { acquirePools, releasePools, type WorkerPools } from './jobs/pools.ts';
-import { PgBossQueue, SqliteQueue, type JobQueue } from './jobs/queue.ts';
+import { PgBossQueue, SqliteQueue, type JobQueue, type QueueName } from './jobs/queue.ts';
 import { Webhooks } from './jobs/webhooks.ts';
 import { openSql, type Sql } from './store/sql.ts';
 import { SyncStore } from './sync/sync-store.ts';
@@ -50,6 +50,7 @@ export class Engine {
   readonly operations: OperationLog;
   /** Provider files deployed through the API (PUT /providers/{name}). */
   readonly deployments: Deployments;
+  private windingDown?: Promise<void>;
 
   private readonly sealer: Sealer;
 
@@ -187,11 +188,38 @@ export class Engine {
     if (problems.length) throw new ConfigError(problems);
   }
 
-  /** Stops taking runs and webhooks; runs still going after the grace period are handed back to be resumed. */
+  /**
+   * The jobs waiting in each queue and how late the longest-waiting scheduled run is, read from the
+   * store at each call: with PostgreSQL every server reports the cluster's state (GET /metrics).
+   */
+  async backlog(): Promise<{ waiting: Record<QueueName, number>; scheduleLagMs: number }> {
+    const [runs, webhooks, scheduleLagMs] = await Promise.all([this.queue.waiting('terapi-sync-run'), this.queue.waiting('terapi-webhook'), this.syncs.scheduleLag()]);
+    return { waiting: { 'terapi-sync-run': runs, 'terapi-webhook': webhooks }, scheduleLagMs };
+  }
+
+  /**
+   * Stops taking runs and webhook deliveries now; the runs and deliveries in flight get the stop's
+   * bound less a margin to finish, and the runs still going are then handed back (marked interrupted and queued
+   * again, to resume from their last stored page on any worker). The server calls it as soon as a
+   * stop begins, while its requests drain; `stop` calls it too.
+   */
+  stopWorking(): Promise<void> {
+    // Once: `stop` after the server's own call waits for the same wind-down.
+    this.windingDown ??= (async () => {
+      // The margin (2 s) is for handing back and closing, so that the whole stop fits in the bound.
+      const grace = Math.max(0, this.config.shutdownTimeoutMs - 2000);
+      const until = Date.now() + grace;
+      await this.syncs.stop(grace);
+      // Webhook deliveries in flight, within the same grace: one cut now would be sent again later.
+      await this.queue.drain(Math.max(0, until - Date.now()));
+    })();
+    return this.windingDown;
+  }
+
+  /** Stops taking runs and webhooks (stopWorking), then closes the store, the queue and the threads. */
   async stop(): Promise<void> {
-    // Runs get the stop's bound less a margin to hand back the rest, so that the whole stop fits in it.
     this.deployments.stop();
-    await this.syncs.stop(Math.max(0, this.config.shutdownTimeoutMs - 2000));
+    await this.stopWorking();
     this.registry.close();
     await this.queue.close();
     await releasePools(this.pools);

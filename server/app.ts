@@ -11,6 +11,7 @@ import { callbackPage } from './callback-page.ts';
 import { DashboardSessions, DASHBOARD_SESSION_MS } from '../core/auth/dashboard-sessions.ts';
 import type { OperationsQuery } from '../core/operations.ts';
 import { isWebFile, serveFile, servePage } from './web.ts';
+import { Metrics } from './metrics.ts';
 
 /** Headers of the caller that never reach the provider: ours, and those of this hop only. */
 const NOT_FORWARDED = new Set(['authorization', 'host', 'connection', 'content-length', 'provider-config-key', 'connection-id', 'cookie', 'keep-alive', 'transfer-encoding', 'upgrade', 'accept-encoding', 'te', 'trailer', 'proxy-authorization']);
@@ -63,6 +64,7 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   const app = new Koa();
   const router = new Router();
   const log = engine.log;
+  const metrics = new Metrics(engine);
   const isSecret = secretChecker(engine.config.secretKey);
   const requireSecret = (ctx: Context) => {
     const header = ctx.get('authorization');
@@ -138,6 +140,7 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
       if (status >= 500) log.error({ request_id: id, err: e, path: ctx.path }, 'request failed');
     } finally {
       if (state.draining) ctx.set('connection', 'close');
+      metrics.observe(ctx, (performance.now() - started) / 1000);
       // The path only: query strings may carry connect session tokens and OAuth codes.
       log.info({ request_id: id, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round((performance.now() - started) * 10) / 10 }, 'request');
     }
@@ -188,6 +191,7 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
       ctx.body = { status: 'unavailable', store: engine.store.dialect, providers: engine.registry.list().length };
     }
   });
+  router.get('/metrics', op('getMetrics'), (ctx) => metrics.serve(ctx));
   router.get('/openapi.yaml', op('openapi'), (ctx) => {
     ctx.type = 'application/yaml';
     ctx.body = OPENAPI_TEXT;
@@ -404,6 +408,7 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     ctx.body = res.body;
   });
 
+  metrics.bindRoutes(router);
   app.use(router.routes());
   // Reached when no route took the request: router.allowedMethods() answers OPTIONS, and sets 405
   // and Allow for a path the router knows with another method; the answer is then an ErrorResponse.

@@ -37,8 +37,13 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
     if (stopping) return;
     stopping = true;
     const bound = config.shutdownTimeoutMs;
-    log.info({ signal, timeout_ms: bound }, 'stopping: no new connections, finishing the requests in flight');
+    // The whole stop fits in the bound and one second more, to close the store after requests cut at the bound.
+    const deadline = Date.now() + bound + 1000;
+    log.info({ signal, timeout_ms: bound, role: config.role }, 'stopping: no new connections or jobs, finishing the requests and runs in flight');
     state.draining = true;
+    // At once, beside the requests' drain: no job is taken from now on, and the runs in flight
+    // get the bound less a margin, then are handed back to resume on another worker.
+    const wound = engine.stopWorking();
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     if (!(await within(closed, bound))) {
       const open = await new Promise<number>((resolve) => server.getConnections((_e, n) => resolve(n ?? 0)));
@@ -46,17 +51,18 @@ export async function serve(env: NodeJS.ProcessEnv = process.env): Promise<void>
       server.closeAllConnections();
       await closed;
     }
-    // Running syncs get as long again to finish; past that the exit code says the stop was not clean.
+    // Past the deadline the exit code says the stop was not clean (runs not handed back are
+    // recovered by another worker once their lease runs out).
     let code = 0;
-    const stopped = engine.stop().then(
+    const stopped = wound.then(() => engine.stop()).then(
       () => log.info('stopped'),
       (e) => {
         log.error({ err: e }, 'the engine did not stop cleanly');
         code = 1;
       },
     );
-    if (!(await within(stopped, bound))) {
-      log.error(`the engine did not stop within ${bound} ms`);
+    if (!(await within(stopped, deadline - Date.now()))) {
+      log.error(`the engine did not stop within ${bound + 1000} ms`);
       code = 1;
     }
     log.flush(() => process.exit(code));

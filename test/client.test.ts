@@ -203,6 +203,8 @@ describe('the typed client (client/)', () => {
 
   test('integrations, connections, tokens: typed answers, typed credentials', async () => {
     const { data: health } = await client.GET('/health');
+    const { data: metrics } = await client.GET('/metrics', { parseAs: 'text' });
+    assert.match(metrics!, /^# TYPE terapi_http_request_duration_seconds histogram$/m);
     assert.deepEqual([health?.status, health?.store], ['ok', 'sqlite']);
     const { data: yaml } = await client.GET('/openapi.yaml', { parseAs: 'text' });
     assert.match(yaml!, /^openapi: 3\.0\.3$/m);

@@ -119,8 +119,8 @@ describe('a provider deployed through one server is used by a run on another (Po
     assert.equal(records.length, 5);
     assert.deepEqual(new Set(records.map((r) => r.tag)), new Set(['v1']));
     assert.equal(api.requests.at(-1)!.headers['x-key'], 'key-1');
-    // The worker server ran it: the API server runs no sync.
-    assert.match(back.output(), /sync run started/);
+    // The worker server ran it: the API server runs no sync. (Log lines are written in blocks: wait for it.)
+    await waitFor('the run in the worker server\'s log', async () => (/sync run started/.test(back.output()) ? true : undefined), 10_000);
     assert.doesNotMatch(front.output(), /sync run started/);
 
     writeFileSync(file, acme(api.url, 'v2'));

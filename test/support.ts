@@ -41,6 +41,17 @@ export async function freshDatabase(adminUrl = PG_URL!, prefix = 'terapi_test'):
   };
 }
 
+/** Polls `probe` every 100 ms until it answers something other than undefined; fails after `ms`, naming `what`. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, ms = 30_000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 export const tempDir = (prefix = 'terapi-') => mkdtempSync(join(tmpdir(), prefix));
 
 /** Writes provider files into a new folder, for TERAPI_PROVIDERS_DIR. */
@@ -154,8 +165,10 @@ export interface ServerProcess {
   call: Call;
   /** Whether the process is still running. */
   alive: () => boolean;
-  /** Stops the process with this signal (SIGTERM by default) and waits for it to end. */
+  /** Stops the process (its process group, when started as one) with this signal (SIGTERM by default) and waits for it to end. */
   stop: (signal?: NodeJS.Signals) => Promise<void>;
+  /** The exit code once it has ended (null when a signal ended it). */
+  exitCode: () => number | null;
 }
 
 /** A spawned server process (the name the sync tests use). */
@@ -167,10 +180,13 @@ export const ROOT = new URL('..', import.meta.url).pathname;
  * The server as `npm start` runs it (node --import tsx server/main.ts), in a child process on a free
  * port, with the test encryption key; resolves once it listens. For races between real processes.
  */
-export async function spawnTerapi(env: Record<string, string> = {}): Promise<ServerProcess> {
+export async function spawnTerapi(env: Record<string, string> = {}, how: { command?: string[]; group?: boolean } = {}): Promise<ServerProcess> {
   const dataDir = env.TERAPI_DATA_DIR ?? tempDir('terapi-data-');
   const secret = env.TERAPI_SECRET_KEY ?? `sk_test_${randomBytes(8).toString('hex')}`;
-  const child = spawn(process.execPath, ['--import', 'tsx', 'server/main.ts'], {
+  // `command` runs another way (`node server/bin.mjs worker`, `npm start`); `group` starts it in a process group of its own, as a service manager does, and signals the group.
+  const [file, ...args] = how.command ?? [process.execPath, '--import', 'tsx', 'server/main.ts'];
+  const child = spawn(file, args, {
+    detached: how.group ?? false,
     cwd: ROOT,
     // At info level: the line saying which port it listens on is how this finds it.
     env: { PATH: process.env.PATH!, UV_THREADPOOL_SIZE: '16', PORT: '0', TERAPI_DATA_DIR: dataDir, TERAPI_SECRET_KEY: secret, TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, ...env, TERAPI_LOG_LEVEL: 'info' },
@@ -202,8 +218,12 @@ export async function spawnTerapi(env: Record<string, string> = {}): Promise<Ser
     output: () => output,
     call: caller(url, secret),
     alive: () => child.exitCode === null && child.signalCode === null,
+    exitCode: () => child.exitCode,
     stop: async (signal: NodeJS.Signals = 'SIGTERM') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      if (child.exitCode === null && child.signalCode === null) {
+        if (how.group) process.kill(-child.pid!, signal);
+        else child.kill(signal);
+      }
       await exited;
       if (!env.TERAPI_DATA_DIR) rmSync(dataDir, { recursive: true, force: true });
     },

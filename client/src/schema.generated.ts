@@ -638,6 +638,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Metrics in the Prometheus text format
+         * @description Beyond the spec. Counters and histograms of this process (each API server and worker exposes its own; Prometheus adds them up across targets): terapi_http_request_duration_seconds (method, route as the router's pattern such as /sync/:connection_id/:sync_name, never the raw path, status; its _count is the number of requests), terapi_token_refreshes_total (provider, outcome success, error or needs_reauth), terapi_sync_runs_total (outcome), terapi_sync_run_duration_seconds, terapi_sync_start_lag_seconds (how late the scheduled runs this process started began), terapi_sync_records_total (action added, updated or deleted), terapi_webhook_deliveries_total (outcome delivered, refused or unreachable), and Node.js process metrics. Read from the database at each scrape, the same on every process of one database: terapi_job_queue_depth (queue) and terapi_schedule_lag_seconds (how late the longest-waiting scheduled run is now, 0 when none waits); they are left out of the answer when the store is unreachable. A worker process (TERAPI_ROLE=worker) serves it too.
+         */
+        get: operations["getMetrics"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -2564,6 +2584,29 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["StoreUnavailable"];
+        };
+    };
+    getMetrics: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The metrics, in the Prometheus text exposition format 0.0.4 */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            405: components["responses"]["MethodNotAllowed"];
+            500: components["responses"]["InternalError"];
         };
     };
 }

@@ -54,6 +54,8 @@ export interface TokenResult {
 /** A token request made for a connection (a refresh, or a client-credentials token) that worked. */
 export interface RefreshedEvent {
   provider_config_key: string;
+  /** The provider's name (its file's): metrics count refreshes by it. */
+  provider: string;
   connection_id: string;
   request_id?: string;
   duration_ms: number;
@@ -137,7 +139,7 @@ export class AuthEngine extends EventEmitter<{
     if (record.credentials !== seen.credentials) return this.made(integration, provider, record, current);
     const scrub = this.scrubber(integration, current);
     const started = performance.now();
-    const told = { provider_config_key: record.provider_config_key, connection_id: record.id, ...(requestId ? { request_id: requestId } : {}) };
+    const told = { provider_config_key: record.provider_config_key, provider: provider.name, connection_id: record.id, ...(requestId ? { request_id: requestId } : {}) };
     const failed = (error: string, message: string, needsReauth = false) =>
       this.emit('refresh_failed', { ...told, duration_ms: performance.now() - started, error, message, needs_reauth: needsReauth });
 

@@ -24,16 +24,36 @@ export interface JobQueue {
   send(queue: QueueName, data: object, options?: SendOptions, tx?: SqlTx): Promise<void>;
   /** Works jobs of a queue, `concurrency` at a time; a handler that throws fails the job (retried as sent). */
   work(queue: QueueName, concurrency: number, handler: (data: any) => Promise<void>): Promise<void>;
-  /** Jobs waiting to start (the queue's depth). */
+  /** Jobs waiting to start (the queue's depth), in every process's queue on this database. */
   waiting(queue: QueueName): Promise<number>;
+  /** The earliest `due_ms` (ms since the epoch) in the data of the jobs waiting to start; undefined when none has one. */
+  earliestDue(queue: QueueName): Promise<number | undefined>;
   /** Stops taking jobs (those in hand go on); sending still works. */
   stopWorking(): Promise<void>;
+  /**
+   * After stopWorking: waits up to `ms` for the jobs in hand to end (a webhook delivery in flight is
+   * finished rather than cut and sent again). Those still going when the queue closes are failed,
+   * and tried again later.
+   */
+  drain(ms: number): Promise<void>;
   close(): Promise<void>;
 }
 
 const QUEUES: QueueName[] = ['terapi-sync-run', 'terapi-webhook'];
 
+/** Waits until `jobs` is empty (jobs added meanwhile included) or `ms` has passed. */
+async function settle(jobs: Set<Promise<unknown>>, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  while (jobs.size && Date.now() < until) {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled([...jobs]), new Promise((r) => (timer = setTimeout(r, until - Date.now())))]);
+    clearTimeout(timer);
+  }
+}
+
 export class PgBossQueue implements JobQueue {
+  private readonly inHand = new Set<Promise<void>>();
+
   private constructor(private readonly boss: PgBoss) {}
 
   static async open(databaseUrl: string, log: Logger): Promise<PgBossQueue> {
@@ -70,7 +90,20 @@ export class PgBossQueue implements JobQueue {
 
   async work(queue: QueueName, concurrency: number, handler: (data: any) => Promise<void>): Promise<void> {
     for (let i = 0; i < concurrency; i++) {
-      await this.boss.work(queue, { batchSize: 1, pollingIntervalSeconds: 0.5 }, async ([job]) => handler(job.data));
+      let id = '';
+      id = await this.boss.work(queue, { batchSize: 1, pollingIntervalSeconds: 0.5 }, async ([job]) => {
+        const done = handler(job.data);
+        this.inHand.add(done);
+        try {
+          await done;
+        } finally {
+          this.inHand.delete(done);
+          // pg-boss waits out the polling interval after each job, which capped a worker at 2 jobs a
+          // second per slot (bench/scale.ts): told here, it fetches the next one at once; an empty
+          // queue is still polled every half second.
+          this.boss.notifyWorker(id);
+        }
+      });
     }
   }
 
@@ -78,9 +111,20 @@ export class PgBossQueue implements JobQueue {
     return this.boss.getQueueSize(queue);
   }
 
+  async earliestDue(queue: QueueName): Promise<number | undefined> {
+    // pg-boss's own table (schema pgboss): states before 'active' wait to start, as in getQueueSize.
+    const result = await this.boss.getDb().executeSql(`SELECT min((data ->> 'due_ms')::bigint) AS due FROM pgboss.job WHERE name = $1 AND state < 'active'`, [queue]);
+    const due = result.rows[0]?.due;
+    return due === null || due === undefined ? undefined : Number(due);
+  }
+
   async stopWorking(): Promise<void> {
     // Fetches no more jobs; handlers in flight go on (the caller waits for them or hands them back).
     await Promise.all(QUEUES.map((q) => this.boss.offWork(q)));
+  }
+
+  drain(ms: number): Promise<void> {
+    return settle(this.inHand, ms);
   }
 
   async close(): Promise<void> {
@@ -96,6 +140,8 @@ export class SqliteQueue implements JobQueue {
   private stopping = false;
   private readonly loops: Promise<void>[] = [];
   private readonly wakers = new Set<() => void>();
+  /** Jobs in hand, from their handler to the row's update. */
+  private readonly inHand = new Set<Promise<void>>();
 
   private constructor(
     private readonly sql: Sql,
@@ -158,10 +204,12 @@ export class SqliteQueue implements JobQueue {
           .catch(() => []);
         if (!job) continue;
         busy++;
-        void this.run(queue, job, handler).finally(() => {
+        const done: Promise<void> = this.run(queue, job, handler).finally(() => {
           busy--;
+          this.inHand.delete(done);
           for (const wake of this.wakers) wake();
         });
+        this.inHand.add(done);
       }
       if (!ready.length || busy >= concurrency) {
         await new Promise<void>((resolve) => {
@@ -196,9 +244,18 @@ export class SqliteQueue implements JobQueue {
     return Number(row.n);
   }
 
+  async earliestDue(queue: QueueName): Promise<number | undefined> {
+    const [row] = await this.sql.query<{ due: number | null }>(`SELECT min(json_extract(data, '$.due_ms')) AS due FROM terapi_jobs WHERE queue = $1 AND state = 'created'`, [queue]);
+    return row?.due === null || row?.due === undefined ? undefined : Number(row.due);
+  }
+
   async stopWorking(): Promise<void> {
     this.stopping = true;
     for (const wake of this.wakers) wake();
+  }
+
+  drain(ms: number): Promise<void> {
+    return settle(this.inHand, ms);
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,5 @@
 import { createHmac, randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
 import got from 'got';
 import type { Logger } from '../logger.ts';
 import type { SqlTx } from '../store/sql.ts';
@@ -28,6 +29,9 @@ export interface WebhookOptions {
 
 export const WEBHOOK_RETRIES = 12;
 
+/** How one delivery attempt ended: taken by the app (2xx), refused (any other status), or the app not reached. */
+export type DeliveryOutcome = 'delivered' | 'refused' | 'unreachable';
+
 /**
  * Webhooks to the app (TERAPI_WEBHOOK_URL). Each event is a durable job, queued in the same
  * transaction as what it reports where there is one, and delivered at least once: retried with
@@ -37,12 +41,14 @@ export const WEBHOOK_RETRIES = 12;
  * `X-Terapi-Timestamp` (Unix seconds of this attempt) and `X-Terapi-Signature`:
  * `sha256=` + hex HMAC-SHA256, under the secret key, of `<timestamp>.<raw body>` (README, "Webhooks").
  */
-export class Webhooks {
+export class Webhooks extends EventEmitter<{ delivery: [{ type: WebhookEvent['type']; outcome: DeliveryOutcome }] }> {
   constructor(
     private readonly queue: JobQueue,
     private readonly options: WebhookOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    super();
+  }
 
   get enabled(): boolean {
     return this.options.url !== undefined;
@@ -78,13 +84,16 @@ export class Webhooks {
       status = res.statusCode;
     } catch (e) {
       this.log.warn({ delivery: delivery.id, type: delivery.event.type, err: (e as Error).message }, 'webhook not delivered: the app could not be reached');
+      this.emit('delivery', { type: delivery.event.type, outcome: 'unreachable' });
       throw e;
     }
     if (status < 200 || status >= 300) {
       this.log.warn({ delivery: delivery.id, type: delivery.event.type, status }, 'webhook not delivered: the app answered an error');
+      this.emit('delivery', { type: delivery.event.type, outcome: 'refused' });
       throw new Error(`the app answered HTTP ${status}`);
     }
     this.log.info({ delivery: delivery.id, type: delivery.event.type }, 'webhook delivered');
+    this.emit('delivery', { type: delivery.event.type, outcome: 'delivered' });
   }
 }
 

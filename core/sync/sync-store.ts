@@ -350,6 +350,12 @@ export class SyncStore {
     });
   }
 
+  /** When the longest-overdue sync that is not yet queued was due (ms since the epoch); undefined when none is overdue. */
+  async earliestOverdue(now = Date.now()): Promise<number | undefined> {
+    const [r] = await this.sql.query<{ due: number | string | null }>(`SELECT min(next_run_ms) AS due FROM terapi_syncs WHERE next_run_ms <= $1 AND paused = 0`, [now]);
+    return r?.due === null || r?.due === undefined ? undefined : Number(r.due);
+  }
+
   /** Hands the runs' pending events to `send` in one transaction with clearing them: each is sent once it is queued. */
   async takeEvents(limit: number, send: (events: (SyncKey & { event: SyncEvent })[], tx: SqlTx) => Promise<void>): Promise<number> {
     if (!(await this.sql.query(`SELECT 1 FROM terapi_syncs WHERE pending_event IS NOT NULL LIMIT 1`, [])).length) return 0;

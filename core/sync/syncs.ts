@@ -79,11 +79,20 @@ export interface RunJob extends SyncKey {
   reason: 'schedule' | 'trigger' | 'resume';
 }
 
-export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { lag_ms?: number }] }> {
+/** Records one stored page or run end of this process wrote (a run's own thread stores nothing itself). */
+export interface StoredEvent {
+  added: number;
+  updated: number;
+  deleted: number;
+}
+
+export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { lag_ms?: number }]; stored: [StoredEvent] }> {
   private readonly running = new Map<string, Promise<void>>();
   private readonly stoppers = new Map<string, AbortController>();
   private ticker?: NodeJS.Timeout;
-  private inHand = 0;
+  /** Jobs in hand (from taking the job to the run's end): a stop waits for them. */
+  private readonly jobs = new Set<Promise<void>>();
+  private stopping?: Promise<void>;
 
   constructor(
     private readonly store: SyncStore,
@@ -142,6 +151,17 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
       total += n;
       if (n < 500) return total;
     }
+  }
+
+  /**
+   * How late the longest-waiting scheduled run is now (ms), read from the store so that every
+   * process on one database tells the same: the earliest due time among runs queued and not yet
+   * started, and syncs due but not yet queued. 0 when nothing scheduled waits.
+   */
+  async scheduleLag(now = Date.now()): Promise<number> {
+    const [queued, overdue] = await Promise.all([this.queue.earliestDue('terapi-sync-run'), this.store.earliestOverdue(now)]);
+    const earliest = Math.min(queued ?? now, overdue ?? now);
+    return Math.max(0, now - earliest);
   }
 
   /** Sends the events runs left for the app, clearing each in the transaction that queues it. */
@@ -204,21 +224,24 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
   }
 
   /** A sync-run job: claims the sync and runs it here, unless a run holds it or it no longer exists. */
-  private async runJob(job: RunJob): Promise<void> {
-    this.inHand++;
-    try {
-      const key = { integration: job.integration, connection: job.connection, sync: job.sync };
-      const found = await this.integrations.withProvider(key.integration).catch(() => undefined);
-      const sync = found && Object.hasOwn(found.provider.syncs ?? {}, key.sync) ? found.provider.syncs![key.sync] : undefined;
-      const connection = await this.connections.get(key.integration, key.connection).catch(() => undefined);
-      if (!found || !sync || !connection) return; // deleted since it was queued
-      const claimed = await this.store.claim(key, sync.model.name, randomUUID(), this.options.leaseMs, sync.mode === 'full');
-      if (!claimed) return; // one run at a time: the one running now does the work
-      this.emit('started', { ...job, ...(job.due_ms ? { lag_ms: Date.now() - job.due_ms } : {}) });
-      await this.start(found.provider, claimed.handle, claimed.row);
-    } finally {
-      this.inHand--;
-    }
+  private runJob(job: RunJob): Promise<void> {
+    const done = this.takeJob(job).finally(() => this.jobs.delete(done));
+    this.jobs.add(done);
+    return done;
+  }
+
+  private async takeJob(job: RunJob): Promise<void> {
+    const key = { integration: job.integration, connection: job.connection, sync: job.sync };
+    const found = await this.integrations.withProvider(key.integration).catch(() => undefined);
+    const sync = found && Object.hasOwn(found.provider.syncs ?? {}, key.sync) ? found.provider.syncs![key.sync] : undefined;
+    const connection = await this.connections.get(key.integration, key.connection).catch(() => undefined);
+    if (!found || !sync || !connection) return; // deleted since it was queued
+    const claimed = await this.store.claim(key, sync.model.name, randomUUID(), this.options.leaseMs, sync.mode === 'full');
+    if (!claimed) return; // one run at a time: the one running now does the work
+    // A job the queue handed over as the stop began: given back at once, for another worker.
+    if (this.stopping) return await this.handBack(claimed.handle);
+    this.emit('started', { ...job, ...(job.due_ms ? { lag_ms: Date.now() - job.due_ms } : {}) });
+    await this.start(found.provider, claimed.handle, claimed.row);
   }
 
   /** Runs a claimed sync in a worker thread, and tells what it did. */
@@ -259,8 +282,7 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
       return { summary: { ...row.last_run!, outcome: 'error', error: outcome.message }, timings: NO_TIMINGS };
     } catch (e) {
       if (stopper.signal.aborted) {
-        await this.store.interrupt(handle, 'the run was handed back: its process stopped; it resumes where it stopped');
-        await this.queue.send('terapi-sync-run', { ...handle, reason: 'resume' } satisfies RunJob, { singletonKey: jobKey(handle) });
+        await this.handBack(handle);
         return { summary: { ...row.last_run!, outcome: 'interrupted' }, timings: NO_TIMINGS };
       }
       // The run's thread ended without recording how (stopped by the watchdog or its memory cap,
@@ -275,14 +297,28 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
     }
   }
 
+  /** Marks a run interrupted (what it stored stays, with its checkpoint) and queues it again, to resume on any worker. */
+  private async handBack(handle: RunHandle): Promise<void> {
+    await this.store.interrupt(handle, 'the run was handed back: its process stopped; it resumes where it stopped');
+    await this.queue.send('terapi-sync-run', { integration: handle.integration, connection: handle.connection, sync: handle.sync, reason: 'resume' } satisfies RunJob, { singletonKey: jobKey(handle) });
+    this.log.info({ integration: handle.integration, connection: handle.connection, sync: handle.sync, run: handle.runId }, 'sync run handed back: it resumes from its last stored page');
+  }
+
   /** A run thread's page or end, stored here: the thread holds no database handle (core/jobs/sync-worker.ts). */
   private async answerStore(handle: RunHandle, request: Extract<WorkerMessage, { kind: 'store' }>): Promise<StoreAnswer> {
     try {
       // Only this run's own sync: the handle comes from this thread's claim, not from the worker.
       const args = request.args as [RunHandle, ...unknown[]];
       if (args[0]?.runId !== handle.runId || args[0]?.sync !== handle.sync || args[0]?.connection !== handle.connection || args[0]?.integration !== handle.integration) throw new Error('a run thread asked to store for another run');
-      const value = request.method === 'writePage' ? await this.store.writePage(handle, ...(args.slice(1) as [any, any, any])) : await this.store.finish(handle, ...(args.slice(1) as [any, any]));
-      return { id: request.id, value };
+      // Counted as pages are stored, not at the run's end: a run handed back or cut keeps what it wrote.
+      if (request.method === 'writePage') {
+        const counts = await this.store.writePage(handle, ...(args.slice(1) as [any, any, any]));
+        this.emit('stored', { added: counts.added, updated: counts.updated, deleted: 0 });
+        return { id: request.id, value: counts };
+      }
+      const done = await this.store.finish(handle, ...(args.slice(1) as [any, any]));
+      if (done.deleted) this.emit('stored', { added: 0, updated: 0, deleted: done.deleted });
+      return { id: request.id, value: done };
     } catch (e) {
       return { id: request.id, error: toWire(e) };
     }
@@ -341,15 +377,22 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
    * Stops queuing and taking runs, waits up to `graceMs` for the ones in hand, then hands back
    * those still going: each is marked interrupted and queued again, to resume where it stopped.
    */
-  async stop(graceMs: number): Promise<void> {
+  stop(graceMs: number): Promise<void> {
+    // A second call (the engine's stop after the server's wind-down) waits for the first.
+    this.stopping ??= this.windDown(graceMs);
+    return this.stopping;
+  }
+
+  private async windDown(graceMs: number): Promise<void> {
     clearInterval(this.ticker);
     await this.queue.stopWorking();
     let grace: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled([...this.running.values()]), new Promise((r) => (grace = setTimeout(r, graceMs)))]);
+    await Promise.race([Promise.allSettled([...this.jobs]), new Promise((r) => (grace = setTimeout(r, graceMs)))]);
     // Cleared: left running, the grace period kept a stopped process alive to its end.
     clearTimeout(grace);
     for (const stopper of this.stoppers.values()) stopper.abort(HANDED_BACK);
-    await Promise.allSettled([...this.running.values()]);
+    // Jobs taken after this point see `stopping` and hand their run back at once.
+    while (this.jobs.size) await Promise.allSettled([...this.jobs]);
   }
 
   async deleteConnection(integrationKey: string, connectionId: string): Promise<void> {
@@ -364,7 +407,7 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
   async idle(): Promise<void> {
     for (let quiet = 0; quiet < 2; ) {
       await Promise.allSettled([...this.running.values()]);
-      const busy = this.inHand > 0 || this.running.size > 0 || (await this.queue.waiting('terapi-sync-run')) > 0;
+      const busy = this.jobs.size > 0 || this.running.size > 0 || (await this.queue.waiting('terapi-sync-run')) > 0;
       quiet = busy ? 0 : quiet + 1;
       await new Promise((r) => setTimeout(r, busy ? 20 : 60));
     }
