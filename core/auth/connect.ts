@@ -264,7 +264,8 @@ export class ConnectFlow {
     }
     const { connection_config: given, ...fields } = input;
     const mode = provider.auth.mode;
-    const credentials = parseCredentials(provider, mode === 'api_key' || mode === 'basic' ? { type: mode, ...fields } : Object.keys(fields).length ? fields : undefined);
+    const typed = mode === 'api_key' || mode === 'basic' || (mode === 'oauth2_client_credentials' && Object.keys(fields).length);
+    const credentials = parseCredentials(provider, typed ? { type: mode, ...fields } : Object.keys(fields).length ? fields : undefined);
     const config = sessionConfig(provider, session, integrationKey, given ?? {}, 'complete');
     try {
       await verifyCredentials(provider, config, credentials);
@@ -299,6 +300,14 @@ function credentialFields(provider: Provider): ConnectField[] {
       return [
         { name: 'username', label: auth.username_label ?? 'Username', optional: false, secret: false },
         { name: 'password', label: auth.password_label ?? 'Password', optional: auth.password_optional ?? false, secret: true },
+      ];
+    case 'oauth2_client_credentials':
+      // The end user's own OAuth app, where every connection brings one (an app may still give one
+      // through createConnection where it is optional).
+      if (auth.connection_client !== 'required') return [];
+      return [
+        { name: 'client_id', label: 'Client ID', optional: false, secret: false },
+        { name: 'client_secret', label: 'Client secret', optional: false, secret: true },
       ];
     default:
       return [];

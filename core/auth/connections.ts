@@ -9,7 +9,8 @@ import { fullMatch } from '../expression/regex.ts';
 /** Credentials as sealed at rest, by auth mode (PRODUCT.md, "Credentials in createConnection"). */
 export type Credentials =
   | { type: 'oauth2'; access_token: string; refresh_token?: string; expires_at?: string; raw?: Record<string, unknown> }
-  | { type: 'oauth2_client_credentials'; access_token?: string; expires_at?: string; raw?: Record<string, unknown> }
+  /** client_id and client_secret: the connection's own OAuth client, where it brings one (else the integration's). */
+  | { type: 'oauth2_client_credentials'; client_id?: string; client_secret?: string; access_token?: string; expires_at?: string; raw?: Record<string, unknown> }
   | { type: 'api_key'; api_key: string }
   | { type: 'basic'; username: string; password: string }
   | { type: 'none' };
@@ -257,9 +258,15 @@ export function parseCredentials(provider: Provider, input: Record<string, unkno
         throw mismatch('{"type": "basic", "username", "password"}');
       }
       return { type: 'basic', username: input.username as string, password: input.password as string };
-    case 'oauth2_client_credentials':
-      if (input !== undefined) throw badRequest('invalid_credentials', `provider "${provider.name}" uses oauth2_client_credentials: its connections take no credentials (the integration's client id and secret are used)`);
-      return { type: 'oauth2_client_credentials' };
+    case 'oauth2_client_credentials': {
+      const required = provider.auth.connection_client === 'required';
+      if (input === undefined && !required) return { type: 'oauth2_client_credentials' };
+      const shape = `{"type": "oauth2_client_credentials", "client_id", "client_secret"}${required ? ' (each connection brings its own OAuth client)' : ", or none to use the integration's OAuth client"}`;
+      if (!input || input.type !== 'oauth2_client_credentials' || !str(input.client_id) || !str(input.client_secret)) throw mismatch(shape);
+      const extra = Object.keys(input).filter((k) => !['type', 'client_id', 'client_secret'].includes(k));
+      if (extra.length) throw mismatch(`${shape}, without ${extra.join(', ')}`);
+      return { type: 'oauth2_client_credentials', client_id: input.client_id as string, client_secret: input.client_secret as string };
+    }
     case 'none':
       if (input !== undefined) throw badRequest('invalid_credentials', `provider "${provider.name}" needs no credentials: remove "credentials"`);
       return { type: 'none' };

@@ -152,8 +152,8 @@ export class AuthEngine extends EventEmitter<{
         }, auth.refresh_url);
         // A provider that does not rotate refresh tokens sends none back: the old one stays good.
         result.credentials.type === 'oauth2' && (result.credentials.refresh_token ??= current.refresh_token);
-      } else if (provider.auth.mode === 'oauth2_client_credentials') {
-        result = await this.clientCredentialsToken(provider, provider.auth, integration, record.connection_config);
+      } else if (provider.auth.mode === 'oauth2_client_credentials' && current.type === 'oauth2_client_credentials') {
+        result = await this.clientCredentialsToken(provider, provider.auth, integration, record.connection_config, current);
       } else {
         return this.made(integration, provider, record, current);
       }
@@ -229,15 +229,23 @@ export class AuthEngine extends EventEmitter<{
     return this.tokenRequest(provider, auth, integration, config, params);
   }
 
-  async clientCredentialsToken(provider: Provider, auth: ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>): Promise<TokenResult> {
+  /**
+   * A client-credentials token, asked for with the connection's own OAuth client where it brought
+   * one (kept with the new token), else the integration's.
+   */
+  async clientCredentialsToken(provider: Provider, auth: ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>, current: Extract<Credentials, { type: 'oauth2_client_credentials' }>): Promise<TokenResult> {
     const scopes = integration.oauth_scopes ?? auth.scopes;
     const params: Record<string, string> = { grant_type: 'client_credentials', ...auth.token_params };
     if (scopes?.length) params.scope = scopes.join(auth.scope_separator ?? ' ');
-    return this.tokenRequest(provider, auth, integration, config, params);
+    const own = current.client_id && current.client_secret ? { id: current.client_id, secret: current.client_secret } : undefined;
+    if (!own && !integration.oauth_client_id) throw badRequest('missing_oauth_client', `connection has no OAuth client of its own and integration "${integration.unique_key}" has none: connections of provider "${provider.name}" give credentials {"type": "oauth2_client_credentials", "client_id", "client_secret"}`);
+    const result = await this.tokenRequest(provider, auth, integration, config, params, auth.token_url, own);
+    if (own) Object.assign(result.credentials, { client_id: own.id, client_secret: own.secret });
+    return result;
   }
 
-  private async tokenRequest(provider: Provider, auth: OAuth2Auth | ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>, params: Record<string, string>, url = auth.token_url): Promise<TokenResult> {
-    const req = this.clientRequest(integration, auth.client_auth, auth.token_request_format, 'POST', url.renderUrl(config), params);
+  private async tokenRequest(provider: Provider, auth: OAuth2Auth | ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>, params: Record<string, string>, url = auth.token_url, client?: { id: string; secret: string }): Promise<TokenResult> {
+    const req = this.clientRequest(integration, auth.client_auth, auth.token_request_format, 'POST', url.renderUrl(config), params, client);
     const res = await callProvider(req, { statuses: [500, 502, 503, 504], max_attempts: 2 });
     const data = (typeof res.body === 'object' && res.body ? res.body : {}) as Record<string, unknown>;
     if (res.status >= 400 || typeof data.error === 'string') {
@@ -250,9 +258,9 @@ export class AuthEngine extends EventEmitter<{
    * A request to the provider's OAuth server (token or revocation URL) carrying the integration's
    * client id and secret: in the body, or as basic auth with both form-encoded (RFC 6749, 2.3.1).
    */
-  private clientRequest(integration: IntegrationRecord, clientAuth: ClientAuth = 'body', format: 'form' | 'json' = 'form', method: string, url: string, params: Record<string, string>): HttpRequest {
-    const clientId = integration.oauth_client_id ?? '';
-    const clientSecret = this.integrations.clientSecret(integration) ?? '';
+  private clientRequest(integration: IntegrationRecord, clientAuth: ClientAuth = 'body', format: 'form' | 'json' = 'form', method: string, url: string, params: Record<string, string>, client?: { id: string; secret: string }): HttpRequest {
+    const clientId = client ? client.id : integration.oauth_client_id ?? '';
+    const clientSecret = client ? client.secret : this.integrations.clientSecret(integration) ?? '';
     const body = { ...params };
     const headers: Record<string, string> = { accept: 'application/json' };
     if (clientAuth === 'basic') {

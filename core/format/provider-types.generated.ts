@@ -112,6 +112,14 @@ export interface OAuth2Auth {
 export interface ClientCredentialsAuth {
   mode: 'oauth2_client_credentials';
   token_url: Template;
+  /**
+   * Whether each connection brings its own OAuth client (createConnection credentials {"type":
+   * "oauth2_client_credentials", "client_id", "client_secret"}, sealed like every credential).
+   * optional: the integration's client id and secret are the default, and a connection may give its
+   * own. required: every connection gives its own (one app per customer account, as Zoom
+   * server-to-server apps), and the integration needs none. Default: "optional".
+   */
+  connection_client?: 'optional' | 'required';
   scopes?: string[];
   /** Default: " ". */
   scope_separator?: string;

@@ -12,7 +12,7 @@ export function templateValues(config: Record<string, string>, credentials: Cred
     case 'oauth2':
     case 'oauth2_client_credentials':
       values.access_token = credentials.access_token;
-      values.client_id = clientId;
+      values.client_id = (credentials.type === 'oauth2_client_credentials' && credentials.client_id) || clientId;
       break;
     case 'api_key':
       values.api_key = credentials.api_key;
