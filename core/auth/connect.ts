@@ -58,6 +58,8 @@ export interface ConnectField {
   /** RE2 syntax, matched against the whole value (anchored). */
   pattern?: string;
   example?: string;
+  /** The value used when the end user leaves the field empty. */
+  default?: string;
   optional: boolean;
   /** Shown masked, never echoed back. */
   secret: boolean;
@@ -162,7 +164,7 @@ export class ConnectFlow {
         credentials: credentialFields(provider),
         connection_config: Object.entries(provider.connection_config ?? {})
           .filter(([name]) => preset[name] === undefined && !filledLater(provider).has(name))
-          .map(([name, f]) => ({ name, ...(f.description ? { description: f.description } : {}), pattern: f.pattern, ...(f.example ? { example: f.example } : {}), optional: f.optional ?? false, secret: false, format: f.format ?? 'text' })),
+          .map(([name, f]) => ({ name, ...(f.description ? { description: f.description } : {}), pattern: f.pattern, ...(f.example ? { example: f.example } : {}), ...(f.default ? { default: f.default } : {}), optional: (f.optional ?? false) || f.default !== undefined, secret: false, format: f.format ?? 'text' })),
       });
     }
     return { connection_id: session.connection_id, expires_at: session.expires_at, integrations };

@@ -217,11 +217,21 @@ export function checkConnectionConfig(provider: Provider, config: Record<string,
     out[name] = value;
   }
   for (const [name, field] of Object.entries(fields)) {
+    if (out[name] === undefined && field.default !== undefined) out[name] = field.default;
     if (out[name] === undefined && !field.optional && !(stage === 'before_auth' || later.has(name))) {
       throw badRequest('invalid_connection_config', `provider "${provider.name}" needs connection_config.${name}${field.description ? ` (${field.description})` : ''}`);
     }
   }
   return out;
+}
+
+/**
+ * A stored connection's configuration with the provider's defaults under it: a connection made
+ * before a field got its default (Salesforce's host) still builds its URLs.
+ */
+export function withDefaults(provider: Provider, config: Record<string, string>): Record<string, string> {
+  const defaults = Object.entries(provider.connection_config ?? {}).filter(([name, f]) => f.default !== undefined && config[name] === undefined);
+  return defaults.length ? { ...Object.fromEntries(defaults.map(([name, f]) => [name, f.default!])), ...config } : config;
 }
 
 /** Names of the connection_config fields the provider fills itself (token response, post-connection request). */

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { TerapiError, badRequest, notFound, reworded } from '../errors.ts';
 import { scrubberOf, secretsOf } from './secrets.ts';
-import { belongsTo, type ConnectionRecord, type Connections, type Credentials } from './connections.ts';
+import { belongsTo, withDefaults, type ConnectionRecord, type Connections, type Credentials } from './connections.ts';
 import { callProvider, providerFailed, providerWords, send, type HttpRequest } from '../http/send.ts';
 import type { IntegrationRecord, Integrations } from './integrations.ts';
 import type { Lock } from '../store/lock.ts';
@@ -131,7 +131,8 @@ export class AuthEngine extends EventEmitter<{
    * revoked, so a delete stays final even against a refresh in flight on another server.
    */
   private async refreshLocked(integration: IntegrationRecord, provider: Provider, seen: ConnectionRecord, requestId?: string): Promise<Fresh> {
-    const record = await this.connections.get(seen.provider_config_key, seen.id);
+    const stored = await this.connections.get(seen.provider_config_key, seen.id);
+    const record = { ...stored, connection_config: withDefaults(provider, stored.connection_config) };
     if (record.needs_reauth) throw reauthNeeded(record.id, record.reauth_reason ?? 'the provider revoked its grant');
     const current = this.connections.credentials(record);
     if (record.credentials !== seen.credentials) return this.made(integration, provider, record, current);
@@ -194,6 +195,8 @@ export class AuthEngine extends EventEmitter<{
   }
 
   private made(integration: IntegrationRecord, provider: Provider, record: ConnectionRecord, credentials: Credentials): Fresh {
+    const config = withDefaults(provider, record.connection_config);
+    if (config !== record.connection_config) record = { ...record, connection_config: config };
     return { record, credentials, provider, integration, scrub: this.scrubber(integration, credentials) };
   }
 
@@ -275,6 +278,7 @@ export class AuthEngine extends EventEmitter<{
    */
   async revoke(provider: Provider, integration: IntegrationRecord, config: Record<string, string>, credentials: Credentials): Promise<void> {
     if (provider.auth.mode !== 'oauth2' || !provider.auth.revocation || credentials.type !== 'oauth2') return;
+    config = withDefaults(provider, config);
     const revocation = provider.auth.revocation;
     try {
       const token = revocation.token === 'refresh_token' ? credentials.refresh_token ?? credentials.access_token : credentials.access_token;

@@ -2,7 +2,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Expression, ExpressionError } from '../expression/expression.ts';
-import { checkExpressionRegexes, compileRegex, LinearTimeError } from '../expression/regex.ts';
+import { checkExpressionRegexes, compileRegex, fullMatch, LinearTimeError } from '../expression/regex.ts';
 import { checkInputSchema, validateProvider, type Marked } from './provider-schema.ts';
 import { CREDENTIAL_VARIABLES, type Provider } from './provider-types.ts';
 import { Template } from './template.ts';
@@ -221,6 +221,9 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
     const src = owner('connection_config');
     if ([...Object.values(CREDENTIAL_VARIABLES).flat(), 'input'].includes(field)) {
       errors.push({ ...src.keyAt(['connection_config', field]), message: `connection_config field "${field}" has the name of a credential variable: rename it` });
+    }
+    if (spec.default !== undefined && !fullMatch(spec.pattern, spec.default)) {
+      errors.push({ ...src.valueAt(['connection_config', field, 'default']), message: `"connection_config.${field}.default" does not match the field's pattern ${spec.pattern}: give a value the pattern accepts` });
     }
     if (spec.from_token_response && provider.auth.mode !== 'oauth2' && provider.auth.mode !== 'oauth2_client_credentials') {
       errors.push({ ...src.keyAt(['connection_config', field, 'from_token_response']), message: `"connection_config.${field}.from_token_response" needs an OAuth 2 auth mode: there is no token response in mode ${provider.auth.mode}` });

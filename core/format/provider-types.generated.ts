@@ -171,6 +171,13 @@ export interface ConfigField {
   example?: string;
   /** Default: false. */
   optional?: boolean;
+  /**
+   * The value used when the connection gives none (Salesforce's login.salesforce.com, GitLab's
+   * gitlab.com, Microsoft's tenant common): the field is then optional. It must match the field's
+   * pattern (checked at load), and is filled in at connection time and for connections made before the
+   * default was added.
+   */
+  default?: string;
   /** Filled from the token response by this JSONata expression. */
   from_token_response?: Expression;
 }

@@ -80,12 +80,13 @@ function matcher(pattern) {
 function field(spec, group) {
   const id = `${group}-${spec.name}`;
   const label = spec.label ?? humanize(spec.name);
-  const hint = [spec.description, spec.example ? `For example: ${spec.example}` : null].filter(Boolean).join(' ');
+  const hint = [spec.description, spec.default ? `Leave empty for ${spec.default}.` : spec.example ? `For example: ${spec.example}` : null].filter(Boolean).join(' ');
   const input = h('input', {
     id,
     name: spec.name,
     type: spec.secret ? 'password' : spec.format === 'url' ? 'url' : 'text',
     required: !spec.optional,
+    ...(spec.default ? { placeholder: spec.default } : {}),
     autocomplete: 'off',
     autocapitalize: 'off',
     spellcheck: 'false',
