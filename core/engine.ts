@@ -1,5 +1,5 @@
 import type { ValidateFunction } from 'ajv';
-import { AuthEngine, freshValues, type Fresh } from './auth/tokens.ts';
+import { AuthEngine, freshValues, refreshesOn401, type Fresh } from './auth/tokens.ts';
 import { callProvider, callProviderStreamed, limits, providerFailed, targetUrl, type StreamedResponse } from './http/send.ts';
 import { ConnectFlow, type ConnectOutcome, type FinishConnection } from './auth/connect.ts';
 import { checkConnectionConfig, Connections, parseCredentials, type ConnectionRecord, type ConnectionView, type Credentials } from './auth/connections.ts';
@@ -368,9 +368,13 @@ export class Engine {
     const answered = (res: StreamedResponse): Partial<Operation> => ({ detail: { status: res.status }, ...(res.status >= 400 ? { outcome: 'error', error: 'provider_status', message: `the provider answered HTTP ${res.status}` } : {}) });
     return this.logged(op, async () => {
       checkProxyPath(req.path);
-      const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
+      let fresh = await this.auth.fresh(integrationKey, id, false, requestId);
       op.name = fresh.scrub(op.name);
       try {
+        const res = await this.proxyWith(fresh, req);
+        if (!refreshesOn401(fresh, res.status)) return res;
+        res.body.destroy();
+        fresh = await this.auth.fresh(integrationKey, id, { stale: fresh.record.credentials }, requestId);
         return await this.proxyWith(fresh, req);
       } catch (e) {
         throw reworded(e, fresh.scrub);
@@ -406,11 +410,18 @@ export class Engine {
       const problems = (validate.errors ?? []).map((e) => `input${e.instancePath.replace(/\//g, '.')} ${e.message}`).join('; ');
       throw badRequest('invalid_input', `the input of action "${name}" does not match its schema: ${problems}`);
     }
-    const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
-    try {
+    let fresh = await this.auth.fresh(integrationKey, id, false, requestId);
+    const send = async () => {
       const values = { ...freshValues(fresh), input };
       const json = action.request.body ? await evaluate(action.request.body, input, { input, config: fresh.record.connection_config }) : undefined;
-      const res = await callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);
+      return callProvider(apiRequest(provider, values, action.request, { json }), provider.api.retry);
+    };
+    try {
+      let res = await send();
+      if (refreshesOn401(fresh, res.status)) {
+        fresh = await this.auth.fresh(integrationKey, id, { stale: fresh.record.credentials }, requestId);
+        res = await send();
+      }
       if (res.status >= 400) {
         throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to action "${name}": ${fresh.scrub(res.text.slice(0, 10_000)).slice(0, 300)}`);
       }

@@ -192,3 +192,200 @@ api: { base_url: "https://\${host}/api" }
     assert.deepEqual(errors, ['acme.yaml:7:14: "connection_config.host.default" does not match the field\'s pattern [a-z]+\\.example\\.com: give a value the pattern accepts']);
   });
 });
+
+describe('token lifetime: default_expires_in and refresh_on_401', () => {
+  let api: Fake;
+  let t: Running;
+  let issued = 0;
+  /** Tokens the API still takes: a session ended early takes the connection's token out. */
+  const valid = new Set<string>();
+  before(async () => {
+    api = await fakeApi((req, res) => {
+      if (req.url === '/token') {
+        const token = `new-${++issued}`;
+        valid.add(token);
+        // Like Salesforce: no expires_in in the answer.
+        return json(res, 200, { access_token: token, instance_url: 'https://x.example.com' });
+      }
+      const token = (req.headers.authorization ?? '').replace('Bearer ', '');
+      if (!valid.has(token)) return json(res, 401, [{ message: 'Session expired or invalid', errorCode: 'INVALID_SESSION_ID' }]);
+      json(res, 200, { items: [{ id: 1 }, { id: 2 }], token });
+    });
+    const provider = (on401: boolean) => `
+display_name: Sessions
+categories: [testing]
+docs: https://example.com/docs
+auth:
+  mode: oauth2
+  authorization_url: ${api.url}/authorize
+  token_url: ${api.url}/token
+  token_response: { default_expires_in: 7200 }
+  refresh_on_401: ${on401}
+api: { base_url: "${api.url}" }
+syncs:
+  items:
+    mode: full
+    auto_start: false
+    request: { path: /items }
+    records: items
+    mapping: "{ 'id': $string(id) }"
+    model: { name: Item }
+actions:
+  whoami:
+    input: { type: object }
+    request: { path: /me }
+    output: "{ 'token': token }"
+`;
+    t = await startTerapi({ providersDirs: [providersDir({ sessions: provider(true), strict: provider(false) })] });
+    for (const key of ['sessions', 'strict']) await t.call('POST', '/integration', { provider_config_key: key, provider: key, oauth_client_id: 'id', oauth_client_secret: 'secret' });
+  });
+  after(async () => {
+    await t?.close();
+    await api?.close();
+  });
+  const connect = (key: string, id: string) => t.call('POST', '/connection', { connection_id: id, provider_config_key: key, credentials: { type: 'oauth2', access_token: `ended-${id}`, refresh_token: `r-${id}` } });
+  const refreshes = () => api.requests.filter((q) => q.url === '/token').length;
+
+  test('a token response without expiry gets the default lifetime', async () => {
+    await connect('strict', 'life');
+    const before = Date.now();
+    const r = await t.call('GET', '/auth/token/strict/life?force_refresh=true');
+    assert.equal(r.status, 200, r.text);
+    const elapsed = (Date.now() - before) / 1000;
+    const lifetime = (Date.parse(r.body.expires_at) - before) / 1000;
+    assert.ok(lifetime >= 7199 && lifetime <= 7201 + elapsed, `expires in ${lifetime} s`);
+  });
+
+  test('an action refused with 401 refreshes once and is sent again', async () => {
+    await connect('sessions', 'a1');
+    await t.engine.idle();
+    valid.clear(); // the session ends before its stated expiry
+    const before = refreshes();
+    const r = await t.call('POST', '/action/trigger', { provider_config_key: 'sessions', connection_id: 'a1', action_name: 'whoami', input: {} });
+    assert.equal(r.status, 200, r.text);
+    assert.match(r.body.output.token, /^new-/);
+    assert.equal(refreshes(), before + 1);
+  });
+
+  test('without refresh_on_401 a 401 is the provider failing, and nothing is refreshed', async () => {
+    await connect('strict', 's1');
+    await t.engine.idle();
+    const before = refreshes();
+    const r = await t.call('POST', '/action/trigger', { provider_config_key: 'strict', connection_id: 's1', action_name: 'whoami', input: {} });
+    assert.equal(r.status, 502, r.text);
+    assert.match(r.body.message, /HTTP 401/);
+    assert.equal(refreshes(), before);
+  });
+
+  test("a sync's pages and concurrent proxy calls refused together make one refresh", async () => {
+    const before = refreshes();
+    await connect('sessions', 'p1');
+    await t.call('POST', '/sync/trigger', { provider_config_key: 'sessions', connection_id: 'p1', syncs: ['items'] });
+    await t.engine.idle();
+    // The sync's page met the 401, refreshed once, was sent again and stored its records.
+    let r = await t.call('GET', '/records?provider_config_key=sessions&connection_id=p1&model=Item');
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.body.records.map((x: { id: string }) => x.id), ['1', '2']);
+    assert.equal(refreshes(), before + 1);
+    // The session ends early: five proxy calls at once are refused, and one refresh serves them all.
+    valid.clear();
+    const calls = await Promise.all(Array.from({ length: 5 }, () => t.call('GET', '/proxy/me', undefined, { 'provider-config-key': 'sessions', 'connection-id': 'p1' })));
+    assert.deepEqual(calls.map((c) => c.status), [200, 200, 200, 200, 200]);
+    assert.equal(new Set(calls.map((c) => c.body.token)).size, 1);
+    assert.equal(refreshes(), before + 2);
+    r = await t.call('GET', '/sync/p1/items?provider_config_key=sessions');
+    assert.equal(r.body.status, 'success', r.text);
+  });
+});
+
+describe('templates in token, refresh and revocation requests', () => {
+  let api: Fake;
+  let t: Running;
+  let issued = 0;
+  before(async () => {
+    api = await fakeApi((req, res) => {
+      if (req.url === '/token') return json(res, 200, { access_token: `at-${++issued}`, refresh_token: `rt-${issued}`, expires_in: 3600 });
+      res.writeHead(204).end();
+    });
+    const provider = `
+display_name: Templated
+categories: [testing]
+docs: https://example.com/docs
+connection_config:
+  workspace: { pattern: "[a-z]+" }
+auth:
+  mode: oauth2
+  authorization_url: ${api.url}/authorize
+  token_url: ${api.url}/token
+  scopes: [read, write]
+  token_headers:
+    Notion-Version: "2022-06-28"
+    X-Workspace: \${workspace}
+  refresh_params:
+    scope: \${scopes}
+    expires_in: "172800"
+    audience: app-\${client_id}
+  revocation:
+    url: ${api.url}/\${workspace}/tokens/\${token}
+    method: DELETE
+    token: refresh_token
+    client_auth: none
+    token_in_body: false
+    token_type_hint: true
+    headers:
+      Authorization: Bearer \${token}
+api: { base_url: "${api.url}" }
+`;
+    t = await startTerapi({ providersDirs: [providersDir({ templated: provider })] });
+    await t.call('POST', '/integration', { provider_config_key: 'tpl', provider: 'templated', oauth_client_id: 'cid', oauth_client_secret: 'csecret', oauth_scopes: 'tickets:read,users:write' });
+  });
+  after(async () => {
+    await t?.close();
+    await api?.close();
+  });
+
+  test("a refresh sends the templated headers and params: the integration's scopes and client id", async () => {
+    let r = await t.call('POST', '/connection', { connection_id: 'c', provider_config_key: 'tpl', connection_config: { workspace: 'acme' }, credentials: { type: 'oauth2', access_token: 'at-0', refresh_token: 'rt-0' } });
+    assert.equal(r.status, 200, r.text);
+    r = await t.call('GET', '/auth/token/tpl/c?force_refresh=true');
+    assert.equal(r.status, 200, r.text);
+    const refresh = api.requests.find((q) => q.url === '/token')!;
+    assert.equal(refresh.headers['notion-version'], '2022-06-28');
+    assert.equal(refresh.headers['x-workspace'], 'acme');
+    assert.deepEqual(Object.fromEntries(new URLSearchParams(refresh.body)), {
+      grant_type: 'refresh_token',
+      refresh_token: 'rt-0',
+      scope: 'tickets:read users:write',
+      expires_in: '172800',
+      audience: 'app-cid',
+      client_id: 'cid',
+      client_secret: 'csecret',
+    });
+  });
+
+  test('a revocation carries the token being revoked in its path and header, and no client secret', async () => {
+    const r = await t.call('DELETE', '/connection/c?provider_config_key=tpl');
+    assert.equal(r.status, 204, r.text);
+    const revoke = api.requests.at(-1)!;
+    assert.equal(revoke.method, 'DELETE');
+    assert.equal(revoke.url, '/acme/tokens/rt-1');
+    assert.equal(revoke.headers.authorization, 'Bearer rt-1');
+    // Only the hint is in the body: neither the token (token_in_body: false) nor the client's credentials.
+    assert.equal(revoke.body, 'token_type_hint=refresh_token');
+  });
+
+  test('a template naming ${token} outside the revocation is a load error', () => {
+    const { errors } = load(`display_name: A
+categories: [testing]
+docs: https://example.com/docs
+auth:
+  mode: oauth2
+  authorization_url: https://a.example.com/authorize
+  token_url: https://a.example.com/token
+  token_headers: { X-Token: "\${token}" }
+api: { base_url: "https://a.example.com" }
+`);
+    assert.equal(errors.length, 1);
+    assert.match(errors[0], /^acme\.yaml:8:29: "auth\.token_headers\.X-Token" uses \$\{token\}, which is not declared here/);
+  });
+});

@@ -223,7 +223,7 @@ const INVALID: Record<string, Case> = {
   'unknown key: in the auth branch chosen by mode': {
     text: edit(BASE, ['  scopes:', '  scope:']),
     errors: [
-      `${F}:11:3: unknown key "scope" in "auth": did you mean "scopes"? allowed keys are mode, authorization_url, token_url, refresh_url, issuer, scopes, scope_separator, scope_param, authorization_params, token_params, refresh_params, pkce, client_auth, token_request_format, token_response, refresh_buffer_seconds, revocation`,
+      `${F}:11:3: unknown key "scope" in "auth": did you mean "scopes"? allowed keys are mode, authorization_url, token_url, refresh_url, issuer, scopes, scope_separator, scope_param, authorization_params, token_params, token_headers, refresh_params, pkce, client_auth, token_request_format, token_response, refresh_buffer_seconds, refresh_on_401, revocation`,
     ],
   },
   // Missing required keys: at the key of the object that lacks it.

@@ -187,12 +187,13 @@ export class ConnectFlow {
     const kept: OAuthState = { session: hash(sessionToken!), integration: integrationKey, integration_id: integration.id, verifier: verifier && this.sealer.seal(verifier), browser: hash(browser), connection_config: config };
     await this.store.set(stateKey(state), kept, STATE_TTL_MS);
     const url = new URL(auth.authorization_url.renderUrl(config));
-    for (const [k, t] of Object.entries(auth.authorization_params ?? {})) url.searchParams.set(k, t.renderText(config));
+    const scopes = integration.oauth_scopes ?? auth.scopes ?? [];
+    const values = { ...config, client_id: integration.oauth_client_id ?? '', scopes: scopes.join(auth.scope_separator ?? ' ') };
+    for (const [k, t] of Object.entries(auth.authorization_params ?? {})) url.searchParams.set(k, t.renderText(values));
     url.searchParams.set('response_type', 'code');
     url.searchParams.set('client_id', integration.oauth_client_id ?? '');
     url.searchParams.set('redirect_uri', this.callbackUrl);
     url.searchParams.set('state', state);
-    const scopes = integration.oauth_scopes ?? auth.scopes ?? [];
     if (scopes.length) url.searchParams.set(auth.scope_param ?? 'scope', scopes.join(auth.scope_separator ?? ' '));
     if (verifier) {
       url.searchParams.set('code_challenge', createHash('sha256').update(verifier).digest('base64url'));

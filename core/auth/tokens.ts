@@ -9,6 +9,7 @@ import { apiRequest, templateValues } from '../http/provider-request.ts';
 import type { ClientAuth, ClientCredentialsAuth, OAuth2Auth, Provider } from '../format/provider-types.ts';
 import { scrubbedError, type Logger } from '../logger.ts';
 import { fullMatch } from '../expression/regex.ts';
+import type { Template } from '../format/template.ts';
 
 export const reauthNeeded = (id: string, reason: string) =>
   new TerapiError(424, 'connection_needs_reauth', `connection "${id}" needs the end user to connect again: ${reason}`);
@@ -87,9 +88,12 @@ export class AuthEngine extends EventEmitter<{
    * The connection with credentials good for at least the provider's refresh buffer. `requestId`
    * (here and below) is the API request this serves, for its log lines (README, "Request ids").
    */
-  async fresh(integrationKey: string, connectionId: string, forceRefresh = false, requestId?: string): Promise<Fresh> {
+  async fresh(integrationKey: string, connectionId: string, refresh: boolean | { stale: string } = false, requestId?: string): Promise<Fresh> {
     const { integration, provider, record } = await this.bound(integrationKey, connectionId);
     if (record.needs_reauth) throw reauthNeeded(record.id, record.reauth_reason ?? 'the provider revoked its grant');
+    // { stale }: the API refused the credentials sealed as `stale` (refresh_on_401). Refreshed only if
+    // they are still the connection's: many requests refused together make one refresh.
+    const forceRefresh = typeof refresh === 'object' ? record.credentials === refresh.stale : refresh;
     const credentials = this.connections.credentials(record);
     if (!forceRefresh && !needsRefresh(provider, credentials)) return this.made(integration, provider, record, credentials);
     if (credentials.type === 'oauth2' && !credentials.refresh_token) {
@@ -149,7 +153,7 @@ export class AuthEngine extends EventEmitter<{
         result = await this.tokenRequest(provider, auth, integration, record.connection_config, {
           grant_type: 'refresh_token',
           refresh_token: current.refresh_token!,
-          ...auth.refresh_params,
+          ...rendered(auth.refresh_params, authValues(auth, integration, record.connection_config)),
         }, auth.refresh_url);
         // A provider that does not rotate refresh tokens sends none back: the old one stays good.
         result.credentials.type === 'oauth2' && (result.credentials.refresh_token ??= current.refresh_token);
@@ -227,7 +231,7 @@ export class AuthEngine extends EventEmitter<{
 
   /** Exchanges an authorization code (the connect flow's callback). */
   async exchangeCode(provider: Provider, auth: OAuth2Auth, integration: IntegrationRecord, config: Record<string, string>, code: string, redirectUri: string, verifier?: string): Promise<TokenResult> {
-    const params: Record<string, string> = { grant_type: 'authorization_code', code, redirect_uri: redirectUri, ...auth.token_params };
+    const params: Record<string, string> = { grant_type: 'authorization_code', code, redirect_uri: redirectUri, ...rendered(auth.token_params, authValues(auth, integration, config)) };
     if (verifier) params.code_verifier = verifier;
     return this.tokenRequest(provider, auth, integration, config, params);
   }
@@ -238,9 +242,9 @@ export class AuthEngine extends EventEmitter<{
    */
   async clientCredentialsToken(provider: Provider, auth: ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>, current: Extract<Credentials, { type: 'oauth2_client_credentials' }>): Promise<TokenResult> {
     const scopes = integration.oauth_scopes ?? auth.scopes;
-    const params: Record<string, string> = { grant_type: 'client_credentials', ...auth.token_params };
-    if (scopes?.length) params.scope = scopes.join(auth.scope_separator ?? ' ');
     const own = current.client_id && current.client_secret ? { id: current.client_id, secret: current.client_secret } : undefined;
+    const params: Record<string, string> = { grant_type: 'client_credentials', ...rendered(auth.token_params, authValues(auth, integration, config, own?.id)) };
+    if (scopes?.length) params.scope ??= scopes.join(auth.scope_separator ?? ' ');
     if (!own && !integration.oauth_client_id) throw badRequest('missing_oauth_client', `connection has no OAuth client of its own and integration "${integration.unique_key}" has none: connections of provider "${provider.name}" give credentials {"type": "oauth2_client_credentials", "client_id", "client_secret"}`);
     const result = await this.tokenRequest(provider, auth, integration, config, params, auth.token_url, own);
     if (own) Object.assign(result.credentials, { client_id: own.id, client_secret: own.secret });
@@ -248,7 +252,9 @@ export class AuthEngine extends EventEmitter<{
   }
 
   private async tokenRequest(provider: Provider, auth: OAuth2Auth | ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>, params: Record<string, string>, url = auth.token_url, client?: { id: string; secret: string }): Promise<TokenResult> {
-    const req = this.clientRequest(integration, auth.client_auth, auth.token_request_format, 'POST', url.renderUrl(config), params, client);
+    const values = authValues(auth, integration, config, client?.id);
+    const req = this.clientRequest(integration, auth.client_auth, auth.token_request_format, 'POST', url.renderUrl(values), params, client);
+    Object.assign(req.headers!, lowerKeys(rendered(auth.token_headers, values)));
     const res = await callProvider(req, { statuses: [500, 502, 503, 504], max_attempts: 2 });
     const data = (typeof res.body === 'object' && res.body ? res.body : {}) as Record<string, unknown>;
     if (res.status >= 400 || typeof data.error === 'string') {
@@ -261,14 +267,18 @@ export class AuthEngine extends EventEmitter<{
    * A request to the provider's OAuth server (token or revocation URL) carrying the integration's
    * client id and secret: in the body, or as basic auth with both form-encoded (RFC 6749, 2.3.1).
    */
-  private clientRequest(integration: IntegrationRecord, clientAuth: ClientAuth = 'body', format: 'form' | 'json' = 'form', method: string, url: string, params: Record<string, string>, client?: { id: string; secret: string }): HttpRequest {
-    const clientId = client ? client.id : integration.oauth_client_id ?? '';
-    const clientSecret = client ? client.secret : this.integrations.clientSecret(integration) ?? '';
+  private clientRequest(integration: IntegrationRecord, clientAuth: ClientAuth | 'none' = 'body', format: 'form' | 'json' = 'form', method: string, url: string, params: Record<string, string>, client?: { id: string; secret: string }): HttpRequest {
     const body = { ...params };
     const headers: Record<string, string> = { accept: 'application/json' };
-    if (clientAuth === 'basic') {
-      headers.authorization = `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`;
-    } else Object.assign(body, { client_id: clientId, client_secret: clientSecret });
+    if (clientAuth !== 'none') {
+      const clientId = client ? client.id : integration.oauth_client_id ?? '';
+      const clientSecret = client ? client.secret : this.integrations.clientSecret(integration) ?? '';
+      if (clientAuth === 'basic') {
+        headers.authorization = `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`;
+      } else Object.assign(body, { client_id: clientId, client_secret: clientSecret });
+    }
+    // A request with nothing to say in its body (a DELETE authenticated by its header) sends none.
+    if (!Object.keys(body).length) return { method, url, headers };
     return format === 'json' ? { method, url, headers, json: body } : { method, url, headers, form: body };
   }
 
@@ -281,10 +291,14 @@ export class AuthEngine extends EventEmitter<{
     config = withDefaults(provider, config);
     const revocation = provider.auth.revocation;
     try {
-      const token = revocation.token === 'refresh_token' ? credentials.refresh_token ?? credentials.access_token : credentials.access_token;
-      const req = this.clientRequest(integration, revocation.client_auth ?? provider.auth.client_auth, revocation.format, revocation.method ?? 'POST', revocation.url.renderUrl(config), {
-        [revocation.token_param ?? 'token']: token,
-      });
+      const kind = revocation.token === 'refresh_token' && credentials.refresh_token ? 'refresh_token' : 'access_token';
+      const token = credentials[kind]!;
+      const values = { ...authValues(provider.auth, integration, config), token };
+      const params = rendered(revocation.params, values);
+      if (revocation.token_in_body !== false) params[revocation.token_param ?? 'token'] = token;
+      if (revocation.token_type_hint) params.token_type_hint = kind;
+      const req = this.clientRequest(integration, revocation.client_auth ?? provider.auth.client_auth, revocation.format, revocation.method ?? 'POST', revocation.url.renderUrl(values), params);
+      Object.assign(req.headers!, lowerKeys(rendered(revocation.headers, values)));
       const res = await send(req, { max_attempts: 2 });
       if (res.status >= 400) this.log.warn({ integration: integration.unique_key, status: res.status }, 'revocation refused by the provider');
       else this.log.info({ integration: integration.unique_key }, 'grant revoked');
@@ -336,6 +350,7 @@ export async function readTokenResponse(provider: Provider, auth: OAuth2Auth | C
   if (typeof at === 'number') expiresAt = new Date(at * 1000).toISOString();
   else if (typeof at === 'string' && !Number.isNaN(Date.parse(at))) expiresAt = new Date(at).toISOString();
   else if (expiresIn !== undefined && Number.isFinite(Number(expiresIn))) expiresAt = new Date(Date.now() + Number(expiresIn) * 1000).toISOString();
+  else if (pick.default_expires_in !== undefined) expiresAt = new Date(Date.now() + pick.default_expires_in * 1000).toISOString();
   const metadata: Record<string, unknown> = {};
   for (const [name, expr] of Object.entries(pick.metadata ?? {})) metadata[name] = await expr.evaluate(data);
   const config: Record<string, string> = {};
@@ -353,6 +368,33 @@ export async function readTokenResponse(provider: Provider, auth: OAuth2Auth | C
       : { type, access_token: accessToken, expires_at: expiresAt, raw: data };
   return { credentials, metadata, config };
 }
+
+/**
+ * Whether an API answer means: refresh the token and send the request once more. A 401, where the
+ * provider file asks for it (refresh_on_401), for credentials that can be refreshed.
+ */
+export function refreshesOn401(fresh: Fresh, status: number): boolean {
+  if (status !== 401) return false;
+  const auth = fresh.provider.auth;
+  if (!('refresh_on_401' in auth) || !auth.refresh_on_401) return false;
+  const c = fresh.credentials;
+  return c.type === 'oauth2_client_credentials' || (c.type === 'oauth2' && c.refresh_token !== undefined);
+}
+
+/**
+ * What templates of token, refresh and revocation requests may name: the connection's
+ * configuration, the OAuth client's id (the connection's own where it has one) and the
+ * integration's scopes.
+ */
+function authValues(auth: OAuth2Auth | ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>, clientId?: string): Record<string, string> {
+  const scopes = integration.oauth_scopes ?? auth.scopes ?? [];
+  return { ...config, client_id: clientId ?? integration.oauth_client_id ?? '', scopes: scopes.join(auth.scope_separator ?? ' ') };
+}
+
+const rendered = (map: Record<string, Template> | undefined, values: Record<string, unknown>) =>
+  Object.fromEntries(Object.entries(map ?? {}).map(([k, t]) => [k, t.renderText(values)]));
+
+const lowerKeys = (h: Record<string, string>) => Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toLowerCase(), v]));
 
 function isExpired(expiresAt: string | undefined, bufferSeconds: number): boolean {
   return expiresAt !== undefined && Date.parse(expiresAt) - bufferSeconds * 1000 <= Date.now();

@@ -11,6 +11,8 @@ import { YamlSource, type SourceError } from './yaml-source.ts';
 export const BUILTIN_PROVIDERS_DIR = fileURLToPath(new URL('../../providers/', import.meta.url));
 
 const NAME = /^[a-z][a-z0-9-]{0,62}$/;
+/** What the auth's own requests (token, refresh, revocation, the authorization URL) may name beyond connection_config. */
+const AUTH_VARIABLES = ['client_id', 'scopes'];
 const URL_KEYS = new Set(['authorization_url', 'token_url', 'refresh_url', 'url', 'base_url', 'path']);
 
 /** One file's contribution: where each part of a provider came from, for errors found after merging. */
@@ -190,6 +192,10 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
       const template = new Template(m.value as string);
       const inScope = new Set(Object.keys(config));
       if (m.path[0] !== 'auth') credentials.forEach((c) => inScope.add(c));
+      // The auth's params and headers, and everything of its revocation (GitHub's revocation path
+      // names the client id), may name the client id and scopes; its token URLs may not.
+      else if (m.path[1] === 'revocation' || !URL_KEYS.has(m.path[m.path.length - 1])) AUTH_VARIABLES.forEach((v) => inScope.add(v));
+      if (m.path[0] === 'auth' && m.path[1] === 'revocation') inScope.add('token');
       if (m.path[0] === 'actions') {
         const input = provider.actions?.[m.path[1]]?.input as { properties?: object } | undefined;
         Object.keys(input?.properties ?? {}).forEach((p) => inScope.add(`input.${p}`));
@@ -219,7 +225,7 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
   // Connection configuration.
   for (const [field, spec] of Object.entries(config)) {
     const src = owner('connection_config');
-    if ([...Object.values(CREDENTIAL_VARIABLES).flat(), 'input'].includes(field)) {
+    if ([...Object.values(CREDENTIAL_VARIABLES).flat(), ...AUTH_VARIABLES, 'token', 'input'].includes(field)) {
       errors.push({ ...src.keyAt(['connection_config', field]), message: `connection_config field "${field}" has the name of a credential variable: rename it` });
     }
     if (spec.default !== undefined && !fullMatch(spec.pattern, spec.default)) {

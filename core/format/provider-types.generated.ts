@@ -49,15 +49,30 @@ export interface TokenResponse {
   expires_at?: Expression;
   /** Extra fields kept on the connection's metadata. */
   metadata?: Record<string, Expression>;
+  /**
+   * Seconds a token lives when the token response says nothing of its expiry (no expires_in, no
+   * expires_at): Salesforce gives none, and its sessions last 2 hours by default. Without it such a
+   * token is used until the API refuses it.
+   */
+  default_expires_in?: number;
 }
 
 export interface Revocation {
+  /**
+   * May name ${token} (percent-encoded) and ${client_id}, e.g. GitHub's
+   * /applications/${client_id}/grant.
+   */
   url: Template;
   /** Default: "POST". */
   method?: Method;
   /** Default: "access_token". */
   token?: 'access_token' | 'refresh_token';
-  client_auth?: ClientAuth;
+  /**
+   * How the client id and secret reach the revocation URL: in the body, as HTTP basic auth, or not at
+   * all (none: the token authenticates itself, e.g. in an Authorization header). Default: the auth's
+   * client_auth.
+   */
+  client_auth?: 'body' | 'basic' | 'none';
   /** Default: "form". */
   format?: 'form' | 'json';
   /** Name of the body field that carries the token. Default: "token". */
@@ -68,6 +83,23 @@ export interface Revocation {
    * would also end the grant the reconnect just made (Google). Default: true.
    */
   on_reconnect?: boolean;
+  /**
+   * Whether the body carries the token (as token_param). false where it goes in a header or the URL
+   * only (${token} in headers or url). Default: true.
+   */
+  token_in_body?: boolean;
+  /**
+   * Send token_type_hint (access_token or refresh_token, the kind of token revoked) as RFC 7009
+   * defines. Default: false.
+   */
+  token_type_hint?: boolean;
+  /**
+   * Headers of the revocation request; may also name ${token}, the token revoked (Slack and Zendesk:
+   * Authorization: Bearer ${token}).
+   */
+  headers?: Record<string, Template>;
+  /** More body fields of the revocation request; may also name ${token}. */
+  params?: Record<string, Template>;
 }
 
 export type Auth = OAuth2Auth | ClientCredentialsAuth | ApiKeyAuth | BasicAuth | NoAuth;
@@ -94,9 +126,14 @@ export interface OAuth2Auth {
    * "scope".
    */
   scope_param?: string;
+  /** More query parameters of the authorization URL (templates). */
   authorization_params?: Record<string, Template>;
-  token_params?: Record<string, string>;
-  refresh_params?: Record<string, string>;
+  /** More fields of the token request body (templates). */
+  token_params?: Record<string, Template>;
+  /** Headers of every token and refresh request (templates), e.g. Notion-Version. */
+  token_headers?: Record<string, Template>;
+  /** More fields of the refresh request body (templates), e.g. Zendesk's expires_in. */
+  refresh_params?: Record<string, Template>;
   /** Default: false. */
   pkce?: boolean;
   /** Default: "body". */
@@ -106,6 +143,13 @@ export interface OAuth2Auth {
   token_response?: TokenResponse;
   /** Default: 300. */
   refresh_buffer_seconds?: number;
+  /**
+   * On a 401 from the API (a sync's page, an action, the proxy), refresh the token once and send the
+   * request again, for providers whose tokens can end before their stated expiry (a Salesforce session
+   * timeout, a revoked session). Only one refresh happens for many requests refused with the same
+   * token. Default: false.
+   */
+  refresh_on_401?: boolean;
   revocation?: Revocation;
 }
 
@@ -123,7 +167,10 @@ export interface ClientCredentialsAuth {
   scopes?: string[];
   /** Default: " ". */
   scope_separator?: string;
-  token_params?: Record<string, string>;
+  /** More fields of the token request body (templates). */
+  token_params?: Record<string, Template>;
+  /** Headers of every token and refresh request (templates), e.g. Notion-Version. */
+  token_headers?: Record<string, Template>;
   /** Default: "body". */
   client_auth?: ClientAuth;
   /** Default: "form". */
@@ -131,6 +178,13 @@ export interface ClientCredentialsAuth {
   token_response?: TokenResponse;
   /** Default: 300. */
   refresh_buffer_seconds?: number;
+  /**
+   * On a 401 from the API (a sync's page, an action, the proxy), refresh the token once and send the
+   * request again, for providers whose tokens can end before their stated expiry (a Salesforce session
+   * timeout, a revoked session). Only one refresh happens for many requests refused with the same
+   * token. Default: false.
+   */
+  refresh_on_401?: boolean;
 }
 
 export interface ApiKeyAuth {
