@@ -1,5 +1,6 @@
 import type { ValidateFunction } from 'ajv';
-import { AuthEngine, freshValues, refreshesOn401, type Fresh } from './auth/tokens.ts';
+import { AuthEngine, freshValues, OAuthError, refreshesOn401, type Fresh } from './auth/tokens.ts';
+import { exchangeOf, exchangeToken, isExchanged } from './auth/token-exchange.ts';
 import { callProvider, callProviderStreamed, limits, providerFailed, targetUrl, type StreamedResponse } from './http/send.ts';
 import { ConnectFlow, type ConnectOutcome, type FinishConnection } from './auth/connect.ts';
 import { checkConnectionConfig, Connections, parseCredentials, type ConnectionRecord, type ConnectionView, type Credentials } from './auth/connections.ts';
@@ -236,9 +237,25 @@ export class Engine {
     // Checked now to fail before any request to the provider; the write itself is atomic too.
     if (!input.replace) await this.connections.assertNew(input.integration, input.connection_id);
     // A client-credentials connection gets its token on first use (AuthEngine.fresh), not here.
-    const credentials: Credentials = input.credentials;
-    const config = { ...input.connection_config };
+    let credentials: Credentials = input.credentials;
+    let config = { ...input.connection_config };
     const metadata = { ...input.metadata };
+    // A two-step auth exchanges the credentials now: refused ones are the caller's mistake (400), and
+    // the exchange's answer may fill connection_config (Tableau's site id).
+    const exchange = exchangeOf(provider);
+    if (exchange && isExchanged(credentials)) {
+      try {
+        const result = await exchangeToken(provider, exchange, config, credentials);
+        credentials = result.credentials;
+        config = { ...config, ...result.config };
+        Object.assign(metadata, result.metadata);
+      } catch (e) {
+        const scrub = this.auth.scrubber(integration, credentials);
+        if (e instanceof OAuthError) throw badRequest('invalid_credentials', scrub(`${provider.display_name} refused these credentials at its token exchange (HTTP ${e.status})${e.description ? `: "${e.description}"` : ''}. Check them and try again`));
+        throw reworded(e, scrub);
+      }
+      if (!provider.post_connection) checkConnectionConfig(provider, config);
+    }
     if (provider.post_connection) {
       const post = provider.post_connection;
       try {
@@ -329,10 +346,13 @@ export class Engine {
       case 'oauth2':
       case 'oauth2_client_credentials':
         return { type: 'Bearer', access_token: credentials.access_token!, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}), raw: withoutRefreshToken(credentials) };
+      case 'jwt_bearer':
+        return { type: 'Bearer', access_token: credentials.access_token ?? '', ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}) };
       case 'api_key':
-        return { type: 'ApiKey', access_token: credentials.api_key };
       case 'basic':
-        return { type: 'Basic', access_token: basicAuth(credentials.username, credentials.password) };
+        // A token exchange's token is what API calls carry: the app gets it, not the key or password.
+        if (credentials.access_token) return { type: 'Bearer', access_token: credentials.access_token, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}) };
+        return credentials.type === 'api_key' ? { type: 'ApiKey', access_token: credentials.api_key } : { type: 'Basic', access_token: basicAuth(credentials.username, credentials.password) };
       case 'none':
         throw badRequest('no_credentials', `connection "${id}" uses a provider without credentials: there is no token`);
     }

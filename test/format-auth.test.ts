@@ -5,6 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync, verify, type KeyObject } from 'node:crypto';
 import { fakeApi, providersDir, startTerapi, type Running } from './support.ts';
 import { loadCatalog } from '../core/format/provider-loader.ts';
 import { formatError } from '../core/format/yaml-source.ts';
@@ -277,24 +278,25 @@ actions:
     assert.equal(refreshes(), before);
   });
 
-  test("a sync's pages and concurrent proxy calls refused together make one refresh", async () => {
+  test('concurrent proxy calls refused together with one token make one refresh', async () => {
+    await connect('sessions', 'p2');
+    const before = refreshes();
+    const calls = await Promise.all(Array.from({ length: 5 }, () => t.call('GET', '/proxy/me', undefined, { 'provider-config-key': 'sessions', 'connection-id': 'p2' })));
+    assert.deepEqual(calls.map((c) => c.status), [200, 200, 200, 200, 200], calls.map((c) => c.text).join('\n'));
+    assert.equal(new Set(calls.map((c) => c.body.token)).size, 1);
+    assert.equal(refreshes(), before + 1);
+  });
+
+  test("a sync's page refused with 401 refreshes once and is sent again", async () => {
     const before = refreshes();
     await connect('sessions', 'p1');
     await t.call('POST', '/sync/trigger', { provider_config_key: 'sessions', connection_id: 'p1', syncs: ['items'] });
     await t.engine.idle();
-    // The sync's page met the 401, refreshed once, was sent again and stored its records.
-    let r = await t.call('GET', '/records?provider_config_key=sessions&connection_id=p1&model=Item');
-    assert.equal(r.status, 200, r.text);
+    let r = await t.call('GET', '/sync/p1/items?provider_config_key=sessions');
+    assert.equal(r.body.status, 'success', r.text);
+    r = await t.call('GET', '/records?provider_config_key=sessions&connection_id=p1&model=Item');
     assert.deepEqual(r.body.records.map((x: { id: string }) => x.id), ['1', '2']);
     assert.equal(refreshes(), before + 1);
-    // The session ends early: five proxy calls at once are refused, and one refresh serves them all.
-    valid.clear();
-    const calls = await Promise.all(Array.from({ length: 5 }, () => t.call('GET', '/proxy/me', undefined, { 'provider-config-key': 'sessions', 'connection-id': 'p1' })));
-    assert.deepEqual(calls.map((c) => c.status), [200, 200, 200, 200, 200]);
-    assert.equal(new Set(calls.map((c) => c.body.token)).size, 1);
-    assert.equal(refreshes(), before + 2);
-    r = await t.call('GET', '/sync/p1/items?provider_config_key=sessions');
-    assert.equal(r.body.status, 'success', r.text);
   });
 });
 
@@ -387,5 +389,265 @@ api: { base_url: "https://a.example.com" }
 `);
     assert.equal(errors.length, 1);
     assert.match(errors[0], /^acme\.yaml:8:29: "auth\.token_headers\.X-Token" uses \$\{token\}, which is not declared here/);
+  });
+});
+
+describe('token exchange: credentials exchanged for a short-lived token', () => {
+  let api: Fake;
+  let t: Running;
+  let signins = 0;
+  let password = 'pat-secret-1';
+  const valid = new Set<string>();
+  before(async () => {
+    api = await fakeApi(async (req, res) => {
+      if (req.url === '/api/3.22/auth/signin') {
+        const c = req.body?.credentials ?? {};
+        if (c.personalAccessTokenName !== 'sync-bot' || c.personalAccessTokenSecret !== password) {
+          return json(res, 401, { error: { summary: 'Signin Error', detail: 'Error signing in to Tableau Server', code: '401001' } });
+        }
+        await new Promise((r) => setTimeout(r, 50));
+        const token = `session-${++signins}`;
+        valid.add(token);
+        return json(res, 200, { credentials: { site: { id: '9a8b7c6d', contentUrl: c.site.contentUrl }, user: { id: 'u-1' }, token } });
+      }
+      if (!valid.has(String(req.headers['x-tableau-auth']))) return json(res, 401, { error: { code: '401002', summary: 'Unauthorized Access' } });
+      json(res, 200, { url: req.url, auth: req.headers['x-tableau-auth'], basic: req.headers.authorization ?? null });
+    });
+    const provider = (lifetime: number, buffer: number) => `
+display_name: Two-step
+categories: [testing]
+docs: https://example.com/docs
+connection_config:
+  site: { pattern: "[A-Za-z0-9_-]*" }
+  site_id: { pattern: "[a-f0-9-]+", from_token_response: credentials.site.id }
+auth:
+  mode: basic
+  username_label: Personal access token name
+  password_label: Personal access token secret
+  token_exchange:
+    request:
+      method: POST
+      path: /api/3.22/auth/signin
+      body: >-
+        { 'credentials': { 'personalAccessTokenName': $credentials.username,
+          'personalAccessTokenSecret': $credentials.password, 'site': { 'contentUrl': $config.site } } }
+    token_response:
+      access_token: credentials.token
+      default_expires_in: ${lifetime}
+      metadata: { user_id: credentials.user.id }
+    refresh_buffer_seconds: ${buffer}
+    refresh_on_401: true
+api:
+  base_url: ${api.url}
+  credentials: { in: header, name: X-Tableau-Auth, value: "\${access_token}" }
+`;
+    t = await startTerapi({ providersDirs: [providersDir({ twostep: provider(14400, 300), shortlived: provider(2, 1) })] });
+    for (const key of ['twostep', 'shortlived']) await t.call('POST', '/integration', { provider_config_key: key, provider: key });
+  });
+  after(async () => {
+    await t?.close();
+    await api?.close();
+  });
+  const connect = (key: string, id: string, secret = password) =>
+    t.call('POST', '/connection', { connection_id: id, provider_config_key: key, connection_config: { site: 'acme' }, credentials: { type: 'basic', username: 'sync-bot', password: secret } });
+  const proxy = (key: string, id: string) => t.call('GET', '/proxy/api/3.22/sites/x/projects', undefined, { 'provider-config-key': key, 'connection-id': id });
+
+  test('credentials the provider refuses are a 400 quoting it, and nothing is stored', async () => {
+    let r = await connect('twostep', 'bad', 'wrong-secret');
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.body.error, 'invalid_credentials');
+    assert.match(r.body.message, /refused these credentials at its token exchange \(HTTP 401\)/);
+    assert.ok(!r.text.includes('wrong-secret'));
+    r = await t.call('GET', '/connection/bad?provider_config_key=twostep');
+    assert.equal(r.status, 404);
+  });
+
+  test('the token goes on API calls, the response fills connection_config and metadata, the app gets the token', async () => {
+    const before = Date.now();
+    let r = await connect('twostep', 'ok');
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.body.connection_config, { site: 'acme', site_id: '9a8b7c6d' });
+    assert.equal(r.body.metadata.user_id, 'u-1');
+    const signin = api.requests.find((q) => q.url === '/api/3.22/auth/signin' && q.body.credentials.personalAccessTokenSecret === password)!;
+    assert.deepEqual(signin.body, { credentials: { personalAccessTokenName: 'sync-bot', personalAccessTokenSecret: password, site: { contentUrl: 'acme' } } });
+    assert.equal(signin.headers.authorization, undefined, 'the exchange carries no other credential');
+    r = await t.call('GET', '/auth/token/twostep/ok');
+    assert.equal(r.body.type, 'Bearer');
+    assert.equal(r.body.access_token, `session-${signins}`);
+    assert.ok(Date.parse(r.body.expires_at) >= before + 14_399_000);
+    r = await proxy('twostep', 'ok');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.auth, `session-${signins}`);
+    assert.equal(r.body.basic, null, 'the password never goes on API calls');
+  });
+
+  test('an ended session is exchanged again once for many requests; an expiring one before it expires', async () => {
+    const before = signins;
+    valid.clear();
+    const calls = await Promise.all(Array.from({ length: 4 }, () => proxy('twostep', 'ok')));
+    assert.deepEqual(calls.map((c) => c.status), [200, 200, 200, 200]);
+    assert.equal(signins, before + 1);
+
+    await connect('shortlived', 's');
+    const first = (await t.call('GET', '/auth/token/shortlived/s')).body.access_token;
+    await new Promise((r) => setTimeout(r, 1100)); // within the refresh buffer of its 2 s lifetime
+    const [a, b] = await Promise.all([t.call('GET', '/auth/token/shortlived/s'), t.call('GET', '/auth/token/shortlived/s')]);
+    assert.notEqual(a.body.access_token, first);
+    assert.equal(a.body.access_token, b.body.access_token, 'one exchange for both');
+  });
+
+  test('credentials refused at a later exchange mark the connection for re-authorisation', async () => {
+    password = 'rotated-secret';
+    const r = await t.call('GET', '/auth/token/twostep/ok?force_refresh=true');
+    assert.equal(r.status, 424, r.text);
+    assert.equal(r.body.error, 'connection_needs_reauth');
+    const c = await t.call('GET', '/connection/ok?provider_config_key=twostep');
+    assert.equal(c.body.needs_reauth, true);
+    password = 'pat-secret-1';
+  });
+
+  test('a token_exchange with a verification request is a load error', () => {
+    const { errors } = load(`display_name: A
+categories: [testing]
+docs: https://example.com/docs
+auth:
+  mode: api_key
+  token_exchange:
+    request: { method: POST, path: /token, headers: { X-Key: "\${api_key}" } }
+    token_response: { access_token: token }
+verification:
+  request: { path: /me }
+api: { base_url: "https://a.example.com", headers: { X-Session: "\${access_token}" } }
+`);
+    assert.deepEqual(errors, ['acme.yaml:9:1: "verification" is not needed with auth.token_exchange: the exchange itself checks the credentials when the connection is made. Remove it']);
+  });
+});
+
+describe('JWT bearer grant signed with a sealed private key', () => {
+  let api: Fake;
+  let t: Running;
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const rsaPem = rsa.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  const ecPem = ec.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  /** Checks a JWT as the provider does: its signature with the public key, then its claims. */
+  const verified = (jwt: string, key: KeyObject, alg: 'RS256' | 'ES256') => {
+    const [h, p, sig] = jwt.split('.');
+    const ok = verify('sha256', Buffer.from(`${h}.${p}`), alg === 'ES256' ? { key, dsaEncoding: 'ieee-p1363' } : key, Buffer.from(sig, 'base64url'));
+    return ok ? { header: JSON.parse(Buffer.from(h, 'base64url').toString()), claims: JSON.parse(Buffer.from(p, 'base64url').toString()) } : undefined;
+  };
+  let issued = 0;
+  before(async () => {
+    api = await fakeApi((req, res) => {
+      if (req.url === '/token') {
+        const form = new URLSearchParams(req.body);
+        const jwt = verified(form.get('assertion') ?? '', rsa.publicKey, 'RS256');
+        if (form.get('grant_type') !== 'urn:ietf:params:oauth:grant-type:jwt-bearer' || !jwt) return json(res, 400, { error: 'invalid_grant', error_description: 'Invalid JWT Signature.' });
+        return json(res, 200, { access_token: `ya29.${++issued}`, expires_in: 3599, token_type: 'Bearer', claims: jwt.claims, header: jwt.header });
+      }
+      const m = /^\/app\/installations\/(\d+)\/access_tokens$/.exec(req.url!);
+      if (m) {
+        const jwt = verified(String(req.headers.authorization).replace('Bearer ', ''), ec.publicKey, 'ES256');
+        if (!jwt) return json(res, 401, { message: 'A JSON web token could not be decoded' });
+        return json(res, 201, { token: `ghs_${m[1]}_${++issued}`, expires_at: new Date(Date.now() + 3600_000).toISOString(), claims: jwt.claims });
+      }
+      json(res, 200, { auth: req.headers.authorization });
+    });
+    const google = `
+display_name: Service account
+categories: [testing]
+docs: https://example.com/docs
+connection_config:
+  subject: { pattern: "[^@]+@[a-z.]+", optional: true }
+auth:
+  mode: jwt_bearer
+  issuer_label: Service account email
+  claims:
+    iss: \${issuer}
+    scope: https://www.googleapis.com/auth/drive.readonly
+    aud: ${api.url}/token
+  token_exchange:
+    request:
+      method: POST
+      path: ${api.url}/token
+      body: "{ 'grant_type': 'urn:ietf:params:oauth:grant-type:jwt-bearer', 'assertion': $assertion }"
+    format: form
+    token_response: { access_token: access_token, expires_in: expires_in, metadata: { claims: claims, header: header } }
+api: { base_url: "${api.url}" }
+`;
+    const githubApp = `
+display_name: App
+categories: [testing]
+docs: https://example.com/docs
+connection_config:
+  installation_id: { pattern: "[0-9]+" }
+auth:
+  mode: jwt_bearer
+  algorithm: ES256
+  claims: { iss: "\${issuer}" }
+  lifetime_seconds: 540
+  token_exchange:
+    request:
+      method: POST
+      path: /app/installations/\${installation_id}/access_tokens
+      headers: { Authorization: "Bearer \${assertion}" }
+    token_response: { access_token: token, expires_at: expires_at, metadata: { claims: claims } }
+api: { base_url: "${api.url}" }
+`;
+    t = await startTerapi({ providersDirs: [providersDir({ 'service-account': google, 'gh-app': githubApp })] });
+    for (const key of ['service-account', 'gh-app']) await t.call('POST', '/integration', { provider_config_key: key, provider: key });
+  });
+  after(async () => {
+    await t?.close();
+    await api?.close();
+  });
+
+  test('a service account key signs an RS256 assertion; its token goes on API calls; the key is never shown', async () => {
+    const started = Math.floor(Date.now() / 1000);
+    // As in a key file's JSON: the key with \n escapes.
+    let r = await t.call('POST', '/connection', { connection_id: 'sa', provider_config_key: 'service-account', credentials: { type: 'jwt_bearer', issuer: 'sync@acme.iam.gserviceaccount.com', private_key: rsaPem.replace(/\n/g, '\\n'), key_id: 'k-123' } });
+    assert.equal(r.status, 200, r.text);
+    assert.deepEqual(r.body.credentials.type, 'jwt_bearer');
+    assert.ok(!r.text.includes('PRIVATE KEY'));
+    const { claims, header } = r.body.metadata;
+    assert.deepEqual(header, { alg: 'RS256', typ: 'JWT', kid: 'k-123' });
+    assert.equal(claims.iss, 'sync@acme.iam.gserviceaccount.com');
+    assert.equal(claims.aud, `${api.url}/token`);
+    assert.equal(claims.scope, 'https://www.googleapis.com/auth/drive.readonly');
+    assert.ok(claims.iat <= started - 59 && claims.exp === claims.iat + 3600, JSON.stringify(claims));
+    r = await t.call('GET', '/auth/token/service-account/sa');
+    assert.equal(r.body.type, 'Bearer');
+    assert.match(r.body.access_token, /^ya29\./);
+    assert.ok(!r.text.includes('PRIVATE KEY'));
+    r = await t.call('GET', '/proxy/drive/v3/files', undefined, { 'provider-config-key': 'service-account', 'connection-id': 'sa' });
+    assert.match(r.body.auth, /^Bearer ya29\./);
+    // A refresh signs a new assertion.
+    const before = issued;
+    r = await t.call('GET', '/auth/token/service-account/sa?force_refresh=true');
+    assert.equal(r.status, 200, r.text);
+    assert.equal(issued, before + 1);
+  });
+
+  test('a GitHub App key signs an ES256 JWT (iss a number) sent as the bearer of the installation token request', async () => {
+    const r = await t.call('POST', '/connection', { connection_id: 'app', provider_config_key: 'gh-app', connection_config: { installation_id: '4242' }, credentials: { type: 'jwt_bearer', issuer: '123456', private_key: ecPem } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.metadata.claims.iss, 123456);
+    assert.equal(r.body.metadata.claims.exp - r.body.metadata.claims.iat, 540);
+    const token = await t.call('GET', '/auth/token/gh-app/app');
+    assert.match(token.body.access_token, /^ghs_4242_/);
+  });
+
+  test('a key that is not a private key, or of the wrong kind, is a 400; a key the provider refuses too', async () => {
+    let r = await t.call('POST', '/connection', { connection_id: 'x', provider_config_key: 'service-account', credentials: { type: 'jwt_bearer', issuer: 'a@b.c', private_key: 'not a key' } });
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.body.error, 'invalid_credentials');
+    r = await t.call('POST', '/connection', { connection_id: 'x', provider_config_key: 'service-account', credentials: { type: 'jwt_bearer', issuer: 'a@b.c', private_key: ecPem } });
+    assert.equal(r.status, 400, r.text);
+    assert.match(r.body.message, /RS256, which needs an RSA key/);
+    // Another RSA key than the one the provider knows: its answer is passed on as a 400.
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+    r = await t.call('POST', '/connection', { connection_id: 'x', provider_config_key: 'service-account', credentials: { type: 'jwt_bearer', issuer: 'a@b.c', private_key: other } });
+    assert.ok(r.status === 400 || r.status === 502, r.text);
+    assert.equal((await t.call('GET', '/connection/x?provider_config_key=service-account')).status, 404);
   });
 });

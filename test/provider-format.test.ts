@@ -266,7 +266,7 @@ const INVALID: Record<string, Case> = {
   },
   'discriminator: unknown auth mode (at the mode value)': {
     text: edit(BASE, ['  mode: oauth2', '  mode: oauth']),
-    errors: [`${F}:8:9: "auth.mode" must be one of oauth2, oauth2_client_credentials, api_key, basic, none; got "oauth"`],
+    errors: [`${F}:8:9: "auth.mode" must be one of oauth2, oauth2_client_credentials, api_key, basic, jwt_bearer, none; got "oauth"`],
   },
   'discriminator: auth without mode (at "auth")': {
     text: edit(BASE, ['  mode: oauth2\n', '']),
@@ -431,7 +431,7 @@ const INVALID: Record<string, Case> = {
       ['    example: example-co\n', '    example: example-co\n    from_token_response: team.subdomain\n'],
       ['  headers:\n    Accept: application/json\n', '  credentials: { in: header, name: X-Api-Key, value: "${api_key}" }\n'],
     ),
-    errors: [`${F}:14:5: "connection_config.subdomain.from_token_response" needs an OAuth 2 auth mode: there is no token response in mode api_key`],
+    errors: [`${F}:14:5: "connection_config.subdomain.from_token_response" needs an OAuth 2 auth mode or a token_exchange: there is no token response in mode api_key`],
   },
   'several mistakes in one file: all reported, in file order per check': {
     text: edit(BASE, ['    mode: incremental', '    mode: sometimes'], ['docs: https://developer.acme.example/docs', 'docs: nope'], ['  create-ticket:', '  CreateTicket:']),

@@ -267,7 +267,7 @@ export class ConnectFlow {
     }
     const { connection_config: given, ...fields } = input;
     const mode = provider.auth.mode;
-    const typed = mode === 'api_key' || mode === 'basic' || (mode === 'oauth2_client_credentials' && Object.keys(fields).length);
+    const typed = mode === 'api_key' || mode === 'basic' || mode === 'jwt_bearer' || (mode === 'oauth2_client_credentials' && Object.keys(fields).length);
     const credentials = parseCredentials(provider, typed ? { type: mode, ...fields } : Object.keys(fields).length ? fields : undefined);
     const config = sessionConfig(provider, session, integrationKey, given ?? {}, 'complete');
     try {
@@ -303,6 +303,12 @@ function credentialFields(provider: Provider): ConnectField[] {
       return [
         { name: 'username', label: auth.username_label ?? 'Username', optional: false, secret: false },
         { name: 'password', label: auth.password_label ?? 'Password', optional: auth.password_optional ?? false, secret: true },
+      ];
+    case 'jwt_bearer':
+      return [
+        { name: 'issuer', label: auth.issuer_label ?? 'Issuer', optional: false, secret: false },
+        { name: 'private_key', label: 'Private key (PEM)', optional: false, secret: true },
+        { name: 'key_id', label: 'Key ID', optional: true, secret: false },
       ];
     case 'oauth2_client_credentials':
       // The end user's own OAuth app, where every connection brings one (an app may still give one

@@ -19,10 +19,13 @@ export function secretsOf(credentials: Credentials | undefined, client: { id?: s
       if (credentials.client_secret) out.push(...clientForms(credentials.client_id ?? '', credentials.client_secret));
       break;
     case 'api_key':
-      out.push(credentials.api_key);
+      out.push(credentials.api_key, credentials.access_token ?? '');
+      break;
+    case 'jwt_bearer':
+      out.push(credentials.private_key, credentials.access_token ?? '');
       break;
     case 'basic':
-      out.push(credentials.password, basicAuth(credentials.username, credentials.password));
+      out.push(credentials.password, basicAuth(credentials.username, credentials.password), credentials.access_token ?? '');
       break;
   }
   if (client.secret) out.push(client.secret, ...clientForms(client.id ?? '', client.secret));

@@ -10,6 +10,8 @@ import type { ClientAuth, ClientCredentialsAuth, OAuth2Auth, Provider } from '..
 import { scrubbedError, type Logger } from '../logger.ts';
 import { fullMatch } from '../expression/regex.ts';
 import type { Template } from '../format/template.ts';
+import type { TokenResponse } from '../format/provider-types.ts';
+import { exchangeOf, exchangeToken, isExchanged } from './token-exchange.ts';
 
 export const reauthNeeded = (id: string, reason: string) =>
   new TerapiError(424, 'connection_needs_reauth', `connection "${id}" needs the end user to connect again: ${reason}`);
@@ -146,7 +148,8 @@ export class AuthEngine extends EventEmitter<{
     const failed = (error: string, message: string, needsReauth = false) =>
       this.emit('refresh_failed', { ...told, duration_ms: performance.now() - started, error, message, needs_reauth: needsReauth });
 
-    let result: TokenResult;
+    let result: Pick<TokenResult, 'config' | 'metadata'> & { credentials: Credentials };
+    const exchange = exchangeOf(provider);
     try {
       if (provider.auth.mode === 'oauth2' && current.type === 'oauth2') {
         const auth = provider.auth;
@@ -159,12 +162,14 @@ export class AuthEngine extends EventEmitter<{
         result.credentials.type === 'oauth2' && (result.credentials.refresh_token ??= current.refresh_token);
       } else if (provider.auth.mode === 'oauth2_client_credentials' && current.type === 'oauth2_client_credentials') {
         result = await this.clientCredentialsToken(provider, provider.auth, integration, record.connection_config, current);
+      } else if (exchange && isExchanged(current)) {
+        result = await exchangeToken(provider, exchange, record.connection_config, current);
       } else {
         return this.made(integration, provider, record, current);
       }
     } catch (e) {
       if (e instanceof OAuthError && e.error === 'invalid_grant') {
-        const reason = 'the provider answered invalid_grant to a token refresh';
+        const reason = exchange ? `the provider refused the credentials at the token exchange (HTTP ${e.status})` : 'the provider answered invalid_grant to a token refresh';
         const marked = await this.connections.markNeedsReauth(record, reason);
         failed('invalid_grant', scrub(e.message), marked);
         if (!marked) return this.overtaken(integration, provider, record);
@@ -260,7 +265,7 @@ export class AuthEngine extends EventEmitter<{
     if (res.status >= 400 || typeof data.error === 'string') {
       throw new OAuthError(typeof data.error === 'string' ? data.error : 'token_request_failed', typeof data.error_description === 'string' ? data.error_description : undefined, res.status);
     }
-    return readTokenResponse(provider, auth, data, auth.mode);
+    return readTokenResponse(provider, auth.token_response, data, auth.mode);
   }
 
   /**
@@ -338,8 +343,8 @@ export class AuthEngine extends EventEmitter<{
   }
 }
 
-export async function readTokenResponse(provider: Provider, auth: OAuth2Auth | ClientCredentialsAuth, data: Record<string, unknown>, type: 'oauth2' | 'oauth2_client_credentials'): Promise<TokenResult> {
-  const pick = auth.token_response ?? {};
+export async function readTokenResponse(provider: Provider, tokenResponse: TokenResponse | undefined, data: Record<string, unknown>, type: 'oauth2' | 'oauth2_client_credentials'): Promise<TokenResult> {
+  const pick = tokenResponse ?? {};
   const value = async (expr: typeof pick.access_token, fallback: string) => (expr ? await expr.evaluate(data) : data[fallback]);
   const accessToken = await value(pick.access_token, 'access_token');
   if (typeof accessToken !== 'string' || !accessToken) throw providerFailed('the token response has no access token where the provider file says it is');
@@ -376,8 +381,9 @@ export async function readTokenResponse(provider: Provider, auth: OAuth2Auth | C
 export function refreshesOn401(fresh: Fresh, status: number): boolean {
   if (status !== 401) return false;
   const auth = fresh.provider.auth;
-  if (!('refresh_on_401' in auth) || !auth.refresh_on_401) return false;
   const c = fresh.credentials;
+  if (isExchanged(c)) return exchangeOf(fresh.provider)?.refresh_on_401 === true;
+  if (!('refresh_on_401' in auth) || !auth.refresh_on_401) return false;
   return c.type === 'oauth2_client_credentials' || (c.type === 'oauth2' && c.refresh_token !== undefined);
 }
 
@@ -404,6 +410,8 @@ function needsRefresh(provider: Provider, credentials: Credentials): boolean {
   const buffer = 'refresh_buffer_seconds' in provider.auth ? provider.auth.refresh_buffer_seconds ?? 300 : 300;
   if (credentials.type === 'oauth2') return isExpired(credentials.expires_at, buffer);
   if (credentials.type === 'oauth2_client_credentials') return !credentials.access_token || isExpired(credentials.expires_at, buffer);
+  const exchange = exchangeOf(provider);
+  if (exchange && isExchanged(credentials)) return !credentials.access_token || isExpired(credentials.expires_at, exchange.refresh_buffer_seconds ?? 300);
   return false;
 }
 

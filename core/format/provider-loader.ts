@@ -182,6 +182,7 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
   const owner = (key: string) => owners.get(key)!;
   const config = provider.connection_config ?? {};
   const credentials = CREDENTIAL_VARIABLES[provider.auth.mode];
+  const exchanging = 'token_exchange' in provider.auth && provider.auth.token_exchange !== undefined;
 
   // Templates, each against the variables in scope where it stands.
   for (const { source, marked } of loaded) {
@@ -191,10 +192,16 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
       if (owners.get(top) !== source) continue; // replaced by a later file
       const template = new Template(m.value as string);
       const inScope = new Set(Object.keys(config));
+      const jwt = provider.auth.mode === 'jwt_bearer';
       if (m.path[0] !== 'auth') credentials.forEach((c) => inScope.add(c));
+      // A JWT's claims name the connection's issuer and key id; its exchange also the signed JWT.
+      else if (jwt && (m.path[1] === 'claims' || m.path[1] === 'token_exchange')) ['issuer', 'key_id', ...(m.path[1] === 'token_exchange' ? ['assertion'] : [])].forEach((v) => inScope.add(v));
+      // A token exchange's request names the credentials given; the token it gives is for the API.
+      else if (m.path[1] === 'token_exchange') credentials.forEach((c) => inScope.add(c));
       // The auth's params and headers, and everything of its revocation (GitHub's revocation path
       // names the client id), may name the client id and scopes; its token URLs may not.
       else if (m.path[1] === 'revocation' || !URL_KEYS.has(m.path[m.path.length - 1])) AUTH_VARIABLES.forEach((v) => inScope.add(v));
+      if (m.path[0] !== 'auth' && exchanging) inScope.add('access_token');
       if (m.path[0] === 'auth' && m.path[1] === 'revocation') inScope.add('token');
       if (m.path[0] === 'actions') {
         const input = provider.actions?.[m.path[1]]?.input as { properties?: object } | undefined;
@@ -225,17 +232,20 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
   // Connection configuration.
   for (const [field, spec] of Object.entries(config)) {
     const src = owner('connection_config');
-    if ([...Object.values(CREDENTIAL_VARIABLES).flat(), ...AUTH_VARIABLES, 'token', 'input'].includes(field)) {
+    if ([...Object.values(CREDENTIAL_VARIABLES).flat(), ...AUTH_VARIABLES, 'token', 'issuer', 'key_id', 'assertion', 'input'].includes(field)) {
       errors.push({ ...src.keyAt(['connection_config', field]), message: `connection_config field "${field}" has the name of a credential variable: rename it` });
     }
     if (spec.default !== undefined && !fullMatch(spec.pattern, spec.default)) {
       errors.push({ ...src.valueAt(['connection_config', field, 'default']), message: `"connection_config.${field}.default" does not match the field's pattern ${spec.pattern}: give a value the pattern accepts` });
     }
-    if (spec.from_token_response && provider.auth.mode !== 'oauth2' && provider.auth.mode !== 'oauth2_client_credentials') {
-      errors.push({ ...src.keyAt(['connection_config', field, 'from_token_response']), message: `"connection_config.${field}.from_token_response" needs an OAuth 2 auth mode: there is no token response in mode ${provider.auth.mode}` });
+    if (spec.from_token_response && provider.auth.mode !== 'oauth2' && provider.auth.mode !== 'oauth2_client_credentials' && !exchanging) {
+      errors.push({ ...src.keyAt(['connection_config', field, 'from_token_response']), message: `"connection_config.${field}.from_token_response" needs an OAuth 2 auth mode or a token_exchange: there is no token response in mode ${provider.auth.mode}` });
     }
   }
-  if (provider.auth.mode === 'api_key' && !provider.api.credentials) {
+  if (exchanging && provider.verification) {
+    errors.push({ ...owner('verification').keyAt(['verification']), message: '"verification" is not needed with auth.token_exchange: the exchange itself checks the credentials when the connection is made. Remove it' });
+  }
+  if (provider.auth.mode === 'api_key' && !provider.api.credentials && !exchanging) {
     errors.push({ ...owner('api').keyAt(['api']), message: `auth mode api_key needs "api.credentials" to say where the key goes, e.g. { in: header, name: Authorization, value: "Bearer \${api_key}" }` });
   }
 

@@ -102,7 +102,7 @@ export interface Revocation {
   params?: Record<string, Template>;
 }
 
-export type Auth = OAuth2Auth | ClientCredentialsAuth | ApiKeyAuth | BasicAuth | NoAuth;
+export type Auth = OAuth2Auth | ClientCredentialsAuth | ApiKeyAuth | BasicAuth | AuthJwtBearer | NoAuth;
 
 export interface OAuth2Auth {
   mode: 'oauth2';
@@ -196,6 +196,7 @@ export interface ApiKeyAuth {
    * no lookarounds, no backreferences.
    */
   pattern?: string;
+  token_exchange?: TokenExchange;
 }
 
 export interface BasicAuth {
@@ -204,6 +205,7 @@ export interface BasicAuth {
   password_label?: string;
   /** Default: false. */
   password_optional?: boolean;
+  token_exchange?: TokenExchange;
 }
 
 export interface NoAuth {
@@ -408,4 +410,72 @@ export interface Action {
   request: RequestSpec;
   /** Maps the response body ($) to the action's output (an object). */
   output?: Expression;
+}
+
+/**
+ * A two-step auth: the credentials the end user gives (an API key, or a username and password such as a
+ * key and secret) are exchanged at a token endpoint for a short-lived token, which every API request
+ * then carries as ${access_token} (Authorization: Bearer by default). The exchange is made when the
+ * connection is made (refused credentials are a 400 invalid_credentials), and made again before the
+ * token expires, one at a time per connection like an OAuth refresh.
+ */
+export interface TokenExchange {
+  /**
+   * The exchange request: a path under api.base_url or an absolute URL. Its params and headers may name
+   * connection_config fields and the credentials given (${api_key}; ${username}, ${password},
+   * ${basic_auth}); its body is a JSONata expression with $credentials (the credentials given) and
+   * $config (the connection's configuration). It carries no other credential.
+   */
+  request: RequestSpec;
+  /**
+   * How the body goes: JSON, or form-encoded (the body expression then gives an object of strings).
+   * Default: "json".
+   */
+  format?: 'json' | 'form';
+  /**
+   * Where the token and its expiry are in the response (JSONata). A connection_config field with
+   * from_token_response is filled from it too.
+   */
+  token_response: TokenResponse;
+  /** How long before its expiry the token is exchanged again. Default: 300. */
+  refresh_buffer_seconds?: number;
+  /**
+   * On a 401 from the API, exchange again once and send the request again (a session ended early).
+   * Default: false.
+   */
+  refresh_on_401?: boolean;
+}
+
+/**
+ * A JWT bearer grant: each connection holds a private key (createConnection credentials {"type":
+ * "jwt_bearer", "issuer", "private_key", "key_id"?}, sealed like every credential). Terapi signs a
+ * short JWT with it (RS256 or ES256) and exchanges it for an access token with the token_exchange
+ * request, again before the token expires: a Google service account (the assertion posted to the token
+ * endpoint), a GitHub App (the JWT as the bearer of the installation token request).
+ */
+export interface AuthJwtBearer {
+  mode: 'jwt_bearer';
+  /**
+   * How the JWT is signed: RS256 with an RSA key, ES256 with a P-256 key (PEM, PKCS#8 or PKCS#1).
+   * Default: "RS256".
+   */
+  algorithm?: 'RS256' | 'ES256';
+  /**
+   * The JWT's claims besides iat and exp (templates): e.g. iss: ${issuer}, aud, scope. They may name
+   * connection_config fields, ${issuer} and ${key_id} (the connection's credentials). A claim whose
+   * template renders to digits only is sent as a number (GitHub's iss, an app id).
+   */
+  claims: Record<string, Template>;
+  /**
+   * exp is iat plus this. iat is set 60 seconds in the past, against clocks that drift (GitHub's
+   * advice); GitHub takes at most 600 seconds, Google 3600. Default: 3600.
+   */
+  lifetime_seconds?: number;
+  /** What the connect UI calls the issuer, e.g. Service account email, App ID. */
+  issuer_label?: string;
+  /**
+   * The request that trades the signed JWT for an access token: its templates name ${assertion} (the
+   * JWT), ${issuer}, ${key_id} and connection_config; its body sees $assertion and $config.
+   */
+  token_exchange: TokenExchange;
 }

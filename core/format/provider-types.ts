@@ -27,5 +27,6 @@ export const CREDENTIAL_VARIABLES: Record<AuthMode, string[]> = {
   oauth2_client_credentials: ['access_token', 'client_id'],
   api_key: ['api_key'],
   basic: ['username', 'password', 'basic_auth'],
+  jwt_bearer: ['access_token'],
   none: [],
 };

@@ -14,13 +14,19 @@ export function templateValues(config: Record<string, string>, credentials: Cred
       values.access_token = credentials.access_token;
       values.client_id = (credentials.type === 'oauth2_client_credentials' && credentials.client_id) || clientId;
       break;
+    case 'jwt_bearer':
+      values.access_token = credentials.access_token;
+      break;
     case 'api_key':
       values.api_key = credentials.api_key;
+      if (credentials.access_token) values.access_token = credentials.access_token;
       break;
     case 'basic':
       values.username = credentials.username;
       values.password = credentials.password;
       values.basic_auth = basicAuth(credentials.username, credentials.password);
+      // A token exchange's token (auth.token_exchange): it, not the password, goes on API requests.
+      if (credentials.access_token) values.access_token = credentials.access_token;
       break;
   }
   return values;
