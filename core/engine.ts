@@ -13,7 +13,7 @@ import type { Logger } from './logger.ts';
 import { apiRequest, basicAuth, templateValues } from './http/provider-request.ts';
 import { ProviderRegistry } from './format/provider-registry.ts';
 import { compileInputSchema } from './format/provider-schema.ts';
-import type { Action, Method, Provider, Sync } from './format/provider-types.ts';
+import type { Action, Method, PostConnection, Provider, Sync } from './format/provider-types.ts';
 import { Template } from './format/template.ts';
 import { acquirePools, releasePools, type WorkerPools } from './jobs/pools.ts';
 import { PgBossQueue, SqliteQueue, type JobQueue } from './jobs/queue.ts';
@@ -262,11 +262,13 @@ export class Engine {
         const values = templateValues(config, credentials, integration.oauth_client_id);
         const res = await callProvider(apiRequest(provider, values, post.request), provider.api.retry);
         if (res.status >= 400) throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to the post-connection request`);
+        const chosen = post.choose ? await chooseResult(provider, post.choose, res.body, config) : res.body;
+        const bindings = { response: res.body };
         for (const [name, expr] of Object.entries(post.config ?? {})) {
-          const v = await evaluate(expr, res.body);
+          const v = await evaluate(expr, chosen, bindings);
           if (typeof v === 'string') config[name] = v;
         }
-        for (const [name, expr] of Object.entries(post.metadata ?? {})) metadata[name] = await evaluate(expr, res.body);
+        for (const [name, expr] of Object.entries(post.metadata ?? {})) metadata[name] = await evaluate(expr, chosen, bindings);
       } catch (e) {
         throw reworded(e, this.auth.scrubber(integration, credentials));
       }
@@ -462,6 +464,20 @@ export class Engine {
 function withoutRefreshToken(credentials: Extract<Credentials, { type: 'oauth2' | 'oauth2_client_credentials' }>): Record<string, unknown> {
   const refresh = credentials.type === 'oauth2' ? credentials.refresh_token : undefined;
   return JSON.parse(JSON.stringify(credentials.raw ?? {}, (key, value) => (key === 'refresh_token' || (refresh !== undefined && value === refresh) ? undefined : value)));
+}
+
+/**
+ * The one result a connection keeps of those a post-connection request lists (post_connection.choose):
+ * the first for which `where` holds, given the connection's configuration so far.
+ */
+async function chooseResult(provider: Provider, choose: NonNullable<PostConnection['choose']>, body: unknown, config: Record<string, string>): Promise<unknown> {
+  const found = choose.items ? await evaluate(choose.items, body) : body;
+  const items = found === undefined ? [] : Array.isArray(found) ? found : [found];
+  for (const item of items) {
+    if (!choose.where || (await evaluate(choose.where, item, { config })) === true) return item;
+  }
+  const given = Object.entries(config).map(([k, v]) => `${k}=${v}`).join(', ') || 'nothing';
+  throw badRequest('no_matching_result', `none of the ${items.length} results ${provider.display_name} listed after connecting matches this connection's configuration (${given}): check connection_config`);
 }
 
 const outsideBase = () => badRequest('invalid_request', "the proxied path must be a path under the provider's base URL, without . or .. segments, backslashes or control characters");

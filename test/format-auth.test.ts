@@ -651,3 +651,114 @@ api: { base_url: "${api.url}" }
     assert.equal((await t.call('GET', '/connection/x?provider_config_key=service-account')).status, 404);
   });
 });
+
+describe('values from the OAuth callback, and choosing among post-connection results', () => {
+  let api: Fake;
+  let t: Running;
+  /** The shop the fake authorization server sends back with the code. */
+  let shop = 'acme.myshopify.com';
+  before(async () => {
+    api = await fakeApi((req, res) => {
+      const url = new URL(req.url!, 'http://x');
+      if (url.pathname === '/authorize') {
+        const back = new URL(url.searchParams.get('redirect_uri')!);
+        back.searchParams.set('code', 'code-1');
+        back.searchParams.set('state', url.searchParams.get('state')!);
+        back.searchParams.set('shop', shop);
+        res.writeHead(302, { location: back.toString() }).end();
+        return;
+      }
+      if (url.pathname.endsWith('/token')) return json(res, 200, { access_token: `tok-${url.pathname.split('/')[1]}`, scope: 'read_products' });
+      if (url.pathname === '/accessible-resources') {
+        return json(res, 200, [
+          { id: '11111111-1111-1111-1111-111111111111', name: 'first', url: 'https://first.atlassian.net' },
+          { id: '22222222-2222-2222-2222-222222222222', name: 'second', url: 'https://second.atlassian.net' },
+        ]);
+      }
+      json(res, 404, {});
+    });
+    // The token URL names the shop the callback gave (Shopify: https://{shop}/admin/oauth/access_token);
+    // here the shop is the first path segment of the stand-in server.
+    const shopify = `
+display_name: Shop
+categories: [testing]
+docs: https://example.com/docs
+connection_config:
+  shop: { pattern: "[a-z0-9-]+\\\\.myshopify\\\\.com", from_callback: shop }
+auth:
+  mode: oauth2
+  authorization_url: ${api.url}/authorize
+  token_url: ${api.url}/\${shop}/token
+api: { base_url: "${api.url}/\${shop}" }
+`;
+    const sites = `
+display_name: Sites
+categories: [testing]
+docs: https://example.com/docs
+connection_config:
+  site_url: { pattern: "https://[a-z0-9-]+\\\\.atlassian\\\\.net", optional: true }
+  cloud_id: { pattern: "[0-9a-f-]{36}" }
+auth:
+  mode: oauth2
+  authorization_url: ${api.url}/authorize
+  token_url: ${api.url}/token
+post_connection:
+  request: { path: /accessible-resources }
+  choose:
+    items: $
+    where: $not($exists($config.site_url)) or url = $config.site_url
+  config: { cloud_id: id }
+  metadata: { site_name: name, site_count: $count($response) }
+api: { base_url: "${api.url}" }
+`;
+    t = await startTerapi({ providersDirs: [providersDir({ shop: shopify, sites })] });
+    for (const key of ['shop', 'sites']) await t.call('POST', '/integration', { provider_config_key: key, provider: key, oauth_client_id: 'id', oauth_client_secret: 'secret' });
+  });
+  after(async () => {
+    await t?.close();
+    await api?.close();
+  });
+
+  /** The browser's part of a connect flow: our redirect, the provider's, then the callback with the flow's cookie. */
+  async function browse(key: string, connectionId: string) {
+    const s = await t.call('POST', '/connect/sessions', { connection_id: connectionId, allowed_integrations: [key] });
+    const start = await fetch(`${t.url}/oauth/connect/${key}?connect_session_token=${s.body.token}`, { redirect: 'manual' });
+    const cookie = (start.headers.get('set-cookie') ?? '').split(';')[0];
+    const back = await fetch(start.headers.get('location')!, { redirect: 'manual' });
+    const page = await fetch(back.headers.get('location')!, { headers: { cookie } });
+    return { status: page.status, html: await page.text() };
+  }
+
+  test("a callback parameter is kept into connection_config and used by the token URL", async () => {
+    const { status, html } = await browse('shop', 's1');
+    assert.equal(status, 200, html);
+    const c = await t.call('GET', '/connection/s1?provider_config_key=shop');
+    assert.deepEqual(c.body.connection_config, { shop: 'acme.myshopify.com' });
+    assert.ok(api.requests.some((q) => q.url === '/acme.myshopify.com/token'));
+  });
+
+  test('a callback parameter that does not match its pattern fails the flow and stores nothing', async () => {
+    shop = 'evil.example.com';
+    const before = api.requests.filter((q) => q.url.endsWith('/token')).length;
+    const { status, html } = await browse('shop', 's2');
+    shop = 'acme.myshopify.com';
+    assert.equal(status, 400);
+    assert.match(html, /invalid_callback/);
+    assert.equal((await t.call('GET', '/connection/s2?provider_config_key=shop')).status, 404);
+    assert.equal(api.requests.filter((q) => q.url.endsWith('/token')).length, before, 'no code was exchanged');
+  });
+
+  test('several post-connection results: a connection_config field chooses one, else the first', async () => {
+    let r = await t.call('POST', '/connection', { connection_id: 'any', provider_config_key: 'sites', credentials: { type: 'oauth2', access_token: 'a' } });
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.body.connection_config.cloud_id, '11111111-1111-1111-1111-111111111111');
+    assert.deepEqual(r.body.metadata, { site_name: 'first', site_count: 2 });
+    r = await t.call('POST', '/connection', { connection_id: 'second', provider_config_key: 'sites', connection_config: { site_url: 'https://second.atlassian.net' }, credentials: { type: 'oauth2', access_token: 'a' } });
+    assert.equal(r.body.connection_config.cloud_id, '22222222-2222-2222-2222-222222222222');
+    assert.equal(r.body.metadata.site_name, 'second');
+    r = await t.call('POST', '/connection', { connection_id: 'none', provider_config_key: 'sites', connection_config: { site_url: 'https://third.atlassian.net' }, credentials: { type: 'oauth2', access_token: 'a' } });
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.body.error, 'no_matching_result');
+    assert.match(r.body.message, /none of the 2 results/);
+  });
+});

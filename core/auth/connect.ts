@@ -10,6 +10,7 @@ import type { OAuth2Auth, Provider } from '../format/provider-types.ts';
 import { Store } from '../store/store.ts';
 import { own } from '../own.ts';
 import { checkJson, MAX_METADATA_BYTES } from '../json-limits.ts';
+import { fullMatch } from '../expression/regex.ts';
 
 export const SESSION_TTL_MS = 30 * 60_000;
 export const STATE_TTL_MS = 10 * 60_000;
@@ -236,12 +237,14 @@ export class ConnectFlow {
       }
       if (query.error) return fail(query.error, `the provider answered ${query.error}${query.error_description ? `: ${query.error_description}` : ''}`, where);
       if (!query.code) return fail('missing_code', 'the provider sent no authorization code', where);
-      const result = await this.auth.exchangeCode(provider, provider.auth, integration, state.connection_config, query.code, this.callbackUrl, verifier);
+      // Values the provider sends back with the code (Shopify's shop): checked before the token URL may use them.
+      const config = { ...state.connection_config, ...callbackConfig(provider, query) };
+      const result = await this.auth.exchangeCode(provider, provider.auth, integration, config, query.code, this.callbackUrl, verifier);
       await this.finish({
         integration: state.integration,
         connection_id: session.connection_id,
         credentials: result.credentials,
-        connection_config: { ...state.connection_config, ...result.config },
+        connection_config: { ...config, ...result.config },
         metadata: { ...session.metadata, ...result.metadata },
         replace: true,
       });
@@ -291,6 +294,20 @@ function sessionConfig(provider: Provider, session: ConnectSession, key: string,
     if (Object.hasOwn(preset, name)) throw badRequest('invalid_connection_config', `connection_config.${name} is set by the app for this connect session and cannot be changed here`);
   }
   return checkConnectionConfig(provider, { ...given, ...preset }, stage);
+}
+
+/** connection_config fields with from_callback, from the OAuth callback's query, each checked against its pattern. */
+function callbackConfig(provider: Provider, query: Record<string, string | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, field] of Object.entries(provider.connection_config ?? {})) {
+    if (!field.from_callback) continue;
+    const value = own(query, field.from_callback);
+    if (value === undefined || !fullMatch(field.pattern, value)) {
+      throw badRequest('invalid_callback', `the provider's callback ${value === undefined ? 'has no' : 'has an unexpected'} ${field.from_callback} parameter (connection_config.${name}): nothing was stored`);
+    }
+    out[name] = value;
+  }
+  return out;
 }
 
 /** The credentials the connect UI asks for, by auth mode. */

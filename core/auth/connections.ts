@@ -259,7 +259,7 @@ export function withDefaults(provider: Provider, config: Record<string, string>)
 
 /** Names of the connection_config fields the provider fills itself (token response, post-connection request). */
 export function filledLater(provider: Provider): Set<string> {
-  return new Set([...Object.keys(provider.post_connection?.config ?? {}), ...Object.entries(provider.connection_config ?? {}).filter(([, f]) => f.from_token_response).map(([n]) => n)]);
+  return new Set([...Object.keys(provider.post_connection?.config ?? {}), ...Object.entries(provider.connection_config ?? {}).filter(([, f]) => f.from_token_response || f.from_callback).map(([n]) => n)]);
 }
 
 /** Checks that given credentials have the shape the integration's auth mode needs. */

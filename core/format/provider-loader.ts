@@ -235,6 +235,9 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
     if ([...Object.values(CREDENTIAL_VARIABLES).flat(), ...AUTH_VARIABLES, 'token', 'issuer', 'key_id', 'assertion', 'input'].includes(field)) {
       errors.push({ ...src.keyAt(['connection_config', field]), message: `connection_config field "${field}" has the name of a credential variable: rename it` });
     }
+    if (spec.from_callback && provider.auth.mode !== 'oauth2') {
+      errors.push({ ...src.keyAt(['connection_config', field, 'from_callback']), message: `"connection_config.${field}.from_callback" needs auth mode oauth2: there is no OAuth callback in mode ${provider.auth.mode}` });
+    }
     if (spec.default !== undefined && !fullMatch(spec.pattern, spec.default)) {
       errors.push({ ...src.valueAt(['connection_config', field, 'default']), message: `"connection_config.${field}.default" does not match the field's pattern ${spec.pattern}: give a value the pattern accepts` });
     }

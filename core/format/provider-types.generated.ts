@@ -236,6 +236,11 @@ export interface ConfigField {
   default?: string;
   /** Filled from the token response by this JSONata expression. */
   from_token_response?: Expression;
+  /**
+   * Filled from this query parameter of the OAuth callback (Shopify's shop, Zoho's accounts-server),
+   * checked against the field's pattern before the code is exchanged: the token URL may name it.
+   */
+  from_callback?: string;
 }
 
 export interface RequestSpec {
@@ -255,6 +260,22 @@ export interface RequestSpec {
  */
 export interface PostConnection {
   request: RequestSpec;
+  /**
+   * Where the response lists several results (a user's Jira sites), which one the connection keeps: the
+   * first of `items` for which `where` is true. config and metadata are then read from that item ($),
+   * with the whole response as $response. No item matching is a 400 no_matching_result that lists what
+   * there was.
+   */
+  choose?: {
+    /** The results in the response body. Default: "$". */
+    items?: Expression;
+    /**
+     * True for the item to keep; sees $config, the connection's configuration so far (a field the app
+     * or end user gave chooses, e.g. $not($exists($config.site_url)) or url = $config.site_url).
+     * Without it, the first item.
+     */
+    where?: Expression;
+  };
   config?: Record<string, Expression>;
   metadata?: Record<string, Expression>;
 }
