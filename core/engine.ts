@@ -28,7 +28,7 @@ import { evaluate } from './format/evaluate.ts';
 import { OperationLog, type Operation } from './operations.ts';
 
 export interface AuthTokenView {
-  type: 'Bearer' | 'ApiKey' | 'Basic';
+  type: 'Bearer' | 'ApiKey' | 'Basic' | 'OAuth1';
   access_token: string;
   expires_at?: string;
   raw?: Record<string, unknown>;
@@ -348,6 +348,9 @@ export class Engine {
       case 'oauth2':
       case 'oauth2_client_credentials':
         return { type: 'Bearer', access_token: credentials.access_token!, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}), raw: withoutRefreshToken(credentials) };
+      case 'oauth1':
+        // The app signs its own calls with the token, its secret and the integration's consumer secret.
+        return { type: 'OAuth1', access_token: credentials.token, raw: { oauth_token: credentials.token, oauth_token_secret: credentials.token_secret } };
       case 'jwt_bearer':
         return { type: 'Bearer', access_token: credentials.access_token ?? '', ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}) };
       case 'api_key':

@@ -9,6 +9,7 @@ import { generateKeyPairSync, verify, type KeyObject } from 'node:crypto';
 import { fakeApi, providersDir, startTerapi, type Running } from './support.ts';
 import { loadCatalog } from '../core/format/provider-loader.ts';
 import { formatError } from '../core/format/yaml-source.ts';
+import { oauth1Header } from '../core/auth/oauth1.ts';
 
 /** Loads one provider file's text; errors as `file:line:col: message`. */
 function load(text: string, name = 'acme') {
@@ -760,5 +761,121 @@ api: { base_url: "${api.url}" }
     assert.equal(r.status, 400, r.text);
     assert.equal(r.body.error, 'no_matching_result');
     assert.match(r.body.message, /none of the 2 results/);
+  });
+});
+
+describe('OAuth 1.0a', () => {
+  test('HMAC-SHA1 signature of the RFC 5849 / Twitter documented example', () => {
+    // https://developer.x.com/en/docs/authentication/oauth-1-0a/creating-a-signature: a POST with a
+    // query parameter and a form body; its documented signature is hCtSmYh+iHYCEqBWrE7C7hYmtUk=.
+    const header = oauth1Header(
+      'POST',
+      new URL('https://api.twitter.com/1.1/statuses/update.json?include_entities=true'),
+      { consumerKey: 'xvz1evFS4wEEPTGEFPHBog', consumerSecret: 'kAcSOqF21Fu85e7zjz7ZN2U4ZRhfV3WpwPAoE3Z7kBw', token: '370773112-GmHxMAgYyLbNEtIKZeRNFsMKPR9EyMZeS9weJAEb', tokenSecret: 'LswwdoUaIvS8ltyTt5jkRh4J50vUPVVHtR2YPi5kE' },
+      { status: 'Hello Ladies + Gentlemen, a signed OAuth request!' },
+      { oauth_nonce: 'kYjzVBB8Y0ZFabxSWbWovY3uYSQ2pTgmZeNu2VS4cg' },
+      1318622958_000,
+    );
+    assert.match(header, /oauth_signature="hCtSmYh%2BiHYCEqBWrE7C7hYmtUk%3D"/);
+    assert.match(header, /^OAuth oauth_consumer_key="xvz1evFS4wEEPTGEFPHBog", /);
+  });
+
+  describe('the connect flow and signed API calls, against a stand-in Trello', () => {
+    let api: Fake;
+    let t: Running;
+    const consumer = { consumerKey: 'trello-key', consumerSecret: 'trello-secret' };
+    const tokens: Record<string, string> = {};
+    let callback = '';
+    /** Checks a request's OAuth header as the provider does: the signature it would make with the secrets it knows. */
+    const signedBy = (req: { method: string; url: string; headers: Record<string, any> }, tokenSecret?: string) => {
+      const params = Object.fromEntries([...String(req.headers.authorization ?? '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1], decodeURIComponent(m[2])]));
+      const { oauth_signature, oauth_consumer_key, oauth_token, oauth_timestamp, ...rest } = params;
+      if (oauth_consumer_key !== consumer.consumerKey) return undefined;
+      const expected = oauth1Header(req.method, new URL(req.url, api.url), { ...consumer, token: oauth_token, tokenSecret }, {}, rest, Number(oauth_timestamp) * 1000);
+      return expected.includes(`oauth_signature="${encodeURIComponent(oauth_signature).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)}"`) ? params : undefined;
+    };
+    before(async () => {
+      api = await fakeApi((req, res) => {
+        const url = new URL(req.url!, api.url);
+        const form = (status: number, body: string) => {
+          res.writeHead(status, { 'content-type': 'text/plain' });
+          res.end(body);
+        };
+        if (url.pathname === '/1/OAuthGetRequestToken') {
+          const p = signedBy(req as any);
+          if (!p) return form(401, 'invalid signature');
+          callback = p.oauth_callback;
+          tokens['req-tok'] = 'req-secret';
+          return form(200, 'oauth_token=req-tok&oauth_token_secret=req-secret&oauth_callback_confirmed=true');
+        }
+        if (url.pathname === '/1/OAuthAuthorizeToken') {
+          const back = new URL(callback);
+          back.searchParams.set('oauth_token', url.searchParams.get('oauth_token')!);
+          back.searchParams.set('oauth_verifier', 'verifier-1');
+          res.writeHead(302, { location: back.toString() }).end();
+          return;
+        }
+        if (url.pathname === '/1/OAuthGetAccessToken') {
+          const p = signedBy(req as any, tokens['req-tok']);
+          if (!p || p.oauth_token !== 'req-tok' || p.oauth_verifier !== 'verifier-1') return form(401, 'invalid signature');
+          tokens['acc-tok'] = 'acc-secret';
+          return form(200, 'oauth_token=acc-tok&oauth_token_secret=acc-secret');
+        }
+        const p = signedBy(req as any, tokens['acc-tok']);
+        if (!p || p.oauth_token !== 'acc-tok') return json(res, 401, { message: 'invalid signature' });
+        json(res, 200, [{ id: '5abbe4b7ddc1b351ef961414', name: 'Trello Platform Changes', query: url.search }]);
+      });
+      const trello = `
+display_name: Stand-in Trello
+categories: [testing]
+docs: https://example.com/docs
+auth:
+  mode: oauth1
+  request_token_url: ${api.url}/1/OAuthGetRequestToken
+  authorization_url: ${api.url}/1/OAuthAuthorizeToken
+  access_token_url: ${api.url}/1/OAuthGetAccessToken
+  authorization_params: { name: Terapi, scope: "read,write", expiration: never }
+api: { base_url: "${api.url}/1" }
+`;
+      t = await startTerapi({ providersDirs: [providersDir({ trello })] });
+      await t.call('POST', '/integration', { provider_config_key: 'trello', provider: 'trello', oauth_client_id: consumer.consumerKey, oauth_client_secret: consumer.consumerSecret });
+    });
+    after(async () => {
+      await t?.close();
+      await api?.close();
+    });
+
+    test('request token, authorisation, access token; then every call signed with the token', async () => {
+      const s = await t.call('POST', '/connect/sessions', { connection_id: 'u1', allowed_integrations: ['trello'] });
+      const start = await fetch(`${t.url}/oauth/connect/trello?connect_session_token=${s.body.token}`, { redirect: 'manual' });
+      assert.equal(start.status, 302, await start.clone().text());
+      const authorize = new URL(start.headers.get('location')!);
+      assert.equal(authorize.searchParams.get('oauth_token'), 'req-tok');
+      assert.equal(authorize.searchParams.get('scope'), 'read,write');
+      const cookie = (start.headers.get('set-cookie') ?? '').split(';')[0];
+      const back = await fetch(authorize, { redirect: 'manual' });
+      const page = await fetch(back.headers.get('location')!, { headers: { cookie } });
+      const html = await page.text();
+      assert.equal(page.status, 200, html);
+      let r = await t.call('GET', '/auth/token/trello/u1');
+      assert.deepEqual(r.body, { type: 'OAuth1', access_token: 'acc-tok', raw: { oauth_token: 'acc-tok', oauth_token_secret: 'acc-secret' } });
+      r = await t.call('GET', '/proxy/members/me/boards?fields=name,url&filter=open', undefined, { 'provider-config-key': 'trello', 'connection-id': 'u1' });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.body[0].name, 'Trello Platform Changes');
+      assert.ok(!JSON.stringify(api.requests.at(-1)!.headers).includes('acc-secret'), 'the token secret signs, it is never sent');
+    });
+
+    test('a callback with another request token stores nothing', async () => {
+      const s = await t.call('POST', '/connect/sessions', { connection_id: 'u2', allowed_integrations: ['trello'] });
+      const start = await fetch(`${t.url}/oauth/connect/trello?connect_session_token=${s.body.token}`, { redirect: 'manual' });
+      const cookie = (start.headers.get('set-cookie') ?? '').split(';')[0];
+      const forged = new URL(callback);
+      forged.searchParams.set('oauth_token', 'other-tok');
+      forged.searchParams.set('oauth_verifier', 'verifier-1');
+      const page = await fetch(forged, { headers: { cookie } });
+      assert.equal(page.status, 400);
+      assert.match(await page.text(), /invalid_callback/);
+      assert.equal((await t.call('GET', '/connection/u2?provider_config_key=trello')).status, 404);
+    });
   });
 });

@@ -266,7 +266,7 @@ const INVALID: Record<string, Case> = {
   },
   'discriminator: unknown auth mode (at the mode value)': {
     text: edit(BASE, ['  mode: oauth2', '  mode: oauth']),
-    errors: [`${F}:8:9: "auth.mode" must be one of oauth2, oauth2_client_credentials, api_key, basic, jwt_bearer, none; got "oauth"`],
+    errors: [`${F}:8:9: "auth.mode" must be one of oauth2, oauth1, oauth2_client_credentials, api_key, basic, jwt_bearer, none; got "oauth"`],
   },
   'discriminator: auth without mode (at "auth")': {
     text: edit(BASE, ['  mode: oauth2\n', '']),

@@ -6,7 +6,10 @@ import { checkConnectionConfig, filledLater, parseCredentials } from './connecti
 import { badRequest, reworded, TerapiError } from '../errors.ts';
 import { checkKey, type Integrations } from './integrations.ts';
 import type { Logger } from '../logger.ts';
-import type { OAuth2Auth, Provider } from '../format/provider-types.ts';
+import type { AuthOAuth1, OAuth2Auth, Provider } from '../format/provider-types.ts';
+import type { IntegrationRecord } from './integrations.ts';
+import { oauth1Header, type OAuth1Keys } from './oauth1.ts';
+import { callProvider, providerFailed, providerWords } from '../http/send.ts';
 import { Store } from '../store/store.ts';
 import { own } from '../own.ts';
 import { checkJson, MAX_METADATA_BYTES } from '../json-limits.ts';
@@ -36,6 +39,8 @@ interface OAuthState {
   /** The hash of the cookie value given to the browser that started the flow. */
   browser: string;
   connection_config: Record<string, string>;
+  /** OAuth 1.0a: the request token the end user authorises, and its secret (sealed). */
+  oauth1?: { token: string; secret: string };
 }
 
 /** The cookie that binds a flow to the browser that started it, for the server to set with the redirect. */
@@ -179,6 +184,7 @@ export class ConnectFlow {
   async authorizationUrl(sessionToken: string | undefined, integrationKey: string, given: Record<string, unknown> = {}): Promise<{ url: string; cookie: BrowserCookie }> {
     const session = await this.session(sessionToken, integrationKey);
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
+    if (provider.auth.mode === 'oauth1') return this.oauth1Start(sessionToken!, session, integrationKey, integration, provider, provider.auth, given);
     if (provider.auth.mode !== 'oauth2') throw badRequest('not_oauth', `integration "${integrationKey}" uses ${provider.auth.mode} auth: post the credentials to /connect/${integrationKey}/credentials instead`);
     const auth: OAuth2Auth = provider.auth;
     const config = sessionConfig(provider, session, integrationKey, given, 'before_auth');
@@ -201,6 +207,38 @@ export class ConnectFlow {
       url.searchParams.set('code_challenge_method', 'S256');
     }
     return { url: url.toString(), cookie: { name: cookieName(state), value: browser, maxAgeSeconds: STATE_TTL_MS / 1000 } };
+  }
+
+  /**
+   * OAuth 1.0a's first leg: a request token, asked for with the consumer key and secret and the
+   * callback (which carries the flow's state, since OAuth 1.0a has none of its own), then the
+   * provider's authorization URL for that token.
+   */
+  private async oauth1Start(sessionToken: string, session: ConnectSession, integrationKey: string, integration: IntegrationRecord, provider: Provider, auth: AuthOAuth1, given: Record<string, unknown>): Promise<{ url: string; cookie: BrowserCookie }> {
+    const config = sessionConfig(provider, session, integrationKey, given, 'before_auth');
+    const state = token();
+    const browser = token();
+    const keys = { consumerKey: integration.oauth_client_id ?? '', consumerSecret: this.integrations.clientSecret(integration) ?? '' };
+    const callback = `${this.callbackUrl}?state=${encodeURIComponent(state)}`;
+    const got = await oauth1Leg('POST', auth.request_token_url.renderUrl(config), keys, { oauth_callback: callback });
+    if (!got.oauth_token || !got.oauth_token_secret) throw providerFailed(`${provider.display_name} gave no request token`);
+    const kept: OAuthState = { session: hash(sessionToken), integration: integrationKey, integration_id: integration.id, browser: hash(browser), connection_config: config, oauth1: { token: got.oauth_token, secret: this.sealer.seal(got.oauth_token_secret) } };
+    await this.store.set(stateKey(state), kept, STATE_TTL_MS);
+    const url = new URL(auth.authorization_url.renderUrl(config));
+    const values = { ...config, client_id: integration.oauth_client_id ?? '', scopes: (integration.oauth_scopes ?? []).join(',') };
+    for (const [k, t] of Object.entries(auth.authorization_params ?? {})) url.searchParams.set(k, t.renderText(values));
+    url.searchParams.set('oauth_token', got.oauth_token);
+    return { url: url.toString(), cookie: { name: cookieName(state), value: browser, maxAgeSeconds: STATE_TTL_MS / 1000 } };
+  }
+
+  /** OAuth 1.0a's last leg: the authorised request token and its verifier traded for the connection's token. */
+  private async oauth1Finish(provider: Provider, auth: AuthOAuth1, integration: IntegrationRecord, state: OAuthState, query: Record<string, string | undefined>): Promise<Credentials> {
+    if (!state.oauth1 || query.oauth_token !== state.oauth1.token) throw badRequest('invalid_callback', 'the provider sent back another request token than the one this sign-in started with: nothing was stored');
+    if (!query.oauth_verifier) throw badRequest('missing_code', 'the provider sent no oauth_verifier');
+    const keys = { consumerKey: integration.oauth_client_id ?? '', consumerSecret: this.integrations.clientSecret(integration) ?? '', token: state.oauth1.token, tokenSecret: this.sealer.open<string>(state.oauth1.secret) };
+    const got = await oauth1Leg('POST', auth.access_token_url.renderUrl(state.connection_config), keys, { oauth_verifier: query.oauth_verifier });
+    if (!got.oauth_token || !got.oauth_token_secret) throw badRequest('token_exchange_failed', `${provider.display_name} gave no access token for the verifier`);
+    return { type: 'oauth1', token: got.oauth_token, token_secret: got.oauth_token_secret };
   }
 
   /**
@@ -227,6 +265,14 @@ export class ConnectFlow {
     try {
       const { integration, provider } = await this.integrations.withProvider(state.integration);
       if ((integration.id ?? '') !== (state.integration_id ?? '')) return fail('integration_changed', 'the integration was deleted and made again during sign-in: start again from the app', where);
+      if (provider.auth.mode === 'oauth1') {
+        scrub = this.auth.scrubber(integration, undefined, query.oauth_verifier);
+        if (query.denied) return fail('access_denied', 'the end user did not allow access', where);
+        const credentials = await this.oauth1Finish(provider, provider.auth, integration, state, query);
+        await this.finish({ integration: state.integration, connection_id: session.connection_id, credentials, connection_config: state.connection_config, metadata: session.metadata, replace: true });
+        this.log.info({ request_id: requestId, ...where }, 'connection made through the connect flow');
+        return { ok: true, provider_config_key: state.integration, connection_id: session.connection_id };
+      }
       if (provider.auth.mode !== 'oauth2') return fail('not_oauth', 'this integration no longer uses OAuth 2', where);
       const verifier = state.verifier ? this.sealer.open<string>(state.verifier) : undefined;
       scrub = this.auth.scrubber(integration, undefined, query.code, verifier);
@@ -265,7 +311,7 @@ export class ConnectFlow {
   async postCredentials(sessionToken: string | undefined, integrationKey: string, input: { connection_config?: Record<string, unknown> } & Record<string, unknown>): Promise<{ provider_config_key: string; connection_id: string }> {
     const session = await this.session(sessionToken, integrationKey);
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
-    if (provider.auth.mode === 'oauth2') {
+    if (provider.auth.mode === 'oauth2' || provider.auth.mode === 'oauth1') {
       throw badRequest('not_credentials', `integration "${integrationKey}" uses oauth2: the end user signs in at the provider (POST /connect/${integrationKey}/oauth)`);
     }
     const { connection_config: given, ...fields } = input;
@@ -294,6 +340,16 @@ function sessionConfig(provider: Provider, session: ConnectSession, key: string,
     if (Object.hasOwn(preset, name)) throw badRequest('invalid_connection_config', `connection_config.${name} is set by the app for this connect session and cannot be changed here`);
   }
   return checkConnectionConfig(provider, { ...given, ...preset }, stage);
+}
+
+/**
+ * One leg of the OAuth 1.0a handshake: a signed POST whose answer is form-encoded (RFC 5849, 2.1
+ * and 2.3). A refusal is the provider's words as a 502 (a consumer key it does not know).
+ */
+async function oauth1Leg(method: string, url: string, keys: OAuth1Keys, extra: Record<string, string>): Promise<Record<string, string>> {
+  const res = await callProvider({ method, url, headers: { accept: 'application/x-www-form-urlencoded, application/json' }, sign: (target) => ({ authorization: oauth1Header(method, target, keys, {}, extra) }) }, { statuses: [500, 502, 503, 504], max_attempts: 2 });
+  if (res.status >= 400) throw providerFailed(`the OAuth 1.0a ${extra.oauth_verifier ? 'access' : 'request'} token request failed (HTTP ${res.status})${providerWords(res.body) ? `: ${providerWords(res.body)}` : ''}`);
+  return typeof res.body === 'object' && res.body ? (res.body as Record<string, string>) : Object.fromEntries(new URLSearchParams(res.text));
 }
 
 /** connection_config fields with from_callback, from the OAuth callback's query, each checked against its pattern. */

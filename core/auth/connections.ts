@@ -36,6 +36,8 @@ export type Credentials =
   | { type: 'basic'; username: string; password: string; access_token?: string; expires_at?: string }
   /** A private key that signs JWT assertions (auth mode jwt_bearer), and the token the last one was exchanged for. */
   | { type: 'jwt_bearer'; issuer: string; private_key: string; key_id?: string; access_token?: string; expires_at?: string }
+  /** OAuth 1.0a: the token and its secret, which sign every request with the client's (consumer) secret. */
+  | { type: 'oauth1'; token: string; token_secret: string }
   | { type: 'none' };
 
 export interface ConnectionRecord {
@@ -300,6 +302,9 @@ export function parseCredentials(provider: Provider, input: Record<string, unkno
       if (extra.length) throw mismatch(`${shape}, without ${extra.join(', ')}`);
       return { type: 'oauth2_client_credentials', client_id: input.client_id as string, client_secret: input.client_secret as string };
     }
+    case 'oauth1':
+      if (!input || input.type !== 'oauth1' || !str(input.token) || !str(input.token_secret)) throw mismatch('{"type": "oauth1", "token", "token_secret"}');
+      return { type: 'oauth1', token: input.token as string, token_secret: input.token_secret as string };
     case 'jwt_bearer': {
       const shape = '{"type": "jwt_bearer", "issuer", "private_key", "key_id"?} (a Google service account key file\'s client_email, private_key and private_key_id; a GitHub App\'s app id and private key)';
       if (!input || input.type !== 'jwt_bearer' || !str(input.issuer) || !str(input.private_key) || (input.key_id !== undefined && !str(input.key_id))) throw mismatch(shape);

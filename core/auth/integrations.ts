@@ -49,7 +49,7 @@ export interface IntegrationInput {
 }
 
 export const KEY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$/;
-const OAUTH_MODES = new Set(['oauth2', 'oauth2_client_credentials']);
+const OAUTH_MODES = new Set(['oauth2', 'oauth2_client_credentials', 'oauth1']);
 
 export const integrationKey = (key: string) => Store.key('integration', key);
 export const connectionsPrefix = (key: string) => `${Store.key('connection', key)}/`;

@@ -21,6 +21,9 @@ export function secretsOf(credentials: Credentials | undefined, client: { id?: s
     case 'api_key':
       out.push(credentials.api_key, credentials.access_token ?? '');
       break;
+    case 'oauth1':
+      out.push(credentials.token, credentials.token_secret);
+      break;
     case 'jwt_bearer':
       out.push(credentials.private_key, credentials.access_token ?? '');
       break;

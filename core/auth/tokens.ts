@@ -5,7 +5,7 @@ import { belongsTo, withDefaults, type ConnectionRecord, type Connections, type 
 import { callProvider, providerFailed, providerWords, send, type HttpRequest } from '../http/send.ts';
 import type { IntegrationRecord, Integrations } from './integrations.ts';
 import type { Lock } from '../store/lock.ts';
-import { apiRequest, templateValues } from '../http/provider-request.ts';
+import { apiRequest, OAUTH1_KEYS, templateValues } from '../http/provider-request.ts';
 import type { ClientAuth, ClientCredentialsAuth, OAuth2Auth, Provider } from '../format/provider-types.ts';
 import { scrubbedError, type Logger } from '../logger.ts';
 import { fullMatch } from '../expression/regex.ts';
@@ -37,10 +37,17 @@ export interface Fresh {
    * out of a provider's text before it is logged, stored (sync status) or answered.
    */
   scrub: (text: string) => string;
+  /** OAuth 1.0a: the integration's consumer secret, which signs every request with the token's. */
+  client_secret?: string;
 }
 
 /** The values a fresh connection's templates may name: its configuration and credentials. */
-export const freshValues = (fresh: Fresh) => templateValues(fresh.record.connection_config, fresh.credentials, fresh.integration.oauth_client_id);
+export function freshValues(fresh: Fresh): Record<string, unknown> {
+  const values = templateValues(fresh.record.connection_config, fresh.credentials, fresh.integration.oauth_client_id);
+  const c = fresh.credentials;
+  if (c.type === 'oauth1') Object.assign(values, { [OAUTH1_KEYS]: { consumerKey: fresh.integration.oauth_client_id ?? '', consumerSecret: fresh.client_secret ?? '', token: c.token, tokenSecret: c.token_secret } });
+  return values;
+}
 
 /** What a token response gives, read with the provider's token_response expressions. */
 export interface TokenResult {
@@ -206,7 +213,8 @@ export class AuthEngine extends EventEmitter<{
   private made(integration: IntegrationRecord, provider: Provider, record: ConnectionRecord, credentials: Credentials): Fresh {
     const config = withDefaults(provider, record.connection_config);
     if (config !== record.connection_config) record = { ...record, connection_config: config };
-    return { record, credentials, provider, integration, scrub: this.scrubber(integration, credentials) };
+    const oauth1 = provider.auth.mode === 'oauth1' ? { client_secret: this.integrations.clientSecret(integration) ?? '' } : {};
+    return { record, credentials, provider, integration, scrub: this.scrubber(integration, credentials), ...oauth1 };
   }
 
   /**

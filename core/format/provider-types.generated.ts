@@ -102,7 +102,7 @@ export interface Revocation {
   params?: Record<string, Template>;
 }
 
-export type Auth = OAuth2Auth | ClientCredentialsAuth | ApiKeyAuth | BasicAuth | AuthJwtBearer | NoAuth;
+export type Auth = OAuth2Auth | AuthOAuth1 | ClientCredentialsAuth | ApiKeyAuth | BasicAuth | AuthJwtBearer | NoAuth;
 
 export interface OAuth2Auth {
   mode: 'oauth2';
@@ -499,4 +499,23 @@ export interface AuthJwtBearer {
    * JWT), ${issuer}, ${key_id} and connection_config; its body sees $assertion and $config.
    */
   token_exchange: TokenExchange;
+}
+
+/**
+ * OAuth 1.0a (RFC 5849), for the few providers that still need it (Trello). The integration's
+ * oauth_client_id and oauth_client_secret are the consumer key and secret. The connect flow gets a
+ * request token, sends the end user to authorization_url, and trades the verifier for the connection's
+ * token and token secret (createConnection takes them as {"type": "oauth1", "token", "token_secret"}).
+ * Every API request is then signed with HMAC-SHA1 in its Authorization header, unless api.credentials
+ * says otherwise.
+ */
+export interface AuthOAuth1 {
+  mode: 'oauth1';
+  request_token_url: Template;
+  authorization_url: Template;
+  access_token_url: Template;
+  /** More query parameters of the authorization URL (Trello: name, scope, expiration). */
+  authorization_params?: Record<string, Template>;
+  /** Default: "HMAC-SHA1". */
+  signature_method?: 'HMAC-SHA1';
 }

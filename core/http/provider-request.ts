@@ -1,6 +1,10 @@
 import type { Credentials } from '../auth/connections.ts';
 import type { HttpRequest } from './send.ts';
 import type { Provider, RequestSpec } from '../format/provider-types.ts';
+import { oauth1Header, type OAuth1Keys } from '../auth/oauth1.ts';
+
+/** Where template values carry an OAuth 1.0a connection's signing keys: a symbol, so no template can name them. */
+export const OAUTH1_KEYS = Symbol('oauth1 keys');
 
 /** HTTP basic credentials: base64 of `username:password`. */
 export const basicAuth = (username: string, password: string) => Buffer.from(`${username}:${password}`).toString('base64');
@@ -16,6 +20,10 @@ export function templateValues(config: Record<string, string>, credentials: Cred
       break;
     case 'jwt_bearer':
       values.access_token = credentials.access_token;
+      break;
+    case 'oauth1':
+      values.access_token = credentials.token;
+      values.client_id = clientId;
       break;
     case 'api_key':
       values.api_key = credentials.api_key;
@@ -48,7 +56,11 @@ export function apiRequest(provider: Provider, values: Record<string, unknown>, 
   for (const [k, t] of Object.entries(spec.params ?? {})) searchParams[k] = t.renderText(values);
   Object.assign(searchParams, extra.searchParams);
   injectCredentials(provider, values, headers, searchParams);
-  return { method: spec.method ?? 'GET', url, headers, searchParams, json: extra.json, timeoutMs: provider.api.timeout_seconds === undefined ? undefined : provider.api.timeout_seconds * 1000 };
+  const req: HttpRequest = { method: spec.method ?? 'GET', url, headers, searchParams, json: extra.json, timeoutMs: provider.api.timeout_seconds === undefined ? undefined : provider.api.timeout_seconds * 1000 };
+  // OAuth 1.0a: each attempt is signed with the URL it goes to (a next page's, with its query).
+  const keys = (values as { [OAUTH1_KEYS]?: OAuth1Keys })[OAUTH1_KEYS];
+  if (provider.auth.mode === 'oauth1' && !provider.api.credentials && keys) req.sign = (target, sent) => ({ authorization: oauth1Header(sent.method, target, keys, sent.form) });
+  return req;
 }
 
 function injectCredentials(provider: Provider, values: Record<string, unknown>, headers: Record<string, string>, searchParams: Record<string, string>) {
@@ -59,6 +71,7 @@ function injectCredentials(provider: Provider, values: Record<string, unknown>, 
     else searchParams[declared.name] = value;
     return;
   }
+  if (provider.auth.mode === 'oauth1') return; // signed when sent
   if (values.access_token) headers.authorization = `Bearer ${values.access_token}`;
   else if (values.basic_auth) headers.authorization = `Basic ${values.basic_auth}`;
 }

@@ -215,7 +215,7 @@ async function runPlan(p: Plan, call: Call, options: ReplayOptions): Promise<voi
   p.result.replayed = true;
   const real = <T>(value: T): T => JSON.parse(replay.toReal(JSON.stringify(value)));
   const mode = provider.auth.mode;
-  const oauth = mode === 'oauth2' || mode === 'oauth2_client_credentials';
+  const oauth = mode === 'oauth2' || mode === 'oauth1' || mode === 'oauth2_client_credentials';
   let r = await call('POST', '/integration', { provider_config_key: key, provider: key, ...(oauth ? { ...OAUTH_CLIENT, ...connection.integration } : {}) });
   if (r.status >= 300) return void p.result.problems.push(`the integration could not be made: ${r.status} ${JSON.stringify(r.body)}`);
 

@@ -119,7 +119,7 @@ function field(spec, group) {
 }
 
 function form(token, session, integration) {
-  const oauth = integration.auth_mode === 'oauth2';
+  const oauth = integration.auth_mode === 'oauth2' || integration.auth_mode === 'oauth1';
   const credentials = integration.credentials.map((spec) => field(spec, 'credential'));
   const config = integration.connection_config.map((spec) => field(spec, 'config'));
   const fields = [...credentials, ...config];
