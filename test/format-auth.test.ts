@@ -629,8 +629,8 @@ api: { base_url: "${api.url}" }
     assert.equal(issued, before + 1);
   });
 
-  test('a GitHub App key signs an ES256 JWT (iss a number) sent as the bearer of the installation token request', async () => {
-    const r = await t.call('POST', '/connection', { connection_id: 'app', provider_config_key: 'gh-app', connection_config: { installation_id: '4242' }, credentials: { type: 'jwt_bearer', issuer: '123456', private_key: ecPem } });
+  test('a GitHub App key (pasted on one line) signs an ES256 JWT (iss a number) sent as the bearer of the installation token request', async () => {
+    const r = await t.call('POST', '/connection', { connection_id: 'app', provider_config_key: 'gh-app', connection_config: { installation_id: '4242' }, credentials: { type: 'jwt_bearer', issuer: '123456', private_key: ecPem.replace(/\n/g, ' ') } });
     assert.equal(r.status, 200, r.text);
     assert.equal(r.body.metadata.claims.iss, 123456);
     assert.equal(r.body.metadata.claims.exp - r.body.metadata.claims.iat, 540);
