@@ -6,7 +6,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync, verify, type KeyObject } from 'node:crypto';
-import { fakeApi, providersDir, startTerapi, type Running } from './support.ts';
+import { fakeApi, freshDatabase, PG_URL, providersDir, startTerapi, type Running } from './support.ts';
 import { loadCatalog } from '../core/format/provider-loader.ts';
 import { formatError } from '../core/format/yaml-source.ts';
 import { oauth1Header } from '../core/auth/oauth1.ts';
@@ -198,6 +198,7 @@ api: { base_url: "https://\${host}/api" }
 describe('token lifetime: default_expires_in and refresh_on_401', () => {
   let api: Fake;
   let t: Running;
+  let db: { url: string; drop: () => Promise<void> } | undefined;
   let issued = 0;
   /** Tokens the API still takes: a session ended early takes the connection's token out. */
   const valid = new Set<string>();
@@ -238,12 +239,19 @@ actions:
     request: { path: /me }
     output: "{ 'token': token }"
 `;
-    t = await startTerapi({ providersDirs: [providersDir({ sessions: provider(true), strict: provider(false) })] });
+    // On PostgreSQL where the tests have it (CI does): on the embedded store, five proxy calls refused
+    // at once have been seen to wait 30 s for SQLite's write lock (SQLITE_BUSY, 503) in about one run
+    // of three on this machine; reported to the lead, not understood yet.
+    if (PG_URL) db = await freshDatabase();
+    t = await startTerapi({ providersDirs: [providersDir({ sessions: provider(true), strict: provider(false) })], ...(db ? { databaseUrl: db.url } : {}) });
     for (const key of ['sessions', 'strict']) await t.call('POST', '/integration', { provider_config_key: key, provider: key, oauth_client_id: 'id', oauth_client_secret: 'secret' });
   });
   after(async () => {
     await t?.close();
     await api?.close();
+  });
+  after(async () => {
+    await db?.drop();
   });
   const connect = (key: string, id: string) => t.call('POST', '/connection', { connection_id: id, provider_config_key: key, credentials: { type: 'oauth2', access_token: `ended-${id}`, refresh_token: `r-${id}` } });
   const refreshes = () => api.requests.filter((q) => q.url === '/token').length;
@@ -648,7 +656,9 @@ api: { base_url: "${api.url}" }
     // Another RSA key than the one the provider knows: its answer is passed on as a 400.
     const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
     r = await t.call('POST', '/connection', { connection_id: 'x', provider_config_key: 'service-account', credentials: { type: 'jwt_bearer', issuer: 'a@b.c', private_key: other } });
-    assert.ok(r.status === 400 || r.status === 502, r.text);
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.body.error, 'invalid_credentials');
+    assert.match(r.body.message, /refused these credentials at its token exchange \(HTTP 400\): "Invalid JWT Signature\."/);
     assert.equal((await t.call('GET', '/connection/x?provider_config_key=service-account')).status, 404);
   });
 });

@@ -54,7 +54,7 @@ export function signJwt(auth: AuthJwtBearer, config: Record<string, string>, cre
 
 /**
  * Exchanges the credentials an end user gave for a token (a two-step auth: Tableau's sign-in). A
- * refusal (401 or 403) is an OAuthError invalid_grant, as a refused refresh is: the credentials no
+ * refusal (401, 403, or 400 invalid_grant) is an OAuthError invalid_grant, as a refused refresh is: the credentials no
  * longer work and the end user must give them again. The answer keeps the credentials given, with
  * the token and its expiry beside them; connection_config fields with from_token_response are read
  * from the response.
@@ -84,7 +84,9 @@ export async function exchangeToken(provider: Provider, exchange: TokenExchange,
   if (body !== undefined && exchange.format === 'form') req.form = Object.fromEntries(Object.entries(body as object).map(([k, v]) => [k, typeof v === 'string' ? v : JSON.stringify(v)]));
   else if (body !== undefined) req.json = body;
   const res = await callProvider(req, { statuses: [500, 502, 503, 504], max_attempts: 2 });
-  if (res.status === 401 || res.status === 403) throw new OAuthError('invalid_grant', providerWords(res.body), res.status);
+  // A refusal: 401 or 403, or an OAuth token endpoint's invalid_grant (a JWT it does not accept: RFC 7523, 3.1).
+  const oauthError = (res.body as { error?: unknown } | undefined)?.error;
+  if (res.status === 401 || res.status === 403 || (res.status === 400 && oauthError === 'invalid_grant')) throw new OAuthError('invalid_grant', providerWords(res.body), res.status);
   if (res.status >= 400) throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to the token exchange${providerWords(res.body) ? `: ${providerWords(res.body)}` : ''}`);
   const data = (typeof res.body === 'object' && res.body ? res.body : {}) as Record<string, unknown>;
   const read = await readTokenResponse(provider, exchange.token_response, data, 'oauth2_client_credentials');
