@@ -1,4 +1,5 @@
-import { AuthEngine, freshValues, type Fresh } from './auth/tokens.ts';
+import { AuthEngine, freshValues, OAuthError, refreshesOn401, type Fresh } from './auth/tokens.ts';
+import { exchangeOf, exchangeToken, isExchanged } from './auth/token-exchange.ts';
 import { callProvider, callProviderStreamed, limits, providerFailed, targetUrl, type StreamedResponse } from './http/send.ts';
 import { ConnectFlow, type ConnectOutcome, type FinishConnection } from './auth/connect.ts';
 import { checkConnectionConfig, Connections, parseCredentials, type ConnectionRecord, type ConnectionView, type Credentials } from './auth/connections.ts';
@@ -10,7 +11,7 @@ import { LocalLock, PostgresLock, type Lock } from './store/lock.ts';
 import type { Logger } from './logger.ts';
 import { apiRequest, basicAuth, bodyError, requestRetry, templateValues } from './http/provider-request.ts';
 import { ProviderRegistry } from './format/provider-registry.ts';
-import type { Method, Provider, Sync } from './format/provider-types.ts';
+import type { Method, PostConnection, Provider, Sync } from './format/provider-types.ts';
 import { Template } from './format/template.ts';
 import { acquirePools, releasePools, type WorkerPools } from './jobs/pools.ts';
 import { PgBossQueue, SqliteQueue, type JobQueue, type QueueName } from './jobs/queue.ts';
@@ -30,7 +31,7 @@ import { ProviderFiles } from './store/provider-files.ts';
 const DEPLOYED_POLL_MS = 1000;
 
 export interface AuthTokenView {
-  type: 'Bearer' | 'ApiKey' | 'Basic';
+  type: 'Bearer' | 'ApiKey' | 'Basic' | 'OAuth1';
   access_token: string;
   expires_at?: string;
   raw?: Record<string, unknown>;
@@ -272,20 +273,38 @@ export class Engine {
     // Checked now to fail before any request to the provider; the write itself is atomic too.
     if (!input.replace) await this.connections.assertNew(input.integration, input.connection_id);
     // A client-credentials connection gets its token on first use (AuthEngine.fresh), not here.
-    const credentials: Credentials = input.credentials;
-    const config = { ...input.connection_config };
+    let credentials: Credentials = input.credentials;
+    let config = { ...input.connection_config };
     const metadata = { ...input.metadata };
+    // A two-step auth exchanges the credentials now: refused ones are the caller's mistake (400), and
+    // the exchange's answer may fill connection_config (Tableau's site id).
+    const exchange = exchangeOf(provider);
+    if (exchange && isExchanged(credentials)) {
+      try {
+        const result = await exchangeToken(provider, exchange, config, credentials);
+        credentials = result.credentials;
+        config = { ...config, ...result.config };
+        Object.assign(metadata, result.metadata);
+      } catch (e) {
+        const scrub = this.auth.scrubber(integration, credentials);
+        if (e instanceof OAuthError) throw badRequest('invalid_credentials', scrub(`${provider.display_name} refused these credentials at its token exchange (HTTP ${e.status})${e.description ? `: "${e.description}"` : ''}. Check them and try again`));
+        throw reworded(e, scrub);
+      }
+      if (!provider.post_connection) checkConnectionConfig(provider, config);
+    }
     if (provider.post_connection) {
       const post = provider.post_connection;
       try {
         const values = templateValues(config, credentials, integration.oauth_client_id);
         const res = await callProvider(apiRequest(provider, values, post.request), provider.api.retry);
         if (res.status >= 400) throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to the post-connection request`);
+        const chosen = post.choose ? await chooseResult(provider, post.choose, res.body, config) : res.body;
+        const bindings = { response: res.body };
         for (const [name, expr] of Object.entries(post.config ?? {})) {
-          const v = await evaluate(expr, res.body);
+          const v = await evaluate(expr, chosen, bindings);
           if (typeof v === 'string') config[name] = v;
         }
-        for (const [name, expr] of Object.entries(post.metadata ?? {})) metadata[name] = await evaluate(expr, res.body);
+        for (const [name, expr] of Object.entries(post.metadata ?? {})) metadata[name] = await evaluate(expr, chosen, bindings);
       } catch (e) {
         throw reworded(e, this.auth.scrubber(integration, credentials));
       }
@@ -365,10 +384,16 @@ export class Engine {
       case 'oauth2':
       case 'oauth2_client_credentials':
         return { type: 'Bearer', access_token: credentials.access_token!, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}), raw: withoutRefreshToken(credentials) };
+      case 'oauth1':
+        // The app signs its own calls with the token, its secret and the integration's consumer secret.
+        return { type: 'OAuth1', access_token: credentials.token, raw: { oauth_token: credentials.token, oauth_token_secret: credentials.token_secret } };
+      case 'jwt_bearer':
+        return { type: 'Bearer', access_token: credentials.access_token ?? '', ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}) };
       case 'api_key':
-        return { type: 'ApiKey', access_token: credentials.api_key };
       case 'basic':
-        return { type: 'Basic', access_token: basicAuth(credentials.username, credentials.password) };
+        // A token exchange's token is what API calls carry: the app gets it, not the key or password.
+        if (credentials.access_token) return { type: 'Bearer', access_token: credentials.access_token, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}) };
+        return credentials.type === 'api_key' ? { type: 'ApiKey', access_token: credentials.api_key } : { type: 'Basic', access_token: basicAuth(credentials.username, credentials.password) };
       case 'none':
         throw badRequest('no_credentials', `connection "${id}" uses a provider without credentials: there is no token`);
     }
@@ -404,9 +429,13 @@ export class Engine {
     const answered = (res: StreamedResponse): Partial<Operation> => ({ detail: { status: res.status }, ...(res.status >= 400 ? { outcome: 'error', error: 'provider_status', message: `the provider answered HTTP ${res.status}` } : {}) });
     return this.logged(op, async () => {
       checkProxyPath(req.path);
-      const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
+      let fresh = await this.auth.fresh(integrationKey, id, false, requestId);
       op.name = fresh.scrub(op.name);
       try {
+        const res = await this.proxyWith(fresh, req);
+        if (!refreshesOn401(fresh, res.status)) return res;
+        res.body.destroy();
+        fresh = await this.auth.fresh(integrationKey, id, { stale: fresh.record.credentials }, requestId);
         return await this.proxyWith(fresh, req);
       } catch (e) {
         throw reworded(e, fresh.scrub);
@@ -437,7 +466,8 @@ export class Engine {
     const action = actionOf(provider, name);
     checkActionInput(action, name, input);
     const fresh = await this.auth.fresh(integrationKey, id, false, requestId);
-    return { success: true, action_name: name, output: await sendAction(fresh, name, action, input) };
+    const refresh = (stale: Fresh) => this.auth.fresh(integrationKey, id, { stale: stale.record.credentials }, requestId);
+    return { success: true, action_name: name, output: await sendAction(fresh, name, action, input, refresh) };
   }
 }
 
@@ -449,6 +479,20 @@ export class Engine {
 function withoutRefreshToken(credentials: Extract<Credentials, { type: 'oauth2' | 'oauth2_client_credentials' }>): Record<string, unknown> {
   const refresh = credentials.type === 'oauth2' ? credentials.refresh_token : undefined;
   return JSON.parse(JSON.stringify(credentials.raw ?? {}, (key, value) => (key === 'refresh_token' || (refresh !== undefined && value === refresh) ? undefined : value)));
+}
+
+/**
+ * The one result a connection keeps of those a post-connection request lists (post_connection.choose):
+ * the first for which `where` holds, given the connection's configuration so far.
+ */
+async function chooseResult(provider: Provider, choose: NonNullable<PostConnection['choose']>, body: unknown, config: Record<string, string>): Promise<unknown> {
+  const found = choose.items ? await evaluate(choose.items, body) : body;
+  const items = found === undefined ? [] : Array.isArray(found) ? found : [found];
+  for (const item of items) {
+    if (!choose.where || (await evaluate(choose.where, item, { config })) === true) return item;
+  }
+  const given = Object.entries(config).map(([k, v]) => `${k}=${v}`).join(', ') || 'nothing';
+  throw badRequest('no_matching_result', `none of the ${items.length} results ${provider.display_name} listed after connecting matches this connection's configuration (${given}): check connection_config`);
 }
 
 const outsideBase = () => badRequest('invalid_request', "the proxied path must be a path under the provider's base URL, without . or .. segments, backslashes or control characters");

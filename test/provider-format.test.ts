@@ -223,7 +223,7 @@ const INVALID: Record<string, Case> = {
   'unknown key: in the auth branch chosen by mode': {
     text: edit(BASE, ['  scopes:', '  scope:']),
     errors: [
-      `${F}:11:3: unknown key "scope" in "auth": did you mean "scopes"? allowed keys are mode, authorization_url, token_url, refresh_url, issuer, scopes, scope_separator, scope_param, authorization_params, token_params, refresh_params, pkce, client_auth, token_request_format, token_response, refresh_buffer_seconds, revocation`,
+      `${F}:11:3: unknown key "scope" in "auth": did you mean "scopes"? allowed keys are mode, authorization_url, token_url, refresh_url, issuer, scopes, scope_separator, scope_param, authorization_params, token_params, token_headers, refresh_params, pkce, client_auth, token_request_format, token_response, refresh_buffer_seconds, refresh_on_401, revocation`,
     ],
   },
   // Missing required keys: at the key of the object that lacks it.
@@ -266,7 +266,7 @@ const INVALID: Record<string, Case> = {
   },
   'discriminator: unknown auth mode (at the mode value)': {
     text: edit(BASE, ['  mode: oauth2', '  mode: oauth']),
-    errors: [`${F}:8:9: "auth.mode" must be one of oauth2, oauth2_client_credentials, api_key, basic, none; got "oauth"`],
+    errors: [`${F}:8:9: "auth.mode" must be one of oauth2, oauth1, oauth2_client_credentials, api_key, basic, jwt_bearer, none; got "oauth"`],
   },
   'discriminator: auth without mode (at "auth")': {
     text: edit(BASE, ['  mode: oauth2\n', '']),
@@ -431,7 +431,7 @@ const INVALID: Record<string, Case> = {
       ['    example: example-co\n', '    example: example-co\n    from_token_response: team.subdomain\n'],
       ['  headers:\n    Accept: application/json\n', '  credentials: { in: header, name: X-Api-Key, value: "${api_key}" }\n'],
     ),
-    errors: [`${F}:14:5: "connection_config.subdomain.from_token_response" needs an OAuth 2 auth mode: there is no token response in mode api_key`],
+    errors: [`${F}:14:5: "connection_config.subdomain.from_token_response" needs an OAuth 2 auth mode or a token_exchange: there is no token response in mode api_key`],
   },
   'several mistakes in one file: all reported, in file order per check': {
     text: edit(BASE, ['    mode: incremental', '    mode: sometimes'], ['docs: https://developer.acme.example/docs', 'docs: nope'], ['  create-ticket:', '  CreateTicket:']),

@@ -109,7 +109,7 @@ test('an invalid provider file stops the start with every error, each as file:li
     assert.equal(r.listened, false);
     assert.match(r.stderr, /^terapi: cannot start: 2 errors in provider files/);
     assert.ok(r.stderr.includes(`${join(dir, 'broken.yaml')}:3:7: "docs" must be a valid uri; got "not a url"`), r.stderr);
-    assert.ok(r.stderr.includes(`${join(dir, 'broken.yaml')}:4:15: "auth.mode" must be one of oauth2, oauth2_client_credentials, api_key, basic, none; got "magic"`), r.stderr);
+    assert.ok(r.stderr.includes(`${join(dir, 'broken.yaml')}:4:15: "auth.mode" must be one of oauth2, oauth1, oauth2_client_credentials, api_key, basic, jwt_bearer, none; got "magic"`), r.stderr);
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }

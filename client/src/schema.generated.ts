@@ -312,7 +312,7 @@ export interface paths {
         };
         /**
          * OAuth Callback
-         * @description The provider redirects here. Register {TERAPI_PUBLIC_URL}/oauth/callback as your OAuth app's redirect URI. The browser must send back the cookie set by /oauth/connect (else wrong_browser), and where the provider file declares auth.issuer, iss must equal it (RFC 9207; else issuer_mismatch). Ends on a page that posts {type: 'terapi:connect', ok, provider_config_key, connection_id, error?, message?} to window.opener, for each origin of TERAPI_ALLOWED_ORIGINS only (default: the public URL's origin), and closes. The page's Content-Security-Policy allows only its own script.
+         * @description The provider redirects here. Register {TERAPI_PUBLIC_URL}/oauth/callback as your OAuth app's redirect URI. The browser must send back the cookie set by /oauth/connect (else wrong_browser), and where the provider file declares auth.issuer, iss must equal it (RFC 9207; else issuer_mismatch). Parameters a provider file names in connection_config from_callback (Shopify's shop) are kept into the connection's connection_config, each checked against its field's pattern (else invalid_callback). OAuth 1.0a providers come back with state (in the callback URL Terapi gave), oauth_token (which must be the request token of this flow, else invalid_callback) and oauth_verifier. Ends on a page that posts {type: 'terapi:connect', ok, provider_config_key, connection_id, error?, message?} to window.opener, for each origin of TERAPI_ALLOWED_ORIGINS only (default: the public URL's origin), and closes. The page's Content-Security-Policy allows only its own script.
          */
         get: operations["oauthCallback"];
         put?: never;
@@ -715,8 +715,8 @@ export interface components {
                 [key: string]: string;
             };
         };
-        /** @description The connection's credentials, in the shape of the integration's auth mode (another shape is a 400 invalid_credentials); none for the oauth2_client_credentials and none modes. One schema per shape, told apart by `type`: a new shape is one more schema in this oneOf and in the mapping, its `type` an enum of its one value (the server's check picks the branch by it). */
-        ConnectionCredentials: components["schemas"]["OAuth2Credentials"] | components["schemas"]["ApiKeyCredentials"] | components["schemas"]["BasicCredentials"];
+        /** @description The connection's credentials, in the shape of the integration's auth mode (another shape is a 400 invalid_credentials); none for the none mode, and none or the connection's own OAuth client for the oauth2_client_credentials mode. One schema per shape, told apart by `type`: a new shape is one more schema in this oneOf and in the mapping, its `type` an enum of its one value (the server's check picks the branch by it). */
+        ConnectionCredentials: components["schemas"]["OAuth2Credentials"] | components["schemas"]["ApiKeyCredentials"] | components["schemas"]["BasicCredentials"] | components["schemas"]["ClientCredentials"] | components["schemas"]["JwtBearerCredentials"] | components["schemas"]["OAuth1Credentials"];
         OAuth2Credentials: {
             /**
              * @description discriminator enum property added by openapi-typescript
@@ -751,6 +751,38 @@ export interface components {
             /** @description May be empty only where the provider file says auth.password_optional */
             password: string;
         };
+        /** @description An oauth2_client_credentials connection's own OAuth client (sealed, never shown); required where the provider file says connection_client: required, and then the integration needs no client of its own */
+        ClientCredentials: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "oauth2_client_credentials";
+            client_id: string;
+            client_secret: string;
+        };
+        /** @description The private key that signs the JWT assertions Terapi exchanges for access tokens (a Google service account key file's client_email, private_key and private_key_id; a GitHub App's id and private key) */
+        JwtBearerCredentials: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "jwt_bearer";
+            issuer: string;
+            /** @description PEM, of the provider's algorithm (a key pasted on one line, or with its newlines escaped, is read too) */
+            private_key: string;
+            key_id?: string;
+        };
+        /** @description An OAuth 1.0a token and its secret (the connect flow makes them itself) */
+        OAuth1Credentials: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            type: "oauth1";
+            token: string;
+            token_secret: string;
+        };
         /** @description An integration configuration for a third-party provider */
         Integration: {
             /** @description Your unique key for this integration configuration */
@@ -766,7 +798,7 @@ export interface components {
             /** @description The provider's display name */
             display_name?: string;
             /** @enum {string} */
-            auth_mode?: "oauth2" | "oauth2_client_credentials" | "api_key" | "basic" | "none";
+            auth_mode?: "oauth2" | "oauth1" | "oauth2_client_credentials" | "api_key" | "basic" | "jwt_bearer" | "none";
             /** @description The OAuth client id (the secret is never shown) */
             oauth_client_id?: string;
             /** @description Comma-separated scopes requested from the provider */
@@ -905,10 +937,10 @@ export interface components {
         /** @description Authentication token for a connection */
         AuthToken: {
             /**
-             * @description Bearer (oauth2 and oauth2_client_credentials, with expires_at where known and raw), ApiKey (the key in access_token) or Basic (base64 of username:password in access_token)
+             * @description Bearer (oauth2, oauth2_client_credentials and jwt_bearer, with expires_at where known and raw; also the short-lived token of a provider whose file declares a token exchange: the token API calls carry, never the key or password it was exchanged for), ApiKey (the key in access_token), Basic (base64 of username:password in access_token) or OAuth1 (access_token is the OAuth 1.0a token; raw has oauth_token and oauth_token_secret, which sign calls with the integration's consumer secret)
              * @enum {string}
              */
-            type: "Bearer" | "ApiKey" | "Basic";
+            type: "Bearer" | "ApiKey" | "Basic" | "OAuth1";
             /** @description The access token value */
             access_token: string;
             /**
@@ -983,6 +1015,14 @@ export interface components {
             api_key?: string;
             username?: string;
             password?: string;
+            /** @description The end user's own OAuth client, for an oauth2_client_credentials provider whose connections bring one (connection_client: required) */
+            client_id?: string;
+            client_secret?: string;
+            /** @description For a jwt_bearer provider: the JWT's issuer (a service account's email, an app id) */
+            issuer?: string;
+            /** @description For a jwt_bearer provider: the PEM private key that signs the JWT (line breaks may be lost in a form field: they are put back) */
+            private_key?: string;
+            key_id?: string;
             connection_config?: components["schemas"]["EndUserConnectionConfig"];
         };
         StartOAuthConnectRequest: {
@@ -1000,6 +1040,8 @@ export interface components {
             /** @description A regular expression in RE2 syntax the whole value must match */
             pattern?: string;
             example?: string;
+            /** @description The value used when the field is left empty (the provider file's default); such a field is optional */
+            default?: string;
             optional: boolean;
             /** @description A value to mask (an API key, a password) */
             secret: boolean;
@@ -1016,7 +1058,7 @@ export interface components {
                 display_name: string;
                 logo?: string;
                 /** @enum {string} */
-                auth_mode: "oauth2" | "oauth2_client_credentials" | "api_key" | "basic" | "none";
+                auth_mode: "oauth2" | "oauth1" | "oauth2_client_credentials" | "api_key" | "basic" | "jwt_bearer" | "none";
                 /** @description The credentials to ask for (api_key; username and password), none for the other modes */
                 credentials: components["schemas"]["ConnectField"][];
                 connection_config: components["schemas"]["ConnectField"][];

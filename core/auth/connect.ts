@@ -6,10 +6,14 @@ import { checkConnectionConfig, filledLater, parseCredentials } from './connecti
 import { badRequest, reworded, TerapiError } from '../errors.ts';
 import { checkKey, type Integrations } from './integrations.ts';
 import type { Logger } from '../logger.ts';
-import type { OAuth2Auth, Provider } from '../format/provider-types.ts';
+import type { AuthOAuth1, OAuth2Auth, Provider } from '../format/provider-types.ts';
+import type { IntegrationRecord } from './integrations.ts';
+import { oauth1Header, type OAuth1Keys } from './oauth1.ts';
+import { callProvider, providerFailed, providerWords } from '../http/send.ts';
 import { Store } from '../store/store.ts';
 import { own } from '../own.ts';
 import { checkJson, MAX_METADATA_BYTES } from '../json-limits.ts';
+import { fullMatch } from '../expression/regex.ts';
 
 export const SESSION_TTL_MS = 30 * 60_000;
 export const STATE_TTL_MS = 10 * 60_000;
@@ -35,6 +39,8 @@ interface OAuthState {
   /** The hash of the cookie value given to the browser that started the flow. */
   browser: string;
   connection_config: Record<string, string>;
+  /** OAuth 1.0a: the request token the end user authorises, and its secret (sealed). */
+  oauth1?: { token: string; secret: string };
 }
 
 /** The cookie that binds a flow to the browser that started it, for the server to set with the redirect. */
@@ -58,6 +64,8 @@ export interface ConnectField {
   /** RE2 syntax, matched against the whole value (anchored). */
   pattern?: string;
   example?: string;
+  /** The value used when the end user leaves the field empty. */
+  default?: string;
   optional: boolean;
   /** Shown masked, never echoed back. */
   secret: boolean;
@@ -162,7 +170,7 @@ export class ConnectFlow {
         credentials: credentialFields(provider),
         connection_config: Object.entries(provider.connection_config ?? {})
           .filter(([name]) => preset[name] === undefined && !filledLater(provider).has(name))
-          .map(([name, f]) => ({ name, ...(f.description ? { description: f.description } : {}), pattern: f.pattern, ...(f.example ? { example: f.example } : {}), optional: f.optional ?? false, secret: false, format: f.format ?? 'text' })),
+          .map(([name, f]) => ({ name, ...(f.description ? { description: f.description } : {}), pattern: f.pattern, ...(f.example ? { example: f.example } : {}), ...(f.default ? { default: f.default } : {}), optional: (f.optional ?? false) || f.default !== undefined, secret: false, format: f.format ?? 'text' })),
       });
     }
     return { connection_id: session.connection_id, expires_at: session.expires_at, integrations };
@@ -176,6 +184,7 @@ export class ConnectFlow {
   async authorizationUrl(sessionToken: string | undefined, integrationKey: string, given: Record<string, unknown> = {}): Promise<{ url: string; cookie: BrowserCookie }> {
     const session = await this.session(sessionToken, integrationKey);
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
+    if (provider.auth.mode === 'oauth1') return this.oauth1Start(sessionToken!, session, integrationKey, integration, provider, provider.auth, given);
     if (provider.auth.mode !== 'oauth2') throw badRequest('not_oauth', `integration "${integrationKey}" uses ${provider.auth.mode} auth: post the credentials to /connect/${integrationKey}/credentials instead`);
     const auth: OAuth2Auth = provider.auth;
     const config = sessionConfig(provider, session, integrationKey, given, 'before_auth');
@@ -185,18 +194,51 @@ export class ConnectFlow {
     const kept: OAuthState = { session: hash(sessionToken!), integration: integrationKey, integration_id: integration.id, verifier: verifier && this.sealer.seal(verifier), browser: hash(browser), connection_config: config };
     await this.store.set(stateKey(state), kept, STATE_TTL_MS);
     const url = new URL(auth.authorization_url.renderUrl(config));
-    for (const [k, t] of Object.entries(auth.authorization_params ?? {})) url.searchParams.set(k, t.renderText(config));
+    const scopes = integration.oauth_scopes ?? auth.scopes ?? [];
+    const values = { ...config, client_id: integration.oauth_client_id ?? '', scopes: scopes.join(auth.scope_separator ?? ' ') };
+    for (const [k, t] of Object.entries(auth.authorization_params ?? {})) url.searchParams.set(k, t.renderText(values));
     url.searchParams.set('response_type', 'code');
     url.searchParams.set('client_id', integration.oauth_client_id ?? '');
     url.searchParams.set('redirect_uri', this.callbackUrl);
     url.searchParams.set('state', state);
-    const scopes = integration.oauth_scopes ?? auth.scopes ?? [];
     if (scopes.length) url.searchParams.set(auth.scope_param ?? 'scope', scopes.join(auth.scope_separator ?? ' '));
     if (verifier) {
       url.searchParams.set('code_challenge', createHash('sha256').update(verifier).digest('base64url'));
       url.searchParams.set('code_challenge_method', 'S256');
     }
     return { url: url.toString(), cookie: { name: cookieName(state), value: browser, maxAgeSeconds: STATE_TTL_MS / 1000 } };
+  }
+
+  /**
+   * OAuth 1.0a's first leg: a request token, asked for with the consumer key and secret and the
+   * callback (which carries the flow's state, since OAuth 1.0a has none of its own), then the
+   * provider's authorization URL for that token.
+   */
+  private async oauth1Start(sessionToken: string, session: ConnectSession, integrationKey: string, integration: IntegrationRecord, provider: Provider, auth: AuthOAuth1, given: Record<string, unknown>): Promise<{ url: string; cookie: BrowserCookie }> {
+    const config = sessionConfig(provider, session, integrationKey, given, 'before_auth');
+    const state = token();
+    const browser = token();
+    const keys = { consumerKey: integration.oauth_client_id ?? '', consumerSecret: this.integrations.clientSecret(integration) ?? '' };
+    const callback = `${this.callbackUrl}?state=${encodeURIComponent(state)}`;
+    const got = await oauth1Leg('POST', auth.request_token_url.renderUrl(config), keys, { oauth_callback: callback });
+    if (!got.oauth_token || !got.oauth_token_secret) throw providerFailed(`${provider.display_name} gave no request token`);
+    const kept: OAuthState = { session: hash(sessionToken), integration: integrationKey, integration_id: integration.id, browser: hash(browser), connection_config: config, oauth1: { token: got.oauth_token, secret: this.sealer.seal(got.oauth_token_secret) } };
+    await this.store.set(stateKey(state), kept, STATE_TTL_MS);
+    const url = new URL(auth.authorization_url.renderUrl(config));
+    const values = { ...config, client_id: integration.oauth_client_id ?? '', scopes: (integration.oauth_scopes ?? []).join(',') };
+    for (const [k, t] of Object.entries(auth.authorization_params ?? {})) url.searchParams.set(k, t.renderText(values));
+    url.searchParams.set('oauth_token', got.oauth_token);
+    return { url: url.toString(), cookie: { name: cookieName(state), value: browser, maxAgeSeconds: STATE_TTL_MS / 1000 } };
+  }
+
+  /** OAuth 1.0a's last leg: the authorised request token and its verifier traded for the connection's token. */
+  private async oauth1Finish(provider: Provider, auth: AuthOAuth1, integration: IntegrationRecord, state: OAuthState, query: Record<string, string | undefined>): Promise<Credentials> {
+    if (!state.oauth1 || query.oauth_token !== state.oauth1.token) throw badRequest('invalid_callback', 'the provider sent back another request token than the one this sign-in started with: nothing was stored');
+    if (!query.oauth_verifier) throw badRequest('missing_code', 'the provider sent no oauth_verifier');
+    const keys = { consumerKey: integration.oauth_client_id ?? '', consumerSecret: this.integrations.clientSecret(integration) ?? '', token: state.oauth1.token, tokenSecret: this.sealer.open<string>(state.oauth1.secret) };
+    const got = await oauth1Leg('POST', auth.access_token_url.renderUrl(state.connection_config), keys, { oauth_verifier: query.oauth_verifier });
+    if (!got.oauth_token || !got.oauth_token_secret) throw badRequest('token_exchange_failed', `${provider.display_name} gave no access token for the verifier`);
+    return { type: 'oauth1', token: got.oauth_token, token_secret: got.oauth_token_secret };
   }
 
   /**
@@ -223,6 +265,14 @@ export class ConnectFlow {
     try {
       const { integration, provider } = await this.integrations.withProvider(state.integration);
       if ((integration.id ?? '') !== (state.integration_id ?? '')) return fail('integration_changed', 'the integration was deleted and made again during sign-in: start again from the app', where);
+      if (provider.auth.mode === 'oauth1') {
+        scrub = this.auth.scrubber(integration, undefined, query.oauth_verifier);
+        if (query.denied) return fail('access_denied', 'the end user did not allow access', where);
+        const credentials = await this.oauth1Finish(provider, provider.auth, integration, state, query);
+        await this.finish({ integration: state.integration, connection_id: session.connection_id, credentials, connection_config: state.connection_config, metadata: session.metadata, replace: true });
+        this.log.info({ request_id: requestId, ...where }, 'connection made through the connect flow');
+        return { ok: true, provider_config_key: state.integration, connection_id: session.connection_id };
+      }
       if (provider.auth.mode !== 'oauth2') return fail('not_oauth', 'this integration no longer uses OAuth 2', where);
       const verifier = state.verifier ? this.sealer.open<string>(state.verifier) : undefined;
       scrub = this.auth.scrubber(integration, undefined, query.code, verifier);
@@ -233,12 +283,14 @@ export class ConnectFlow {
       }
       if (query.error) return fail(query.error, `the provider answered ${query.error}${query.error_description ? `: ${query.error_description}` : ''}`, where);
       if (!query.code) return fail('missing_code', 'the provider sent no authorization code', where);
-      const result = await this.auth.exchangeCode(provider, provider.auth, integration, state.connection_config, query.code, this.callbackUrl, verifier);
+      // Values the provider sends back with the code (Shopify's shop): checked before the token URL may use them.
+      const config = { ...state.connection_config, ...callbackConfig(provider, query) };
+      const result = await this.auth.exchangeCode(provider, provider.auth, integration, config, query.code, this.callbackUrl, verifier);
       await this.finish({
         integration: state.integration,
         connection_id: session.connection_id,
         credentials: result.credentials,
-        connection_config: { ...state.connection_config, ...result.config },
+        connection_config: { ...config, ...result.config },
         metadata: { ...session.metadata, ...result.metadata },
         replace: true,
       });
@@ -259,12 +311,13 @@ export class ConnectFlow {
   async postCredentials(sessionToken: string | undefined, integrationKey: string, input: { connection_config?: Record<string, unknown> } & Record<string, unknown>): Promise<{ provider_config_key: string; connection_id: string }> {
     const session = await this.session(sessionToken, integrationKey);
     const { integration, provider } = await this.integrations.withProvider(integrationKey);
-    if (provider.auth.mode === 'oauth2') {
+    if (provider.auth.mode === 'oauth2' || provider.auth.mode === 'oauth1') {
       throw badRequest('not_credentials', `integration "${integrationKey}" uses oauth2: the end user signs in at the provider (POST /connect/${integrationKey}/oauth)`);
     }
     const { connection_config: given, ...fields } = input;
     const mode = provider.auth.mode;
-    const credentials = parseCredentials(provider, mode === 'api_key' || mode === 'basic' ? { type: mode, ...fields } : Object.keys(fields).length ? fields : undefined);
+    const typed = mode === 'api_key' || mode === 'basic' || mode === 'jwt_bearer' || (mode === 'oauth2_client_credentials' && Object.keys(fields).length);
+    const credentials = parseCredentials(provider, typed ? { type: mode, ...fields } : Object.keys(fields).length ? fields : undefined);
     const config = sessionConfig(provider, session, integrationKey, given ?? {}, 'complete');
     try {
       await verifyCredentials(provider, config, credentials);
@@ -289,6 +342,30 @@ function sessionConfig(provider: Provider, session: ConnectSession, key: string,
   return checkConnectionConfig(provider, { ...given, ...preset }, stage);
 }
 
+/**
+ * One leg of the OAuth 1.0a handshake: a signed POST whose answer is form-encoded (RFC 5849, 2.1
+ * and 2.3). A refusal is the provider's words as a 502 (a consumer key it does not know).
+ */
+async function oauth1Leg(method: string, url: string, keys: OAuth1Keys, extra: Record<string, string>): Promise<Record<string, string>> {
+  const res = await callProvider({ method, url, headers: { accept: 'application/x-www-form-urlencoded, application/json' }, sign: (target) => ({ authorization: oauth1Header(method, target, keys, {}, extra) }) }, { statuses: [500, 502, 503, 504], max_attempts: 2 });
+  if (res.status >= 400) throw providerFailed(`the OAuth 1.0a ${extra.oauth_verifier ? 'access' : 'request'} token request failed (HTTP ${res.status})${providerWords(res.body) ? `: ${providerWords(res.body)}` : ''}`);
+  return typeof res.body === 'object' && res.body ? (res.body as Record<string, string>) : Object.fromEntries(new URLSearchParams(res.text));
+}
+
+/** connection_config fields with from_callback, from the OAuth callback's query, each checked against its pattern. */
+function callbackConfig(provider: Provider, query: Record<string, string | undefined>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, field] of Object.entries(provider.connection_config ?? {})) {
+    if (!field.from_callback) continue;
+    const value = own(query, field.from_callback);
+    if (value === undefined || !fullMatch(field.pattern, value)) {
+      throw badRequest('invalid_callback', `the provider's callback ${value === undefined ? 'has no' : 'has an unexpected'} ${field.from_callback} parameter (connection_config.${name}): nothing was stored`);
+    }
+    out[name] = value;
+  }
+  return out;
+}
+
 /** The credentials the connect UI asks for, by auth mode. */
 function credentialFields(provider: Provider): ConnectField[] {
   const auth = provider.auth;
@@ -299,6 +376,20 @@ function credentialFields(provider: Provider): ConnectField[] {
       return [
         { name: 'username', label: auth.username_label ?? 'Username', optional: false, secret: false },
         { name: 'password', label: auth.password_label ?? 'Password', optional: auth.password_optional ?? false, secret: true },
+      ];
+    case 'jwt_bearer':
+      return [
+        { name: 'issuer', label: auth.issuer_label ?? 'Issuer', optional: false, secret: false },
+        { name: 'private_key', label: 'Private key (PEM)', optional: false, secret: true },
+        { name: 'key_id', label: 'Key ID', optional: true, secret: false },
+      ];
+    case 'oauth2_client_credentials':
+      // The end user's own OAuth app, where every connection brings one (an app may still give one
+      // through createConnection where it is optional).
+      if (auth.connection_client !== 'required') return [];
+      return [
+        { name: 'client_id', label: 'Client ID', optional: false, secret: false },
+        { name: 'client_secret', label: 'Client secret', optional: false, secret: true },
       ];
     default:
       return [];

@@ -5,13 +5,39 @@ import type { AuthMode, Provider } from '../format/provider-types.ts';
 import { Store } from '../store/store.ts';
 import { own } from '../own.ts';
 import { fullMatch } from '../expression/regex.ts';
+import { createPrivateKey } from 'node:crypto';
+
+/**
+ * A PEM private key as given: with real line breaks, or pasted on one line (a form field), or with
+ * `\n` escapes (copied out of a JSON key file). Refused unless it is a key of the algorithm's kind.
+ */
+function readPrivateKey(text: string, algorithm: 'RS256' | 'ES256'): string {
+  let pem = text.replace(/\\n/g, '\n').trim();
+  const m = /^(-----BEGIN [A-Z ]+-----)\s*([A-Za-z0-9+/=\s]+?)\s*(-----END [A-Z ]+-----)$/.exec(pem);
+  if (m) pem = [m[1], ...(m[2].replace(/\s+/g, '').match(/.{1,64}/g) ?? []), m[3]].join('\n');
+  let type: string | undefined;
+  try {
+    type = createPrivateKey(pem).asymmetricKeyType;
+  } catch {
+    throw badRequest('invalid_credentials', 'private_key is not a PEM private key (-----BEGIN PRIVATE KEY----- ...)');
+  }
+  const wanted = algorithm === 'RS256' ? 'rsa' : 'ec';
+  if (type !== wanted) throw badRequest('invalid_credentials', `private_key is an ${type} key; this provider signs with ${algorithm}, which needs an ${wanted.toUpperCase()} key`);
+  return pem;
+}
 
 /** Credentials as sealed at rest, by auth mode (PRODUCT.md, "Credentials in createConnection"). */
 export type Credentials =
   | { type: 'oauth2'; access_token: string; refresh_token?: string; expires_at?: string; raw?: Record<string, unknown> }
-  | { type: 'oauth2_client_credentials'; access_token?: string; expires_at?: string; raw?: Record<string, unknown> }
-  | { type: 'api_key'; api_key: string }
-  | { type: 'basic'; username: string; password: string }
+  /** client_id and client_secret: the connection's own OAuth client, where it brings one (else the integration's). */
+  | { type: 'oauth2_client_credentials'; client_id?: string; client_secret?: string; access_token?: string; expires_at?: string; raw?: Record<string, unknown> }
+  /** access_token and expires_at: the short-lived token a token exchange gave for the key or password (auth.token_exchange). */
+  | { type: 'api_key'; api_key: string; access_token?: string; expires_at?: string }
+  | { type: 'basic'; username: string; password: string; access_token?: string; expires_at?: string }
+  /** A private key that signs JWT assertions (auth mode jwt_bearer), and the token the last one was exchanged for. */
+  | { type: 'jwt_bearer'; issuer: string; private_key: string; key_id?: string; access_token?: string; expires_at?: string }
+  /** OAuth 1.0a: the token and its secret, which sign every request with the client's (consumer) secret. */
+  | { type: 'oauth1'; token: string; token_secret: string }
   | { type: 'none' };
 
 export interface ConnectionRecord {
@@ -216,6 +242,7 @@ export function checkConnectionConfig(provider: Provider, config: Record<string,
     out[name] = value;
   }
   for (const [name, field] of Object.entries(fields)) {
+    if (out[name] === undefined && field.default !== undefined) out[name] = field.default;
     if (out[name] === undefined && !field.optional && !(stage === 'before_auth' || later.has(name))) {
       throw badRequest('invalid_connection_config', `provider "${provider.name}" needs connection_config.${name}${field.description ? ` (${field.description})` : ''}`);
     }
@@ -223,9 +250,18 @@ export function checkConnectionConfig(provider: Provider, config: Record<string,
   return out;
 }
 
+/**
+ * A stored connection's configuration with the provider's defaults under it: a connection made
+ * before a field got its default (Salesforce's host) still builds its URLs.
+ */
+export function withDefaults(provider: Provider, config: Record<string, string>): Record<string, string> {
+  const defaults = Object.entries(provider.connection_config ?? {}).filter(([name, f]) => f.default !== undefined && config[name] === undefined);
+  return defaults.length ? { ...Object.fromEntries(defaults.map(([name, f]) => [name, f.default!])), ...config } : config;
+}
+
 /** Names of the connection_config fields the provider fills itself (token response, post-connection request). */
 export function filledLater(provider: Provider): Set<string> {
-  return new Set([...Object.keys(provider.post_connection?.config ?? {}), ...Object.entries(provider.connection_config ?? {}).filter(([, f]) => f.from_token_response).map(([n]) => n)]);
+  return new Set([...Object.keys(provider.post_connection?.config ?? {}), ...Object.entries(provider.connection_config ?? {}).filter(([, f]) => f.from_token_response || f.from_callback).map(([n]) => n)]);
 }
 
 /** Checks that given credentials have the shape the integration's auth mode needs. */
@@ -257,9 +293,24 @@ export function parseCredentials(provider: Provider, input: Record<string, unkno
         throw mismatch('{"type": "basic", "username", "password"}');
       }
       return { type: 'basic', username: input.username as string, password: input.password as string };
-    case 'oauth2_client_credentials':
-      if (input !== undefined) throw badRequest('invalid_credentials', `provider "${provider.name}" uses oauth2_client_credentials: its connections take no credentials (the integration's client id and secret are used)`);
-      return { type: 'oauth2_client_credentials' };
+    case 'oauth2_client_credentials': {
+      const required = provider.auth.connection_client === 'required';
+      if (input === undefined && !required) return { type: 'oauth2_client_credentials' };
+      const shape = `{"type": "oauth2_client_credentials", "client_id", "client_secret"}${required ? ' (each connection brings its own OAuth client)' : ", or none to use the integration's OAuth client"}`;
+      if (!input || input.type !== 'oauth2_client_credentials' || !str(input.client_id) || !str(input.client_secret)) throw mismatch(shape);
+      const extra = Object.keys(input).filter((k) => !['type', 'client_id', 'client_secret'].includes(k));
+      if (extra.length) throw mismatch(`${shape}, without ${extra.join(', ')}`);
+      return { type: 'oauth2_client_credentials', client_id: input.client_id as string, client_secret: input.client_secret as string };
+    }
+    case 'oauth1':
+      if (!input || input.type !== 'oauth1' || !str(input.token) || !str(input.token_secret)) throw mismatch('{"type": "oauth1", "token", "token_secret"}');
+      return { type: 'oauth1', token: input.token as string, token_secret: input.token_secret as string };
+    case 'jwt_bearer': {
+      const shape = '{"type": "jwt_bearer", "issuer", "private_key", "key_id"?} (a Google service account key file\'s client_email, private_key and private_key_id; a GitHub App\'s app id and private key)';
+      if (!input || input.type !== 'jwt_bearer' || !str(input.issuer) || !str(input.private_key) || (input.key_id !== undefined && !str(input.key_id))) throw mismatch(shape);
+      const privateKey = readPrivateKey(input.private_key as string, provider.auth.algorithm ?? 'RS256');
+      return { type: 'jwt_bearer', issuer: input.issuer as string, private_key: privateKey, ...(input.key_id ? { key_id: input.key_id as string } : {}) };
+    }
     case 'none':
       if (input !== undefined) throw badRequest('invalid_credentials', `provider "${provider.name}" needs no credentials: remove "credentials"`);
       return { type: 'none' };

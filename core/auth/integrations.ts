@@ -49,7 +49,7 @@ export interface IntegrationInput {
 }
 
 export const KEY_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$/;
-const OAUTH_MODES = new Set(['oauth2', 'oauth2_client_credentials']);
+const OAUTH_MODES = new Set(['oauth2', 'oauth2_client_credentials', 'oauth1']);
 
 export const integrationKey = (key: string) => Store.key('integration', key);
 export const connectionsPrefix = (key: string) => `${Store.key('connection', key)}/`;
@@ -75,8 +75,13 @@ export class Integrations {
     const provider = this.registry.get(input.provider);
     if (!provider) throw badRequest('unknown_provider', `there is no provider "${input.provider}" in the catalogue: GET /providers lists them`);
     const oauth = OAUTH_MODES.has(provider.auth.mode);
-    if (oauth && (!input.oauth_client_id || !input.oauth_client_secret)) {
+    // Where every connection brings its own OAuth client, the integration's is optional.
+    const clientOptional = provider.auth.mode === 'oauth2_client_credentials' && provider.auth.connection_client === 'required';
+    if (oauth && !clientOptional && (!input.oauth_client_id || !input.oauth_client_secret)) {
       throw badRequest('missing_oauth_client', `provider "${provider.name}" uses ${provider.auth.mode}: give oauth_client_id and oauth_client_secret from your OAuth app`);
+    }
+    if (clientOptional && !input.oauth_client_id !== !input.oauth_client_secret) {
+      throw badRequest('missing_oauth_client', `give both oauth_client_id and oauth_client_secret, or neither (connections of provider "${provider.name}" bring their own)`);
     }
     if (!oauth && (input.oauth_client_id || input.oauth_client_secret || input.oauth_scopes)) {
       throw badRequest('oauth_not_used', `provider "${provider.name}" uses ${provider.auth.mode} auth: remove oauth_client_id, oauth_client_secret and oauth_scopes`);

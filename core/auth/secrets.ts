@@ -15,21 +15,28 @@ export function secretsOf(credentials: Credentials | undefined, client: { id?: s
       out.push(credentials.access_token, credentials.refresh_token ?? '');
       break;
     case 'oauth2_client_credentials':
-      out.push(credentials.access_token ?? '');
+      out.push(credentials.access_token ?? '', credentials.client_secret ?? '');
+      if (credentials.client_secret) out.push(...clientForms(credentials.client_id ?? '', credentials.client_secret));
       break;
     case 'api_key':
-      out.push(credentials.api_key);
+      out.push(credentials.api_key, credentials.access_token ?? '');
+      break;
+    case 'oauth1':
+      out.push(credentials.token, credentials.token_secret);
+      break;
+    case 'jwt_bearer':
+      out.push(credentials.private_key, credentials.access_token ?? '');
       break;
     case 'basic':
-      out.push(credentials.password, basicAuth(credentials.username, credentials.password));
+      out.push(credentials.password, basicAuth(credentials.username, credentials.password), credentials.access_token ?? '');
       break;
   }
-  if (client.secret) {
-    const id = client.id ?? '';
-    out.push(client.secret, basicAuth(id, client.secret), basicAuth(encodeURIComponent(id), encodeURIComponent(client.secret)));
-  }
+  if (client.secret) out.push(client.secret, ...clientForms(client.id ?? '', client.secret));
   return out.filter((s) => s.length >= MIN_LENGTH);
 }
+
+/** An OAuth client's id and secret as basic auth, plain and form-encoded (RFC 6749, 2.3.1). */
+const clientForms = (id: string, secret: string) => [basicAuth(id, secret), basicAuth(encodeURIComponent(id), encodeURIComponent(secret))];
 
 /** The forms in which a secret comes back in a provider's text: as is, URL- or form-encoded, JSON-escaped, base64. */
 function forms(secret: string): string[] {

@@ -1,14 +1,17 @@
 import { EventEmitter } from 'node:events';
 import { TerapiError, badRequest, notFound, reworded } from '../errors.ts';
 import { scrubberOf, secretsOf } from './secrets.ts';
-import { belongsTo, type ConnectionRecord, type Connections, type Credentials } from './connections.ts';
+import { belongsTo, withDefaults, type ConnectionRecord, type Connections, type Credentials } from './connections.ts';
 import { callProvider, providerFailed, providerWords, send, type HttpRequest } from '../http/send.ts';
 import type { IntegrationRecord, Integrations } from './integrations.ts';
 import type { Lock } from '../store/lock.ts';
-import { apiRequest, templateValues } from '../http/provider-request.ts';
+import { apiRequest, OAUTH1_KEYS, templateValues } from '../http/provider-request.ts';
 import type { ClientAuth, ClientCredentialsAuth, OAuth2Auth, Provider } from '../format/provider-types.ts';
 import { scrubbedError, type Logger } from '../logger.ts';
 import { fullMatch } from '../expression/regex.ts';
+import type { Template } from '../format/template.ts';
+import type { TokenResponse } from '../format/provider-types.ts';
+import { exchangeOf, exchangeToken, isExchanged } from './token-exchange.ts';
 
 export const reauthNeeded = (id: string, reason: string) =>
   new TerapiError(424, 'connection_needs_reauth', `connection "${id}" needs the end user to connect again: ${reason}`);
@@ -34,10 +37,17 @@ export interface Fresh {
    * out of a provider's text before it is logged, stored (sync status) or answered.
    */
   scrub: (text: string) => string;
+  /** OAuth 1.0a: the integration's consumer secret, which signs every request with the token's. */
+  client_secret?: string;
 }
 
 /** The values a fresh connection's templates may name: its configuration and credentials. */
-export const freshValues = (fresh: Fresh) => templateValues(fresh.record.connection_config, fresh.credentials, fresh.integration.oauth_client_id);
+export function freshValues(fresh: Fresh): Record<string, unknown> {
+  const values = templateValues(fresh.record.connection_config, fresh.credentials, fresh.integration.oauth_client_id);
+  const c = fresh.credentials;
+  if (c.type === 'oauth1') Object.assign(values, { [OAUTH1_KEYS]: { consumerKey: fresh.integration.oauth_client_id ?? '', consumerSecret: fresh.client_secret ?? '', token: c.token, tokenSecret: c.token_secret } });
+  return values;
+}
 
 /** What a token response gives, read with the provider's token_response expressions. */
 export interface TokenResult {
@@ -89,9 +99,12 @@ export class AuthEngine extends EventEmitter<{
    * The connection with credentials good for at least the provider's refresh buffer. `requestId`
    * (here and below) is the API request this serves, for its log lines (README, "Request ids").
    */
-  async fresh(integrationKey: string, connectionId: string, forceRefresh = false, requestId?: string): Promise<Fresh> {
+  async fresh(integrationKey: string, connectionId: string, refresh: boolean | { stale: string } = false, requestId?: string): Promise<Fresh> {
     const { integration, provider, record } = await this.bound(integrationKey, connectionId);
     if (record.needs_reauth) throw reauthNeeded(record.id, record.reauth_reason ?? 'the provider revoked its grant');
+    // { stale }: the API refused the credentials sealed as `stale` (refresh_on_401). Refreshed only if
+    // they are still the connection's: many requests refused together make one refresh.
+    const forceRefresh = typeof refresh === 'object' ? record.credentials === refresh.stale : refresh;
     const credentials = this.connections.credentials(record);
     if (!forceRefresh && !needsRefresh(provider, credentials)) return this.made(integration, provider, record, credentials);
     if (credentials.type === 'oauth2' && !credentials.refresh_token) {
@@ -133,7 +146,8 @@ export class AuthEngine extends EventEmitter<{
    * revoked, so a delete stays final even against a refresh in flight on another server.
    */
   private async refreshLocked(integration: IntegrationRecord, provider: Provider, seen: ConnectionRecord, requestId?: string): Promise<Fresh> {
-    const record = await this.connections.get(seen.provider_config_key, seen.id);
+    const stored = await this.connections.get(seen.provider_config_key, seen.id);
+    const record = { ...stored, connection_config: withDefaults(provider, stored.connection_config) };
     if (record.needs_reauth) throw reauthNeeded(record.id, record.reauth_reason ?? 'the provider revoked its grant');
     const current = this.connections.credentials(record);
     if (record.credentials !== seen.credentials) return this.made(integration, provider, record, current);
@@ -143,25 +157,28 @@ export class AuthEngine extends EventEmitter<{
     const failed = (error: string, message: string, needsReauth = false) =>
       this.emit('refresh_failed', { ...told, duration_ms: performance.now() - started, error, message, needs_reauth: needsReauth });
 
-    let result: TokenResult;
+    let result: Pick<TokenResult, 'config' | 'metadata'> & { credentials: Credentials };
+    const exchange = exchangeOf(provider);
     try {
       if (provider.auth.mode === 'oauth2' && current.type === 'oauth2') {
         const auth = provider.auth;
         result = await this.tokenRequest(provider, auth, integration, record.connection_config, {
           grant_type: 'refresh_token',
           refresh_token: current.refresh_token!,
-          ...auth.refresh_params,
+          ...rendered(auth.refresh_params, authValues(auth, integration, record.connection_config)),
         }, auth.refresh_url);
         // A provider that does not rotate refresh tokens sends none back: the old one stays good.
         result.credentials.type === 'oauth2' && (result.credentials.refresh_token ??= current.refresh_token);
-      } else if (provider.auth.mode === 'oauth2_client_credentials') {
-        result = await this.clientCredentialsToken(provider, provider.auth, integration, record.connection_config);
+      } else if (provider.auth.mode === 'oauth2_client_credentials' && current.type === 'oauth2_client_credentials') {
+        result = await this.clientCredentialsToken(provider, provider.auth, integration, record.connection_config, current);
+      } else if (exchange && isExchanged(current)) {
+        result = await exchangeToken(provider, exchange, record.connection_config, current);
       } else {
         return this.made(integration, provider, record, current);
       }
     } catch (e) {
       if (e instanceof OAuthError && e.error === 'invalid_grant') {
-        const reason = 'the provider answered invalid_grant to a token refresh';
+        const reason = exchange ? `the provider refused the credentials at the token exchange (HTTP ${e.status})` : 'the provider answered invalid_grant to a token refresh';
         const marked = await this.connections.markNeedsReauth(record, reason);
         failed('invalid_grant', scrub(e.message), marked);
         if (!marked) return this.overtaken(integration, provider, record);
@@ -196,7 +213,10 @@ export class AuthEngine extends EventEmitter<{
   }
 
   private made(integration: IntegrationRecord, provider: Provider, record: ConnectionRecord, credentials: Credentials): Fresh {
-    return { record, credentials, provider, integration, scrub: this.scrubber(integration, credentials) };
+    const config = withDefaults(provider, record.connection_config);
+    if (config !== record.connection_config) record = { ...record, connection_config: config };
+    const oauth1 = provider.auth.mode === 'oauth1' ? { client_secret: this.integrations.clientSecret(integration) ?? '' } : {};
+    return { record, credentials, provider, integration, scrub: this.scrubber(integration, credentials), ...oauth1 };
   }
 
   /**
@@ -226,40 +246,54 @@ export class AuthEngine extends EventEmitter<{
 
   /** Exchanges an authorization code (the connect flow's callback). */
   async exchangeCode(provider: Provider, auth: OAuth2Auth, integration: IntegrationRecord, config: Record<string, string>, code: string, redirectUri: string, verifier?: string): Promise<TokenResult> {
-    const params: Record<string, string> = { grant_type: 'authorization_code', code, redirect_uri: redirectUri, ...auth.token_params };
+    const params: Record<string, string> = { grant_type: 'authorization_code', code, redirect_uri: redirectUri, ...rendered(auth.token_params, authValues(auth, integration, config)) };
     if (verifier) params.code_verifier = verifier;
     return this.tokenRequest(provider, auth, integration, config, params);
   }
 
-  async clientCredentialsToken(provider: Provider, auth: ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>): Promise<TokenResult> {
+  /**
+   * A client-credentials token, asked for with the connection's own OAuth client where it brought
+   * one (kept with the new token), else the integration's.
+   */
+  async clientCredentialsToken(provider: Provider, auth: ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>, current: Extract<Credentials, { type: 'oauth2_client_credentials' }>): Promise<TokenResult> {
     const scopes = integration.oauth_scopes ?? auth.scopes;
-    const params: Record<string, string> = { grant_type: 'client_credentials', ...auth.token_params };
-    if (scopes?.length) params.scope = scopes.join(auth.scope_separator ?? ' ');
-    return this.tokenRequest(provider, auth, integration, config, params);
+    const own = current.client_id && current.client_secret ? { id: current.client_id, secret: current.client_secret } : undefined;
+    const params: Record<string, string> = { grant_type: 'client_credentials', ...rendered(auth.token_params, authValues(auth, integration, config, own?.id)) };
+    if (scopes?.length) params.scope ??= scopes.join(auth.scope_separator ?? ' ');
+    if (!own && !integration.oauth_client_id) throw badRequest('missing_oauth_client', `connection has no OAuth client of its own and integration "${integration.unique_key}" has none: connections of provider "${provider.name}" give credentials {"type": "oauth2_client_credentials", "client_id", "client_secret"}`);
+    const result = await this.tokenRequest(provider, auth, integration, config, params, auth.token_url, own);
+    if (own) Object.assign(result.credentials, { client_id: own.id, client_secret: own.secret });
+    return result;
   }
 
-  private async tokenRequest(provider: Provider, auth: OAuth2Auth | ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>, params: Record<string, string>, url = auth.token_url): Promise<TokenResult> {
-    const req = this.clientRequest(integration, auth.client_auth, auth.token_request_format, 'POST', url.renderUrl(config), params);
+  private async tokenRequest(provider: Provider, auth: OAuth2Auth | ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>, params: Record<string, string>, url = auth.token_url, client?: { id: string; secret: string }): Promise<TokenResult> {
+    const values = authValues(auth, integration, config, client?.id);
+    const req = this.clientRequest(integration, auth.client_auth, auth.token_request_format, 'POST', url.renderUrl(values), params, client);
+    Object.assign(req.headers!, lowerKeys(rendered(auth.token_headers, values)));
     const res = await callProvider(req, { statuses: [500, 502, 503, 504], max_attempts: 2 });
     const data = (typeof res.body === 'object' && res.body ? res.body : {}) as Record<string, unknown>;
     if (res.status >= 400 || typeof data.error === 'string') {
       throw new OAuthError(typeof data.error === 'string' ? data.error : 'token_request_failed', typeof data.error_description === 'string' ? data.error_description : undefined, res.status);
     }
-    return readTokenResponse(provider, auth, data, auth.mode);
+    return readTokenResponse(provider, auth.token_response, data, auth.mode);
   }
 
   /**
    * A request to the provider's OAuth server (token or revocation URL) carrying the integration's
    * client id and secret: in the body, or as basic auth with both form-encoded (RFC 6749, 2.3.1).
    */
-  private clientRequest(integration: IntegrationRecord, clientAuth: ClientAuth = 'body', format: 'form' | 'json' = 'form', method: string, url: string, params: Record<string, string>): HttpRequest {
-    const clientId = integration.oauth_client_id ?? '';
-    const clientSecret = this.integrations.clientSecret(integration) ?? '';
+  private clientRequest(integration: IntegrationRecord, clientAuth: ClientAuth | 'none' = 'body', format: 'form' | 'json' = 'form', method: string, url: string, params: Record<string, string>, client?: { id: string; secret: string }): HttpRequest {
     const body = { ...params };
     const headers: Record<string, string> = { accept: 'application/json' };
-    if (clientAuth === 'basic') {
-      headers.authorization = `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`;
-    } else Object.assign(body, { client_id: clientId, client_secret: clientSecret });
+    if (clientAuth !== 'none') {
+      const clientId = client ? client.id : integration.oauth_client_id ?? '';
+      const clientSecret = client ? client.secret : this.integrations.clientSecret(integration) ?? '';
+      if (clientAuth === 'basic') {
+        headers.authorization = `Basic ${Buffer.from(`${encodeURIComponent(clientId)}:${encodeURIComponent(clientSecret)}`).toString('base64')}`;
+      } else Object.assign(body, { client_id: clientId, client_secret: clientSecret });
+    }
+    // A request with nothing to say in its body (a DELETE authenticated by its header) sends none.
+    if (!Object.keys(body).length) return { method, url, headers };
     return format === 'json' ? { method, url, headers, json: body } : { method, url, headers, form: body };
   }
 
@@ -269,12 +303,17 @@ export class AuthEngine extends EventEmitter<{
    */
   async revoke(provider: Provider, integration: IntegrationRecord, config: Record<string, string>, credentials: Credentials): Promise<void> {
     if (provider.auth.mode !== 'oauth2' || !provider.auth.revocation || credentials.type !== 'oauth2') return;
+    config = withDefaults(provider, config);
     const revocation = provider.auth.revocation;
     try {
-      const token = revocation.token === 'refresh_token' ? credentials.refresh_token ?? credentials.access_token : credentials.access_token;
-      const req = this.clientRequest(integration, revocation.client_auth ?? provider.auth.client_auth, revocation.format, revocation.method ?? 'POST', revocation.url.renderUrl(config), {
-        [revocation.token_param ?? 'token']: token,
-      });
+      const kind = revocation.token === 'refresh_token' && credentials.refresh_token ? 'refresh_token' : 'access_token';
+      const token = credentials[kind]!;
+      const values = { ...authValues(provider.auth, integration, config), token };
+      const params = rendered(revocation.params, values);
+      if (revocation.token_in_body !== false) params[revocation.token_param ?? 'token'] = token;
+      if (revocation.token_type_hint) params.token_type_hint = kind;
+      const req = this.clientRequest(integration, revocation.client_auth ?? provider.auth.client_auth, revocation.format, revocation.method ?? 'POST', revocation.url.renderUrl(values), params);
+      Object.assign(req.headers!, lowerKeys(rendered(revocation.headers, values)));
       const res = await send(req, { max_attempts: 2 });
       if (res.status >= 400) this.log.warn({ integration: integration.unique_key, status: res.status }, 'revocation refused by the provider');
       else this.log.info({ integration: integration.unique_key }, 'grant revoked');
@@ -314,8 +353,8 @@ export class AuthEngine extends EventEmitter<{
   }
 }
 
-export async function readTokenResponse(provider: Provider, auth: OAuth2Auth | ClientCredentialsAuth, data: Record<string, unknown>, type: 'oauth2' | 'oauth2_client_credentials'): Promise<TokenResult> {
-  const pick = auth.token_response ?? {};
+export async function readTokenResponse(provider: Provider, tokenResponse: TokenResponse | undefined, data: Record<string, unknown>, type: 'oauth2' | 'oauth2_client_credentials'): Promise<TokenResult> {
+  const pick = tokenResponse ?? {};
   const value = async (expr: typeof pick.access_token, fallback: string) => (expr ? await expr.evaluate(data) : data[fallback]);
   const accessToken = await value(pick.access_token, 'access_token');
   if (typeof accessToken !== 'string' || !accessToken) throw providerFailed('the token response has no access token where the provider file says it is');
@@ -326,6 +365,7 @@ export async function readTokenResponse(provider: Provider, auth: OAuth2Auth | C
   if (typeof at === 'number') expiresAt = new Date(at * 1000).toISOString();
   else if (typeof at === 'string' && !Number.isNaN(Date.parse(at))) expiresAt = new Date(at).toISOString();
   else if (expiresIn !== undefined && Number.isFinite(Number(expiresIn))) expiresAt = new Date(Date.now() + Number(expiresIn) * 1000).toISOString();
+  else if (pick.default_expires_in !== undefined) expiresAt = new Date(Date.now() + pick.default_expires_in * 1000).toISOString();
   const metadata: Record<string, unknown> = {};
   for (const [name, expr] of Object.entries(pick.metadata ?? {})) metadata[name] = await expr.evaluate(data);
   const config: Record<string, string> = {};
@@ -344,6 +384,34 @@ export async function readTokenResponse(provider: Provider, auth: OAuth2Auth | C
   return { credentials, metadata, config };
 }
 
+/**
+ * Whether an API answer means: refresh the token and send the request once more. A 401, where the
+ * provider file asks for it (refresh_on_401), for credentials that can be refreshed.
+ */
+export function refreshesOn401(fresh: Fresh, status: number): boolean {
+  if (status !== 401) return false;
+  const auth = fresh.provider.auth;
+  const c = fresh.credentials;
+  if (isExchanged(c)) return exchangeOf(fresh.provider)?.refresh_on_401 === true;
+  if (!('refresh_on_401' in auth) || !auth.refresh_on_401) return false;
+  return c.type === 'oauth2_client_credentials' || (c.type === 'oauth2' && c.refresh_token !== undefined);
+}
+
+/**
+ * What templates of token, refresh and revocation requests may name: the connection's
+ * configuration, the OAuth client's id (the connection's own where it has one) and the
+ * integration's scopes.
+ */
+function authValues(auth: OAuth2Auth | ClientCredentialsAuth, integration: IntegrationRecord, config: Record<string, string>, clientId?: string): Record<string, string> {
+  const scopes = integration.oauth_scopes ?? auth.scopes ?? [];
+  return { ...config, client_id: clientId ?? integration.oauth_client_id ?? '', scopes: scopes.join(auth.scope_separator ?? ' ') };
+}
+
+const rendered = (map: Record<string, Template> | undefined, values: Record<string, unknown>) =>
+  Object.fromEntries(Object.entries(map ?? {}).map(([k, t]) => [k, t.renderText(values)]));
+
+const lowerKeys = (h: Record<string, string>) => Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toLowerCase(), v]));
+
 function isExpired(expiresAt: string | undefined, bufferSeconds: number): boolean {
   return expiresAt !== undefined && Date.parse(expiresAt) - bufferSeconds * 1000 <= Date.now();
 }
@@ -352,6 +420,8 @@ function needsRefresh(provider: Provider, credentials: Credentials): boolean {
   const buffer = 'refresh_buffer_seconds' in provider.auth ? provider.auth.refresh_buffer_seconds ?? 300 : 300;
   if (credentials.type === 'oauth2') return isExpired(credentials.expires_at, buffer);
   if (credentials.type === 'oauth2_client_credentials') return !credentials.access_token || isExpired(credentials.expires_at, buffer);
+  const exchange = exchangeOf(provider);
+  if (exchange && isExchanged(credentials)) return !credentials.access_token || isExpired(credentials.expires_at, exchange.refresh_buffer_seconds ?? 300);
   return false;
 }
 

@@ -2,7 +2,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Expression, ExpressionError } from '../expression/expression.ts';
-import { checkExpressionRegexes, compileRegex, LinearTimeError } from '../expression/regex.ts';
+import { checkExpressionRegexes, compileRegex, fullMatch, LinearTimeError } from '../expression/regex.ts';
 import { checkInputSchema, validateProvider, type Marked } from './provider-schema.ts';
 import { CREDENTIAL_VARIABLES, type Provider, type RequestSpec } from './provider-types.ts';
 import { Template } from './template.ts';
@@ -11,6 +11,8 @@ import { YamlSource, type SourceError } from './yaml-source.ts';
 export const BUILTIN_PROVIDERS_DIR = fileURLToPath(new URL('../../providers/', import.meta.url));
 
 const NAME = /^[a-z][a-z0-9-]{0,62}$/;
+/** What the auth's own requests (token, refresh, revocation, the authorization URL) may name beyond connection_config. */
+const AUTH_VARIABLES = ['client_id', 'scopes'];
 const URL_KEYS = new Set(['authorization_url', 'token_url', 'refresh_url', 'url', 'base_url', 'path']);
 
 /** One file's contribution: where each part of a provider came from, for errors found after merging. */
@@ -205,6 +207,7 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
   const owner = (key: string) => owners.get(key)!;
   const config = provider.connection_config ?? {};
   const credentials = CREDENTIAL_VARIABLES[provider.auth.mode];
+  const exchanging = 'token_exchange' in provider.auth && provider.auth.token_exchange !== undefined;
 
   // Templates, each against the variables in scope where it stands.
   for (const { source, marked } of loaded) {
@@ -214,7 +217,17 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
       if (owners.get(top) !== source) continue; // replaced by a later file
       const template = new Template(m.value as string);
       const inScope = new Set(Object.keys(config));
+      const jwt = provider.auth.mode === 'jwt_bearer';
       if (m.path[0] !== 'auth') credentials.forEach((c) => inScope.add(c));
+      // A JWT's claims name the connection's issuer and key id; its exchange also the signed JWT.
+      else if (jwt && (m.path[1] === 'claims' || m.path[1] === 'token_exchange')) ['issuer', 'key_id', ...(m.path[1] === 'token_exchange' ? ['assertion'] : [])].forEach((v) => inScope.add(v));
+      // A token exchange's request names the credentials given; the token it gives is for the API.
+      else if (m.path[1] === 'token_exchange') credentials.forEach((c) => inScope.add(c));
+      // The auth's params and headers, and everything of its revocation (GitHub's revocation path
+      // names the client id), may name the client id and scopes; its token URLs may not.
+      else if (m.path[1] === 'revocation' || !URL_KEYS.has(m.path[m.path.length - 1])) AUTH_VARIABLES.forEach((v) => inScope.add(v));
+      if (m.path[0] !== 'auth' && exchanging) inScope.add('access_token');
+      if (m.path[0] === 'auth' && m.path[1] === 'revocation') inScope.add('token');
       if (m.path[0] === 'actions') {
         const input = provider.actions?.[m.path[1]]?.input as { properties?: object } | undefined;
         Object.keys(input?.properties ?? {}).forEach((p) => inScope.add(`input.${p}`));
@@ -244,14 +257,23 @@ function crossCheck(provider: Provider, loaded: Loaded[], owners: Map<string, Ya
   // Connection configuration.
   for (const [field, spec] of Object.entries(config)) {
     const src = owner('connection_config');
-    if ([...Object.values(CREDENTIAL_VARIABLES).flat(), 'input'].includes(field)) {
+    if ([...Object.values(CREDENTIAL_VARIABLES).flat(), ...AUTH_VARIABLES, 'token', 'issuer', 'key_id', 'assertion', 'input'].includes(field)) {
       errors.push({ ...src.keyAt(['connection_config', field]), message: `connection_config field "${field}" has the name of a credential variable: rename it` });
     }
-    if (spec.from_token_response && provider.auth.mode !== 'oauth2' && provider.auth.mode !== 'oauth2_client_credentials') {
-      errors.push({ ...src.keyAt(['connection_config', field, 'from_token_response']), message: `"connection_config.${field}.from_token_response" needs an OAuth 2 auth mode: there is no token response in mode ${provider.auth.mode}` });
+    if (spec.from_callback && provider.auth.mode !== 'oauth2') {
+      errors.push({ ...src.keyAt(['connection_config', field, 'from_callback']), message: `"connection_config.${field}.from_callback" needs auth mode oauth2: there is no OAuth callback in mode ${provider.auth.mode}` });
+    }
+    if (spec.default !== undefined && !fullMatch(spec.pattern, spec.default)) {
+      errors.push({ ...src.valueAt(['connection_config', field, 'default']), message: `"connection_config.${field}.default" does not match the field's pattern ${spec.pattern}: give a value the pattern accepts` });
+    }
+    if (spec.from_token_response && provider.auth.mode !== 'oauth2' && provider.auth.mode !== 'oauth2_client_credentials' && !exchanging) {
+      errors.push({ ...src.keyAt(['connection_config', field, 'from_token_response']), message: `"connection_config.${field}.from_token_response" needs an OAuth 2 auth mode or a token_exchange: there is no token response in mode ${provider.auth.mode}` });
     }
   }
-  if (provider.auth.mode === 'api_key' && !provider.api.credentials) {
+  if (exchanging && provider.verification) {
+    errors.push({ ...owner('verification').keyAt(['verification']), message: '"verification" is not needed with auth.token_exchange: the exchange itself checks the credentials when the connection is made. Remove it' });
+  }
+  if (provider.auth.mode === 'api_key' && !provider.api.credentials && !exchanging) {
     errors.push({ ...owner('api').keyAt(['api']), message: `auth mode api_key needs "api.credentials" to say where the key goes, e.g. { in: header, name: Authorization, value: "Bearer \${api_key}" }` });
   }
 

@@ -113,7 +113,7 @@ export function schemaErrors(source: YamlSource, errors: ErrorObject[] | null | 
 }
 
 const TAGS: Record<string, string[]> = {
-  mode: ['oauth2', 'oauth2_client_credentials', 'api_key', 'basic', 'none'],
+  mode: ['oauth2', 'oauth1', 'oauth2_client_credentials', 'api_key', 'basic', 'jwt_bearer', 'none'],
   type: ['cursor', 'next_url', 'offset', 'page'],
 };
 

@@ -49,15 +49,30 @@ export interface TokenResponse {
   expires_at?: Expression;
   /** Extra fields kept on the connection's metadata. */
   metadata?: Record<string, Expression>;
+  /**
+   * Seconds a token lives when the token response says nothing of its expiry (no expires_in, no
+   * expires_at): Salesforce gives none, and its sessions last 2 hours by default. Without it such a
+   * token is used until the API refuses it.
+   */
+  default_expires_in?: number;
 }
 
 export interface Revocation {
+  /**
+   * May name ${token} (percent-encoded) and ${client_id}, e.g. GitHub's
+   * /applications/${client_id}/grant.
+   */
   url: Template;
   /** Default: "POST". */
   method?: Method;
   /** Default: "access_token". */
   token?: 'access_token' | 'refresh_token';
-  client_auth?: ClientAuth;
+  /**
+   * How the client id and secret reach the revocation URL: in the body, as HTTP basic auth, or not at
+   * all (none: the token authenticates itself, e.g. in an Authorization header). Default: the auth's
+   * client_auth.
+   */
+  client_auth?: 'body' | 'basic' | 'none';
   /** Default: "form". */
   format?: 'form' | 'json';
   /** Name of the body field that carries the token. Default: "token". */
@@ -68,9 +83,26 @@ export interface Revocation {
    * would also end the grant the reconnect just made (Google). Default: true.
    */
   on_reconnect?: boolean;
+  /**
+   * Whether the body carries the token (as token_param). false where it goes in a header or the URL
+   * only (${token} in headers or url). Default: true.
+   */
+  token_in_body?: boolean;
+  /**
+   * Send token_type_hint (access_token or refresh_token, the kind of token revoked) as RFC 7009
+   * defines. Default: false.
+   */
+  token_type_hint?: boolean;
+  /**
+   * Headers of the revocation request; may also name ${token}, the token revoked (Slack and Zendesk:
+   * Authorization: Bearer ${token}).
+   */
+  headers?: Record<string, Template>;
+  /** More body fields of the revocation request; may also name ${token}. */
+  params?: Record<string, Template>;
 }
 
-export type Auth = OAuth2Auth | ClientCredentialsAuth | ApiKeyAuth | BasicAuth | NoAuth;
+export type Auth = OAuth2Auth | AuthOAuth1 | ClientCredentialsAuth | ApiKeyAuth | BasicAuth | AuthJwtBearer | NoAuth;
 
 export interface OAuth2Auth {
   mode: 'oauth2';
@@ -94,9 +126,14 @@ export interface OAuth2Auth {
    * "scope".
    */
   scope_param?: string;
+  /** More query parameters of the authorization URL (templates). */
   authorization_params?: Record<string, Template>;
-  token_params?: Record<string, string>;
-  refresh_params?: Record<string, string>;
+  /** More fields of the token request body (templates). */
+  token_params?: Record<string, Template>;
+  /** Headers of every token and refresh request (templates), e.g. Notion-Version. */
+  token_headers?: Record<string, Template>;
+  /** More fields of the refresh request body (templates), e.g. Zendesk's expires_in. */
+  refresh_params?: Record<string, Template>;
   /** Default: false. */
   pkce?: boolean;
   /** Default: "body". */
@@ -106,16 +143,34 @@ export interface OAuth2Auth {
   token_response?: TokenResponse;
   /** Default: 300. */
   refresh_buffer_seconds?: number;
+  /**
+   * On a 401 from the API (a sync's page, an action, the proxy), refresh the token once and send the
+   * request again, for providers whose tokens can end before their stated expiry (a Salesforce session
+   * timeout, a revoked session). Only one refresh happens for many requests refused with the same
+   * token. Default: false.
+   */
+  refresh_on_401?: boolean;
   revocation?: Revocation;
 }
 
 export interface ClientCredentialsAuth {
   mode: 'oauth2_client_credentials';
   token_url: Template;
+  /**
+   * Whether each connection brings its own OAuth client (createConnection credentials {"type":
+   * "oauth2_client_credentials", "client_id", "client_secret"}, sealed like every credential).
+   * optional: the integration's client id and secret are the default, and a connection may give its
+   * own. required: every connection gives its own (one app per customer account, as Zoom
+   * server-to-server apps), and the integration needs none. Default: "optional".
+   */
+  connection_client?: 'optional' | 'required';
   scopes?: string[];
   /** Default: " ". */
   scope_separator?: string;
-  token_params?: Record<string, string>;
+  /** More fields of the token request body (templates). */
+  token_params?: Record<string, Template>;
+  /** Headers of every token and refresh request (templates), e.g. Notion-Version. */
+  token_headers?: Record<string, Template>;
   /** Default: "body". */
   client_auth?: ClientAuth;
   /** Default: "form". */
@@ -123,6 +178,13 @@ export interface ClientCredentialsAuth {
   token_response?: TokenResponse;
   /** Default: 300. */
   refresh_buffer_seconds?: number;
+  /**
+   * On a 401 from the API (a sync's page, an action, the proxy), refresh the token once and send the
+   * request again, for providers whose tokens can end before their stated expiry (a Salesforce session
+   * timeout, a revoked session). Only one refresh happens for many requests refused with the same
+   * token. Default: false.
+   */
+  refresh_on_401?: boolean;
 }
 
 export interface ApiKeyAuth {
@@ -134,6 +196,7 @@ export interface ApiKeyAuth {
    * no lookarounds, no backreferences.
    */
   pattern?: string;
+  token_exchange?: TokenExchange;
 }
 
 export interface BasicAuth {
@@ -142,6 +205,7 @@ export interface BasicAuth {
   password_label?: string;
   /** Default: false. */
   password_optional?: boolean;
+  token_exchange?: TokenExchange;
 }
 
 export interface NoAuth {
@@ -163,8 +227,20 @@ export interface ConfigField {
   example?: string;
   /** Default: false. */
   optional?: boolean;
+  /**
+   * The value used when the connection gives none (Salesforce's login.salesforce.com, GitLab's
+   * gitlab.com, Microsoft's tenant common): the field is then optional. It must match the field's
+   * pattern (checked at load), and is filled in at connection time and for connections made before the
+   * default was added.
+   */
+  default?: string;
   /** Filled from the token response by this JSONata expression. */
   from_token_response?: Expression;
+  /**
+   * Filled from this query parameter of the OAuth callback (Shopify's shop, Zoho's accounts-server),
+   * checked against the field's pattern before the code is exchanged: the token URL may name it.
+   */
+  from_callback?: string;
 }
 
 export interface RequestSpec {
@@ -209,6 +285,22 @@ export interface RequestSpec {
  */
 export interface PostConnection {
   request: RequestSpec;
+  /**
+   * Where the response lists several results (a user's Jira sites), which one the connection keeps: the
+   * first of `items` for which `where` is true. config and metadata are then read from that item ($),
+   * with the whole response as $response. No item matching is a 400 no_matching_result that lists what
+   * there was.
+   */
+  choose?: {
+    /** The results in the response body. Default: "$". */
+    items?: Expression;
+    /**
+     * True for the item to keep; sees $config, the connection's configuration so far (a field the app
+     * or end user gave chooses, e.g. $not($exists($config.site_url)) or url = $config.site_url).
+     * Without it, the first item.
+     */
+    where?: Expression;
+  };
   config?: Record<string, Expression>;
   metadata?: Record<string, Expression>;
 }
@@ -422,4 +514,91 @@ export interface Action {
   request: RequestSpec;
   /** Maps the response body ($) to the action's output (an object). */
   output?: Expression;
+}
+
+/**
+ * A two-step auth: the credentials the end user gives (an API key, or a username and password such as a
+ * key and secret) are exchanged at a token endpoint for a short-lived token, which every API request
+ * then carries as ${access_token} (Authorization: Bearer by default). The exchange is made when the
+ * connection is made (refused credentials are a 400 invalid_credentials), and made again before the
+ * token expires, one at a time per connection like an OAuth refresh.
+ */
+export interface TokenExchange {
+  /**
+   * The exchange request: a path under api.base_url or an absolute URL. Its params and headers may name
+   * connection_config fields and the credentials given (${api_key}; ${username}, ${password},
+   * ${basic_auth}); its body is a JSONata expression with $credentials (the credentials given) and
+   * $config (the connection's configuration). It carries no other credential.
+   */
+  request: RequestSpec;
+  /**
+   * How the body goes: JSON, or form-encoded (the body expression then gives an object of strings).
+   * Default: "json".
+   */
+  format?: 'json' | 'form';
+  /**
+   * Where the token and its expiry are in the response (JSONata). A connection_config field with
+   * from_token_response is filled from it too.
+   */
+  token_response: TokenResponse;
+  /** How long before its expiry the token is exchanged again. Default: 300. */
+  refresh_buffer_seconds?: number;
+  /**
+   * On a 401 from the API, exchange again once and send the request again (a session ended early).
+   * Default: false.
+   */
+  refresh_on_401?: boolean;
+}
+
+/**
+ * A JWT bearer grant: each connection holds a private key (createConnection credentials {"type":
+ * "jwt_bearer", "issuer", "private_key", "key_id"?}, sealed like every credential). Terapi signs a
+ * short JWT with it (RS256 or ES256) and exchanges it for an access token with the token_exchange
+ * request, again before the token expires: a Google service account (the assertion posted to the token
+ * endpoint), a GitHub App (the JWT as the bearer of the installation token request).
+ */
+export interface AuthJwtBearer {
+  mode: 'jwt_bearer';
+  /**
+   * How the JWT is signed: RS256 with an RSA key, ES256 with a P-256 key (PEM, PKCS#8 or PKCS#1).
+   * Default: "RS256".
+   */
+  algorithm?: 'RS256' | 'ES256';
+  /**
+   * The JWT's claims besides iat and exp (templates): e.g. iss: ${issuer}, aud, scope. They may name
+   * connection_config fields, ${issuer} and ${key_id} (the connection's credentials). A claim whose
+   * template renders to digits only is sent as a number (GitHub's iss, an app id).
+   */
+  claims: Record<string, Template>;
+  /**
+   * exp is iat plus this. iat is set 60 seconds in the past, against clocks that drift (GitHub's
+   * advice); GitHub takes at most 600 seconds, Google 3600. Default: 3600.
+   */
+  lifetime_seconds?: number;
+  /** What the connect UI calls the issuer, e.g. Service account email, App ID. */
+  issuer_label?: string;
+  /**
+   * The request that trades the signed JWT for an access token: its templates name ${assertion} (the
+   * JWT), ${issuer}, ${key_id} and connection_config; its body sees $assertion and $config.
+   */
+  token_exchange: TokenExchange;
+}
+
+/**
+ * OAuth 1.0a (RFC 5849), for the few providers that still need it (Trello). The integration's
+ * oauth_client_id and oauth_client_secret are the consumer key and secret. The connect flow gets a
+ * request token, sends the end user to authorization_url, and trades the verifier for the connection's
+ * token and token secret (createConnection takes them as {"type": "oauth1", "token", "token_secret"}).
+ * Every API request is then signed with HMAC-SHA1 in its Authorization header, unless api.credentials
+ * says otherwise.
+ */
+export interface AuthOAuth1 {
+  mode: 'oauth1';
+  request_token_url: Template;
+  authorization_url: Template;
+  access_token_url: Template;
+  /** More query parameters of the authorization URL (Trello: name, scope, expiration). */
+  authorization_params?: Record<string, Template>;
+  /** Default: "HMAC-SHA1". */
+  signature_method?: 'HMAC-SHA1';
 }

@@ -24,8 +24,10 @@ export interface Provider extends ProviderFile {
 /** Variables that credentials bring to templates, by auth mode. */
 export const CREDENTIAL_VARIABLES: Record<AuthMode, string[]> = {
   oauth2: ['access_token', 'client_id'],
+  oauth1: ['access_token', 'client_id'],
   oauth2_client_credentials: ['access_token', 'client_id'],
   api_key: ['api_key'],
   basic: ['username', 'password', 'basic_auth'],
+  jwt_bearer: ['access_token'],
   none: [],
 };

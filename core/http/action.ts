@@ -1,5 +1,5 @@
 import type { ValidateFunction } from 'ajv';
-import { freshValues, type Fresh } from '../auth/tokens.ts';
+import { freshValues, refreshesOn401, type Fresh } from '../auth/tokens.ts';
 import { badRequest, notFound, reworded } from '../errors.ts';
 import { evaluate } from '../format/evaluate.ts';
 import { compileInputSchema } from '../format/provider-schema.ts';
@@ -29,16 +29,22 @@ export function checkActionInput(action: Action, name: string, input: Record<str
 
 /**
  * Runs an action with fresh credentials (triggerAction, and `terapi dryrun --action`): its request
- * built by its templates and JSONata body, sent, and its output mapped. Provider text in any error
+ * built by its templates and JSONata body, sent (again once after a refresh, where the provider
+ * refreshes on 401 and `refresh` is given), and its output mapped. Provider text in any error
  * is scrubbed of the connection's secrets.
  */
-export async function sendAction(fresh: Fresh, name: string, action: Action, input: Record<string, unknown>): Promise<Record<string, unknown>> {
+export async function sendAction(fresh: Fresh, name: string, action: Action, input: Record<string, unknown>, refresh?: (stale: Fresh) => Promise<Fresh>): Promise<Record<string, unknown>> {
   const provider = fresh.provider;
-  try {
-    const values = { ...freshValues(fresh), input };
-    const json = action.request.body ? await evaluate(action.request.body, input, { input, config: fresh.record.connection_config }) : undefined;
+  const send = async (with_: Fresh) => {
+    const values = { ...freshValues(with_), input };
+    const json = action.request.body ? await evaluate(action.request.body, input, { input, config: with_.record.connection_config }) : undefined;
     const { retry, options } = requestRetry(provider, action.request, false);
-    const res = await callProvider(apiRequest(provider, values, action.request, { json }), retry, options);
+    return callProvider(apiRequest(provider, values, action.request, { json }), retry, options);
+  };
+  try {
+    let res = await send(fresh);
+    // A provider whose sessions can end early (refresh_on_401): one refresh, one more try.
+    if (refresh && refreshesOn401(fresh, res.status)) res = await send((fresh = await refresh(fresh)));
     if (res.status >= 400) {
       throw providerFailed(`${provider.display_name} answered HTTP ${res.status} to action "${name}": ${fresh.scrub(res.text.slice(0, 10_000)).slice(0, 300)}`);
     }

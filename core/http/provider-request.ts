@@ -4,6 +4,10 @@ import { evaluate } from '../format/evaluate.ts';
 import type { Provider, RequestSpec, Retry } from '../format/provider-types.ts';
 import { formFields } from './form-body.ts';
 import { providerWords, truthy, type HttpRequest, type SendOptions } from './send.ts';
+import { oauth1Header, type OAuth1Keys } from '../auth/oauth1.ts';
+
+/** Where template values carry an OAuth 1.0a connection's signing keys: a symbol, so no template can name them. */
+export const OAUTH1_KEYS = Symbol('oauth1 keys');
 
 /** HTTP basic credentials: base64 of `username:password`. */
 export const basicAuth = (username: string, password: string) => Buffer.from(`${username}:${password}`).toString('base64');
@@ -15,15 +19,25 @@ export function templateValues(config: Record<string, string>, credentials: Cred
     case 'oauth2':
     case 'oauth2_client_credentials':
       values.access_token = credentials.access_token;
+      values.client_id = (credentials.type === 'oauth2_client_credentials' && credentials.client_id) || clientId;
+      break;
+    case 'jwt_bearer':
+      values.access_token = credentials.access_token;
+      break;
+    case 'oauth1':
+      values.access_token = credentials.token;
       values.client_id = clientId;
       break;
     case 'api_key':
       values.api_key = credentials.api_key;
+      if (credentials.access_token) values.access_token = credentials.access_token;
       break;
     case 'basic':
       values.username = credentials.username;
       values.password = credentials.password;
       values.basic_auth = basicAuth(credentials.username, credentials.password);
+      // A token exchange's token (auth.token_exchange): it, not the password, goes on API requests.
+      if (credentials.access_token) values.access_token = credentials.access_token;
       break;
   }
   return values;
@@ -48,7 +62,11 @@ export function apiRequest(provider: Provider, values: Record<string, unknown>, 
   Object.assign(searchParams, extra.searchParams);
   injectCredentials(provider, values, headers, searchParams);
   const body = spec.body_format === 'form' ? { form: formBody(extra.json) } : { json: extra.json };
-  return { method: spec.method ?? 'GET', url, headers, searchParams, ...body, timeoutMs: provider.api.timeout_seconds === undefined ? undefined : provider.api.timeout_seconds * 1000 };
+  const req: HttpRequest = { method: spec.method ?? 'GET', url, headers, searchParams, ...body, timeoutMs: provider.api.timeout_seconds === undefined ? undefined : provider.api.timeout_seconds * 1000 };
+  // OAuth 1.0a: each attempt is signed with the URL it goes to (a next page's, with its query).
+  const keys = (values as { [OAUTH1_KEYS]?: OAuth1Keys })[OAUTH1_KEYS];
+  if (provider.auth.mode === 'oauth1' && !provider.api.credentials && keys) req.sign = (target, sent) => ({ authorization: oauth1Header(sent.method, target, keys, sent.form) });
+  return req;
 }
 
 function formBody(body: unknown): Record<string, string> | undefined {
@@ -101,6 +119,7 @@ function injectCredentials(provider: Provider, values: Record<string, unknown>, 
     else searchParams[declared.name] = value;
     return;
   }
+  if (provider.auth.mode === 'oauth1') return; // signed when sent
   if (values.access_token) headers.authorization = `Bearer ${values.access_token}`;
   else if (values.basic_auth) headers.authorization = `Basic ${values.basic_auth}`;
 }

@@ -13,6 +13,8 @@ export interface HttpRequest {
   searchParams?: Record<string, string>;
   json?: unknown;
   form?: Record<string, string>;
+  /** Headers computed for each attempt from the final URL (an OAuth 1.0a signature, with its own nonce and time). */
+  sign?: (url: URL, req: HttpRequest) => Record<string, string>;
 }
 
 export interface HttpResponse {
@@ -209,7 +211,7 @@ export function truthy(value: unknown): boolean {
 function open(req: HttpRequest, url: URL): Promise<StreamedResponse> {
   const stream = got.stream(url, {
     method: req.method as GotMethod,
-    headers: req.headers,
+    headers: req.sign ? { ...req.headers, ...req.sign(url, req) } : req.headers,
     json: req.json,
     form: req.form,
     throwHttpErrors: false,

@@ -38,7 +38,7 @@ export interface SyncTask {
 export type SyncOutcome = { ok: true; result: RunResult } | { ok: false; lost: 'run' | 'connection'; message: string };
 
 /** Messages a sync task sends on its port: requests (answered with the same id), and news for the watchdog. */
-type Request = { kind: 'fresh' } | { kind: 'store'; method: keyof RunStore; args: unknown[] };
+type Request = { kind: 'fresh'; stale?: string } | { kind: 'store'; method: keyof RunStore; args: unknown[] };
 export type WorkerMessage = (Request & { id: number }) | { kind: 'evaluating'; where: string };
 
 /** An error that crossed threads: its class by name (RunLost, ConnectionGone, TerapiError) and what it says. */
@@ -105,8 +105,8 @@ async function sync(task: SyncTask): Promise<SyncOutcome> {
       });
       port.postMessage({ ...message, id } as WorkerMessage);
     });
-  const fresh = () =>
-    ask({ kind: 'fresh' }, (a): Fresh => {
+  const fresh = (stale?: string) =>
+    ask({ kind: 'fresh', ...(stale ? { stale } : {}) }, (a): Fresh => {
       const { secrets, ...rest } = a.fresh!;
       return { ...rest, provider, scrub: scrubberOf(secrets) };
     });

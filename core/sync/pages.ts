@@ -1,5 +1,5 @@
 import LinkHeader from 'http-link-header';
-import { freshValues, type Fresh } from '../auth/tokens.ts';
+import { freshValues, refreshesOn401, type Fresh } from '../auth/tokens.ts';
 import { pageTimeLimitMs } from '../expression/expression.ts';
 import type { Sync } from '../format/provider-types.ts';
 import { apiRequest, bodyError, requestRetry } from '../http/provider-request.ts';
@@ -32,7 +32,7 @@ export const MAX_PAGES = 100_000;
  * run started from: a filter that moved between pages would no longer match the provider's cursor.
  */
 export async function* readPages(
-  fresh: () => Promise<Fresh>,
+  fresh: (stale?: string) => Promise<Fresh>,
   sync: Sync,
   options: { since?: unknown; start?: Position; startPage?: number; budget: WaitBudget },
 ): AsyncGenerator<Page> {
@@ -67,13 +67,17 @@ interface Pending {
 }
 
 /** Builds a page's request (credentials, body expression) and sends it; the answer is awaited later. */
-async function request(fresh: () => Promise<Fresh>, sync: Sync, position: Position, options: { since?: unknown; budget: WaitBudget }): Promise<Pending> {
-  const current = await fresh();
+async function request(fresh: (stale?: string) => Promise<Fresh>, sync: Sync, position: Position, options: { since?: unknown; budget: WaitBudget }): Promise<Pending> {
+  let current = await fresh();
+  const { retry } = requestRetry(current.provider, sync.request, true);
+  const sent = (with_: Fresh) => pageRequest(with_, sync, position, options.since).then((req) => send(req, retry, { expect: 'json', budget: options.budget }));
   // A request that cannot be built fails when its page is read, after the pages before it are stored.
-  const response = pageRequest(current, sync, position, options.since)
-    .then((req) => {
-      const { retry } = requestRetry(current.provider, sync.request, true);
-      return send(req, retry, { expect: 'json', budget: options.budget });
+  const response = sent(current)
+    .then(async (res) => {
+      // refresh_on_401: one refresh (shared by every request refused with this token), one more try.
+      if (!refreshesOn401(current, res.status)) return res;
+      current = await fresh(current.record.credentials);
+      return sent(current);
     })
     .catch((e) => {
       // RateLimited and MalformedBody pass through as they are: the run tells them apart.

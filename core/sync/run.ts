@@ -15,7 +15,8 @@ export type RunStore = Pick<SyncStore, 'writePage' | 'finish'>;
 /** What a run needs from where it runs: the store, and fresh credentials from the process that owns refreshes. */
 export interface RunDeps {
   store: RunStore;
-  fresh: () => Promise<Fresh>;
+  /** `stale`: the sealed credentials the API refused with a 401 (refresh_on_401), to be refreshed. */
+  fresh: (stale?: string) => Promise<Fresh>;
   /** Told after every stored page (progress for logs and dry runs); answering false ends the run there (a dry run's --limit). */
   onPage?: (page: { number: number; records: number; summary: RunSummary }) => void | boolean;
 }

@@ -274,7 +274,7 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
           run: { handle, summary: row.last_run!, since: row.checkpoint, resume: row.resume, leaseMs: this.options.leaseMs, waitBudgetMs: this.options.waitBudgetMs },
           maxResponseBytes: limits.responseBytes,
         },
-        (request) => (request.kind === 'fresh' ? this.answerFresh(handle, request.id) : this.answerStore(handle, request)),
+        (request) => (request.kind === 'fresh' ? this.answerFresh(handle, request.id, request.stale) : this.answerStore(handle, request)),
         stopper.signal,
       );
       if (outcome.ok) return outcome.result;
@@ -324,9 +324,9 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
     }
   }
 
-  private async answerFresh(handle: RunHandle, id: number): Promise<FreshAnswer> {
+  private async answerFresh(handle: RunHandle, id: number, stale?: string): Promise<FreshAnswer> {
     try {
-      const { provider: _provider, scrub: _scrub, ...fresh } = await this.auth.fresh(handle.integration, handle.connection);
+      const { provider: _provider, scrub: _scrub, ...fresh } = await this.auth.fresh(handle.integration, handle.connection, stale ? { stale } : false);
       return { id, fresh: { ...fresh, secrets: this.auth.secrets(fresh.integration, fresh.credentials) } };
     } catch (e) {
       return { id, error: toWire(e instanceof TerapiError ? e : new TerapiError(502, 'provider_error', (e as Error).message)) };

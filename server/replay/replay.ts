@@ -1,3 +1,4 @@
+import { withDefaults } from '../../core/auth/connections.ts';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -132,13 +133,15 @@ interface Plan {
 
 async function plan(provider: Provider, connection: ConnectionRecording, recordings: Recording[], result: ProviderResult, overrides: string): Promise<Plan> {
   const raw = rawProvider(provider);
-  const { origins } = pointedAt(raw, connection.connection_config, (o) => o);
+  // The hosts a connection reaches with the provider's defaults for the values it leaves out.
+  const config = withDefaults(provider, connection.connection_config ?? {});
+  const { origins } = pointedAt(raw, config, (o) => o);
   let connected!: (config: Record<string, string>) => void;
   const made = new Promise<Record<string, string>>((r) => (connected = r));
   const base = {
     now: () => {
       try {
-        return provider.api.base_url.renderUrl(connection.connection_config);
+        return provider.api.base_url.renderUrl(config);
       } catch {
         return undefined; // a value the connection gets when it is made (Jira's cloud id)
       }
@@ -151,7 +154,7 @@ async function plan(provider: Provider, connection: ConnectionRecording, recordi
   // connection and the integration's client secret.
   const secrets = [...Object.entries(credentials).filter(([k]) => !['type', 'username', 'client_id', 'expires_at'].includes(k)).map(([, v]) => v), connection.integration?.oauth_client_secret ?? OAUTH_CLIENT.oauth_client_secret].filter((s): s is string => typeof s === 'string');
   const replay = await ReplayServer.open(origins, { base, credential: connection.credential, secrets });
-  const { override } = pointedAt(raw, connection.connection_config, (o) => replay.local(o));
+  const { override } = pointedAt(raw, config, (o) => replay.local(o));
   writeFileSync(join(overrides, `${provider.name}.yaml`), JSON.stringify(override, null, 2));
   const track = (label: string, exchanges: Recording['exchanges']): Track => ({ label, exchanges, next: 0, problems: [] });
   return {
@@ -216,7 +219,7 @@ async function runPlan(p: Plan, call: Call, options: ReplayOptions): Promise<voi
   p.result.replayed = true;
   const real = <T>(value: T): T => JSON.parse(replay.toReal(JSON.stringify(value)));
   const mode = provider.auth.mode;
-  const oauth = mode === 'oauth2' || mode === 'oauth2_client_credentials';
+  const oauth = mode === 'oauth2' || mode === 'oauth1' || mode === 'oauth2_client_credentials';
   let r = await call('POST', '/integration', { provider_config_key: key, provider: key, ...(oauth ? { ...OAUTH_CLIENT, ...connection.integration } : {}) });
   if (r.status >= 300) return void p.result.problems.push(`the integration could not be made: ${r.status} ${JSON.stringify(r.body)}`);
 

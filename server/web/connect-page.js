@@ -80,12 +80,13 @@ function matcher(pattern) {
 function field(spec, group) {
   const id = `${group}-${spec.name}`;
   const label = spec.label ?? humanize(spec.name);
-  const hint = [spec.description, spec.example ? `For example: ${spec.example}` : null].filter(Boolean).join(' ');
+  const hint = [spec.description, spec.default ? `Leave empty for ${spec.default}.` : spec.example ? `For example: ${spec.example}` : null].filter(Boolean).join(' ');
   const input = h('input', {
     id,
     name: spec.name,
     type: spec.secret ? 'password' : spec.format === 'url' ? 'url' : 'text',
     required: !spec.optional,
+    ...(spec.default ? { placeholder: spec.default } : {}),
     autocomplete: 'off',
     autocapitalize: 'off',
     spellcheck: 'false',
@@ -118,7 +119,7 @@ function field(spec, group) {
 }
 
 function form(token, session, integration) {
-  const oauth = integration.auth_mode === 'oauth2';
+  const oauth = integration.auth_mode === 'oauth2' || integration.auth_mode === 'oauth1';
   const credentials = integration.credentials.map((spec) => field(spec, 'credential'));
   const config = integration.connection_config.map((spec) => field(spec, 'config'));
   const fields = [...credentials, ...config];
