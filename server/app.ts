@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Koa, { type Context, type Next } from 'koa';
+import Koa, { type Context, type Middleware, type Next } from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { secretChecker } from '../core/auth/crypto.ts';
@@ -9,6 +9,7 @@ import { checkJson } from '../core/json-limits.ts';
 import { requestLine } from '../core/logger.ts';
 import { OPENAPI_TEXT, operations, type Checked } from './openapi.ts';
 import { callbackPage } from './callback-page.ts';
+import { HotRoutes } from './hot-routes.ts';
 import { DashboardSessions, DASHBOARD_SESSION_MS } from '../core/auth/dashboard-sessions.ts';
 import type { OperationsQuery } from '../core/operations.ts';
 import { isWebFile, serveFile, servePage } from './web.ts';
@@ -161,6 +162,12 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     };
   };
   const input = (ctx: Context) => ctx.state.input;
+  /** A GET route of the router that is also one of the hot routes (HotRoutes), taken ahead of it. */
+  const hot = new HotRoutes();
+  const hotGet = (path: string, check: Middleware, handler: (ctx: Context) => Promise<void>) => {
+    router.get(path, check, handler);
+    hot.add('GET', path, [check, handler]);
+  };
 
   router.get('/health', op('health'), async (ctx) => {
     try {
@@ -218,7 +225,7 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   router.post('/connection', op('createConnection'), async (ctx) => {
     ctx.body = await engine.createConnection(input(ctx).body as any, ctx.state.requestId);
   });
-  router.get('/connection/:connection_id', op('getConnection'), async (ctx) => {
+  hotGet('/connection/:connection_id', op('getConnection'), async (ctx) => {
     const { params, query } = input(ctx);
     await engine.integrations.record(query.provider_config_key as string);
     ctx.body = engine.connections.view(await engine.connections.get(query.provider_config_key as string, params.connection_id));
@@ -230,7 +237,7 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   });
 
   // Auth
-  router.get('/auth/token/:provider_config_key/:connection_id', op('getAuthToken'), async (ctx) => {
+  hotGet('/auth/token/:provider_config_key/:connection_id', op('getAuthToken'), async (ctx) => {
     const { params, query } = input(ctx);
     ctx.set('cache-control', 'no-store');
     ctx.body = await engine.token(params.provider_config_key, params.connection_id, query.force_refresh === true, ctx.state.requestId);
@@ -370,6 +377,7 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     ctx.body = res.body;
   });
 
+  app.use(hot.middleware());
   app.use(router.routes());
   // Reached when no route took the request: router.allowedMethods() answers OPTIONS, and sets 405
   // and Allow for a path the router knows with another method; the answer is then an ErrorResponse.
