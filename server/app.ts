@@ -145,6 +145,10 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     });
   }
 
+  // The hot routes (GET, no body, never /proxy/) go first: the layers below are not theirs.
+  const hot = new HotRoutes();
+  app.use(hot.middleware());
+
   // Bodies are read for the methods that carry one (the parser's own rule): a GET skips the layer.
   const parseBody = bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8', detectJSON: (ctx) => Boolean(ctx.request.is(JSON_TYPES)) });
   app.use((ctx, next) => (BODY_METHODS.has(ctx.method) ? parseBody(ctx, next) : next()));
@@ -163,7 +167,6 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   };
   const input = (ctx: Context) => ctx.state.input;
   /** A GET route of the router that is also one of the hot routes (HotRoutes), taken ahead of it. */
-  const hot = new HotRoutes();
   const hotGet = (path: string, check: Middleware, handler: (ctx: Context) => Promise<void>) => {
     router.get(path, check, handler);
     hot.add('GET', path, [check, handler]);
@@ -349,8 +352,7 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
 
   // The proxy: /proxy/<path under the provider's base URL>, any method.
   const proxyOp = operations.get('proxyGet')!;
-  app.use(async (ctx, next) => {
-    if (!ctx.path.startsWith('/proxy/')) return next();
+  const proxy = async (ctx: Context) => {
     requireSecret(ctx);
     const integration = ctx.get('provider-config-key');
     const connection = ctx.get('connection-id');
@@ -375,9 +377,9 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     if (typeof type === 'string') ctx.type = type;
     // Passed on as it arrives: an answer of any size goes through in constant memory.
     ctx.body = res.body;
-  });
+  };
+  app.use((ctx, next) => (ctx.path.startsWith('/proxy/') ? proxy(ctx) : next()));
 
-  app.use(hot.middleware());
   app.use(router.routes());
   // Reached when no route took the request: router.allowedMethods() answers OPTIONS, and sets 405
   // and Allow for a path the router knows with another method; the answer is then an ErrorResponse.
