@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import Koa, { type Context, type Middleware, type Next } from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
@@ -10,6 +9,7 @@ import { requestLine } from '../core/logger.ts';
 import { OPENAPI_TEXT, operations, type Checked } from './openapi.ts';
 import { callbackPage } from './callback-page.ts';
 import { HotRoutes } from './hot-routes.ts';
+import { newRequestId } from './request-id.ts';
 import { DashboardSessions, DASHBOARD_SESSION_MS } from '../core/auth/dashboard-sessions.ts';
 import type { OperationsQuery } from '../core/operations.ts';
 import { isWebFile, serveFile, servePage } from './web.ts';
@@ -107,7 +107,7 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   app.use(async (ctx, next) => {
     const started = performance.now();
     const given = ctx.get('x-request-id');
-    const id = (ctx.state.requestId = REQUEST_ID.test(given) ? given : randomUUID());
+    const id = (ctx.state.requestId = REQUEST_ID.test(given) ? given : newRequestId());
     const res = ctx.res;
     res.setHeader('x-request-id', id);
     // Every answer: never sniffed into another type, never framed, nothing loaded or run unless the

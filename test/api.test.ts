@@ -541,6 +541,8 @@ api: { base_url: "https://\${subdomain}.example.com" }
       assert.match(made, /^[0-9a-f-]{36}$/);
       r = await t.call('GET', '/providers', undefined, { 'x-request-id': 'x'.repeat(129) });
       assert.notEqual(r.headers.get('x-request-id'), 'x'.repeat(129));
+      assert.match(r.headers.get('x-request-id')!, /^[0-9a-f-]{36}$/);
+      assert.notEqual(r.headers.get('x-request-id'), made, 'each request gets an id of its own');
       const lines = t.logs.map((l) => JSON.parse(l));
       assert.ok(lines.some((l) => l.msg === 'request' && l.request_id === 'req-42.a:b' && l.status === 404));
       assert.ok(lines.some((l) => l.msg === 'request' && l.request_id === made && l.path === '/providers'));
