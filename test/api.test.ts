@@ -161,6 +161,13 @@ api: { base_url: "https://\${subdomain}.example.com" }
         assert.equal(wrong.status, 401);
         assert.equal(wrong.body.error, 'unauthorized');
       }
+      // Near misses: the key cut short, its last character changed, another case, the key twice.
+      const s = t.secret;
+      for (const given of [s.slice(0, -1), `${s.slice(0, -1)}${s.at(-1) === 'a' ? 'b' : 'a'}`, s.toUpperCase(), s + s]) {
+        const r = await t.call('GET', '/integration', undefined, { authorization: `Bearer ${given}` });
+        assert.equal(r.status, 401, JSON.stringify(given));
+      }
+      assert.equal((await t.call('GET', '/integration')).status, 200);
     });
 
     test('integrations: create, read, list, patch, duplicate, unknown', async () => {
