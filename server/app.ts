@@ -106,7 +106,8 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   const logRequest = requestLine(log);
   app.use(async (ctx, next) => {
     const started = performance.now();
-    const given = ctx.get('x-request-id');
+    const header = ctx.req.headers['x-request-id'];
+    const given = typeof header === 'string' ? header : '';
     const id = (ctx.state.requestId = REQUEST_ID.test(given) ? given : newRequestId());
     const res = ctx.res;
     res.setHeader('x-request-id', id);
@@ -242,10 +243,16 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   });
 
   // Auth
+  const tokenTexts = new WeakMap<object, string>();
   hotGet('/auth/token/:provider_config_key/:connection_id', op('getAuthToken'), async (ctx) => {
     const { params, query } = input(ctx);
-    ctx.set('cache-control', 'no-store');
-    ctx.body = await engine.token(params.provider_config_key, params.connection_id, query.force_refresh === true, ctx.state.requestId);
+    ctx.res.setHeader('cache-control', 'no-store');
+    const token = await engine.token(params.provider_config_key, params.connection_id, query.force_refresh === true, ctx.state.requestId);
+    // The same answer object for as long as the credentials stay (Engine.token): serialised once.
+    let text = tokenTexts.get(token);
+    if (text === undefined) tokenTexts.set(token, (text = JSON.stringify(token)));
+    ctx.res.setHeader('content-type', 'application/json; charset=utf-8');
+    ctx.body = text;
   });
 
   // Syncs
