@@ -169,6 +169,22 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     };
   };
   const input = (ctx: Context) => ctx.state.input;
+  /**
+   * A JSON answer made by `make` from `source`, serialised once per `source` object when that object
+   * is frozen and shared (a token answer Engine.token keeps, a connection record from the embedded
+   * store's read cache: a change makes a new object), else on each call. The bytes are those Koa
+   * would write for the object.
+   */
+  const answerTexts = new WeakMap<object, string>();
+  const answerJson = (ctx: Context, source: object, make: () => unknown) => {
+    let text = answerTexts.get(source);
+    if (text === undefined) {
+      text = JSON.stringify(make());
+      if (Object.isFrozen(source)) answerTexts.set(source, text);
+    }
+    ctx.res.setHeader('content-type', 'application/json; charset=utf-8');
+    ctx.body = text;
+  };
   /** A GET route of the router that is also one of the hot routes (HotRoutes), taken ahead of it. */
   const hotGet = (path: string, check: Middleware, handler: (ctx: Context) => Promise<void>) => {
     router.get(path, check, handler);
@@ -234,7 +250,8 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   hotGet('/connection/:connection_id', op('getConnection'), async (ctx) => {
     const { params, query } = input(ctx);
     await engine.integrations.record(query.provider_config_key as string);
-    ctx.body = engine.connections.view(await engine.connections.get(query.provider_config_key as string, params.connection_id));
+    const record = await engine.connections.get(query.provider_config_key as string, params.connection_id);
+    answerJson(ctx, record, () => engine.connections.view(record));
   });
   router.delete('/connection/:connection_id', op('deleteConnection'), async (ctx) => {
     const { params, query } = input(ctx);
@@ -243,16 +260,12 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   });
 
   // Auth
-  const tokenTexts = new WeakMap<object, string>();
   hotGet('/auth/token/:provider_config_key/:connection_id', op('getAuthToken'), async (ctx) => {
     const { params, query } = input(ctx);
     ctx.res.setHeader('cache-control', 'no-store');
     const token = await engine.token(params.provider_config_key, params.connection_id, query.force_refresh === true, ctx.state.requestId);
-    // The same answer object for as long as the credentials stay (Engine.token): serialised once.
-    let text = tokenTexts.get(token);
-    if (text === undefined) tokenTexts.set(token, (text = JSON.stringify(token)));
-    ctx.res.setHeader('content-type', 'application/json; charset=utf-8');
-    ctx.body = text;
+    // The same frozen answer for as long as the credentials stay (Engine.token).
+    answerJson(ctx, token, () => token);
   });
 
   // Syncs
