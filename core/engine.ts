@@ -52,6 +52,13 @@ export class Engine {
   /** Provider files deployed through the API (PUT /providers/{name}). */
   readonly deployments: Deployments;
   private windingDown?: Promise<void>;
+  /**
+   * Token answers by the credentials they show. Opened credentials are frozen and shared
+   * (Sealer.open), the same object for as long as they stay the connection's, so an answer is
+   * built once per credentials rather than per request (its `raw` is a copy without the refresh
+   * token, a JSON round trip).
+   */
+  private readonly tokenViews = new WeakMap<Credentials, AuthTokenView>();
 
   private readonly sealer: Sealer;
 
@@ -380,23 +387,9 @@ export class Engine {
   /** getAuthToken (PRODUCT.md): the credential in the shape the app uses it. */
   async token(integrationKey: string, id: string, forceRefresh: boolean, requestId?: string): Promise<AuthTokenView> {
     const { credentials } = await this.auth.fresh(integrationKey, id, forceRefresh, requestId);
-    switch (credentials.type) {
-      case 'oauth2':
-      case 'oauth2_client_credentials':
-        return { type: 'Bearer', access_token: credentials.access_token!, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}), raw: withoutRefreshToken(credentials) };
-      case 'oauth1':
-        // The app signs its own calls with the token, its secret and the integration's consumer secret.
-        return { type: 'OAuth1', access_token: credentials.token, raw: { oauth_token: credentials.token, oauth_token_secret: credentials.token_secret } };
-      case 'jwt_bearer':
-        return { type: 'Bearer', access_token: credentials.access_token ?? '', ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}) };
-      case 'api_key':
-      case 'basic':
-        // A token exchange's token is what API calls carry: the app gets it, not the key or password.
-        if (credentials.access_token) return { type: 'Bearer', access_token: credentials.access_token, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}) };
-        return credentials.type === 'api_key' ? { type: 'ApiKey', access_token: credentials.api_key } : { type: 'Basic', access_token: basicAuth(credentials.username, credentials.password) };
-      case 'none':
-        throw badRequest('no_credentials', `connection "${id}" uses a provider without credentials: there is no token`);
-    }
+    let view = this.tokenViews.get(credentials);
+    if (!view) this.tokenViews.set(credentials, (view = Object.freeze(tokenView(credentials, id))));
+    return view;
   }
 
   /** triggerSync: starts each named sync now, in a worker thread; getSyncStatus follows it. */
@@ -476,6 +469,27 @@ export class Engine {
  * response put it. Refreshing is Terapi's job; an app that used a rotating refresh token once
  * would break the connection.
  */
+/** getAuthToken's answer for these credentials (PRODUCT.md). */
+function tokenView(credentials: Credentials, id: string): AuthTokenView {
+  switch (credentials.type) {
+    case 'oauth2':
+    case 'oauth2_client_credentials':
+      return { type: 'Bearer', access_token: credentials.access_token!, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}), raw: withoutRefreshToken(credentials) };
+    case 'oauth1':
+      // The app signs its own calls with the token, its secret and the integration's consumer secret.
+      return { type: 'OAuth1', access_token: credentials.token, raw: { oauth_token: credentials.token, oauth_token_secret: credentials.token_secret } };
+    case 'jwt_bearer':
+      return { type: 'Bearer', access_token: credentials.access_token ?? '', ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}) };
+    case 'api_key':
+    case 'basic':
+      // A token exchange's token is what API calls carry: the app gets it, not the key or password.
+      if (credentials.access_token) return { type: 'Bearer', access_token: credentials.access_token, ...(credentials.expires_at ? { expires_at: credentials.expires_at } : {}) };
+      return credentials.type === 'api_key' ? { type: 'ApiKey', access_token: credentials.api_key } : { type: 'Basic', access_token: basicAuth(credentials.username, credentials.password) };
+    case 'none':
+      throw badRequest('no_credentials', `connection "${id}" uses a provider without credentials: there is no token`);
+  }
+}
+
 function withoutRefreshToken(credentials: Extract<Credentials, { type: 'oauth2' | 'oauth2_client_credentials' }>): Record<string, unknown> {
   const refresh = credentials.type === 'oauth2' ? credentials.refresh_token : undefined;
   return JSON.parse(JSON.stringify(credentials.raw ?? {}, (key, value) => (key === 'refresh_token' || (refresh !== undefined && value === refresh) ? undefined : value)));

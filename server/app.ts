@@ -1,13 +1,15 @@
-import { randomUUID } from 'node:crypto';
-import Koa, { type Context, type Next } from 'koa';
+import Koa, { type Context, type Middleware, type Next } from 'koa';
 import Router from '@koa/router';
 import { bodyParser } from '@koa/bodyparser';
 import { secretChecker } from '../core/auth/crypto.ts';
 import type { Engine } from '../core/engine.ts';
 import { notFound, TerapiError } from '../core/errors.ts';
 import { checkJson } from '../core/json-limits.ts';
+import { requestLine } from '../core/logger.ts';
 import { OPENAPI_TEXT, operations, type Checked } from './openapi.ts';
 import { callbackPage } from './callback-page.ts';
+import { HotRoutes } from './hot-routes.ts';
+import { newRequestId } from './request-id.ts';
 import { DashboardSessions, DASHBOARD_SESSION_MS } from '../core/auth/dashboard-sessions.ts';
 import type { OperationsQuery } from '../core/operations.ts';
 import { isWebFile, serveFile, servePage } from './web.ts';
@@ -55,6 +57,8 @@ async function readText(ctx: Context, limit: number): Promise<string> {
 
 /** The dashboard's session cookie (README, "Operator dashboard"). */
 const DASHBOARD_COOKIE = 'terapi_dashboard';
+/** The methods whose requests carry a body Terapi reads (DELETE too: the proxy passes it on). */
+const BODY_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 /**
  * The Koa application: request ids, authentication, request checking against the served OpenAPI
@@ -116,13 +120,24 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     }
   };
 
+  // One middleware in front of everything, rather than one per concern: each layer is an async
+  // function and a promise on every request (bench/api.ts). It gives the request its id, the
+  // headers every answer carries, errors as ErrorResponse, and the one log line per request.
   // The request id is passed to core explicitly, not carried by AsyncLocalStorage: on Node 20 its
   // promise hooks cost every request 10 to 15 % (bench/api.ts), lines or not.
+  const logRequest = requestLine(log);
   app.use(async (ctx, next) => {
     const started = performance.now();
-    const given = ctx.get('x-request-id');
-    const id = (ctx.state.requestId = REQUEST_ID.test(given) ? given : randomUUID());
-    ctx.set('x-request-id', id);
+    const header = ctx.req.headers['x-request-id'];
+    const given = typeof header === 'string' ? header : '';
+    const id = (ctx.state.requestId = REQUEST_ID.test(given) ? given : newRequestId());
+    const res = ctx.res;
+    res.setHeader('x-request-id', id);
+    // Every answer: never sniffed into another type, never framed, nothing loaded or run unless the
+    // page says so (the callback page allows its own script by hash).
+    res.setHeader('x-content-type-options', 'nosniff');
+    res.setHeader('x-frame-options', 'DENY');
+    res.setHeader('content-security-policy', "default-src 'none'; frame-ancestors 'none'");
     try {
       await next();
     } catch (e) {
@@ -141,8 +156,9 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     } finally {
       if (state.draining) ctx.set('connection', 'close');
       metrics.observe(ctx, (performance.now() - started) / 1000);
-      // The path only: query strings may carry connect session tokens and OAuth codes.
-      log.info({ request_id: id, method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round((performance.now() - started) * 10) / 10 }, 'request');
+      // The path only: query strings may carry connect session tokens and OAuth codes. The metric's
+      // route template is ctx._matchedRoute (set by the router and by HotRoutes).
+      logRequest(id, ctx.method, ctx.path, ctx.status, Math.round((performance.now() - started) * 10) / 10);
     }
   });
 
@@ -154,19 +170,15 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     });
   }
 
-  // Every answer: never sniffed into another type, never framed, nothing loaded or run unless the
-  // page says so (the callback page allows its own script by hash).
-  app.use(async (ctx, next) => {
-    ctx.set('x-content-type-options', 'nosniff');
-    ctx.set('x-frame-options', 'DENY');
-    ctx.set('content-security-policy', "default-src 'none'; frame-ancestors 'none'");
-    await next();
-  });
+  // The hot routes (GET, no body, never /proxy/) go first: the layers below are not theirs.
+  const hot = new HotRoutes();
+  app.use(hot.middleware());
 
-  // DELETE too (the parser's default is POST, PUT and PATCH): the proxy passes a DELETE's JSON body on.
-  // A provider file is read as text (YAML, or JSON, which is YAML too), to locate its errors in it.
-  const parseBody = bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8', parsedMethods: ['POST', 'PUT', 'PATCH', 'DELETE'], detectJSON: (ctx) => Boolean(ctx.request.is(JSON_TYPES)) });
-  app.use((ctx, next) => (ctx.method === 'PUT' && ctx.path.startsWith('/providers/') ? next() : parseBody(ctx, next)));
+  // Bodies are read for the methods that carry one, DELETE too (the proxy passes a DELETE's JSON body
+  // on): a GET skips the layer. A provider file is read as text (YAML, or JSON, which is YAML too), to
+  // locate its errors in it.
+  const parseBody = bodyParser({ enableTypes: ['json'], jsonLimit: '1mb', encoding: 'utf-8', parsedMethods: [...BODY_METHODS], detectJSON: (ctx) => Boolean(ctx.request.is(JSON_TYPES)) });
+  app.use((ctx, next) => (BODY_METHODS.has(ctx.method) && !(ctx.method === 'PUT' && ctx.path.startsWith('/providers/')) ? parseBody(ctx, next) : next()));
 
   /** Checks the secret key (unless the operation is public) and the request against the document. */
   const op = (id: string) => {
@@ -181,6 +193,27 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     };
   };
   const input = (ctx: Context) => ctx.state.input;
+  /**
+   * A JSON answer made by `make` from `source`, serialised once per `source` object when that object
+   * is frozen and shared (a token answer Engine.token keeps, a connection record from the embedded
+   * store's read cache: a change makes a new object), else on each call. The bytes are those Koa
+   * would write for the object.
+   */
+  const answerTexts = new WeakMap<object, string>();
+  const answerJson = (ctx: Context, source: object, make: () => unknown) => {
+    let text = answerTexts.get(source);
+    if (text === undefined) {
+      text = JSON.stringify(make());
+      if (Object.isFrozen(source)) answerTexts.set(source, text);
+    }
+    ctx.res.setHeader('content-type', 'application/json; charset=utf-8');
+    ctx.body = text;
+  };
+  /** A GET route of the router that is also one of the hot routes (HotRoutes), taken ahead of it. */
+  const hotGet = (path: string, check: Middleware, handler: (ctx: Context) => Promise<void>) => {
+    router.get(path, check, handler);
+    hot.add('GET', path, [check, handler]);
+  };
 
   router.get('/health', op('health'), async (ctx) => {
     try {
@@ -256,10 +289,11 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   router.post('/connection', op('createConnection'), async (ctx) => {
     ctx.body = await engine.createConnection(input(ctx).body as any, ctx.state.requestId);
   });
-  router.get('/connection/:connection_id', op('getConnection'), async (ctx) => {
+  hotGet('/connection/:connection_id', op('getConnection'), async (ctx) => {
     const { params, query } = input(ctx);
     await engine.integrations.record(query.provider_config_key as string);
-    ctx.body = engine.connections.view(await engine.connections.get(query.provider_config_key as string, params.connection_id));
+    const record = await engine.connections.get(query.provider_config_key as string, params.connection_id);
+    answerJson(ctx, record, () => engine.connections.view(record));
   });
   router.delete('/connection/:connection_id', op('deleteConnection'), async (ctx) => {
     const { params, query } = input(ctx);
@@ -268,10 +302,12 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
   });
 
   // Auth
-  router.get('/auth/token/:provider_config_key/:connection_id', op('getAuthToken'), async (ctx) => {
+  hotGet('/auth/token/:provider_config_key/:connection_id', op('getAuthToken'), async (ctx) => {
     const { params, query } = input(ctx);
-    ctx.set('cache-control', 'no-store');
-    ctx.body = await engine.token(params.provider_config_key, params.connection_id, query.force_refresh === true, ctx.state.requestId);
+    ctx.res.setHeader('cache-control', 'no-store');
+    const token = await engine.token(params.provider_config_key, params.connection_id, query.force_refresh === true, ctx.state.requestId);
+    // The same frozen answer for as long as the credentials stay (Engine.token).
+    answerJson(ctx, token, () => token);
   });
 
   // Syncs
@@ -380,8 +416,7 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
 
   // The proxy: /proxy/<path under the provider's base URL>, any method.
   const proxyOp = operations.get('proxyGet')!;
-  app.use(async (ctx, next) => {
-    if (!ctx.path.startsWith('/proxy/')) return next();
+  const proxy = async (ctx: Context) => {
     requireSecret(ctx);
     const integration = ctx.get('provider-config-key');
     const connection = ctx.get('connection-id');
@@ -406,7 +441,8 @@ export function createApp(engine: Engine, state: AppState = { draining: false })
     if (typeof type === 'string') ctx.type = type;
     // Passed on as it arrives: an answer of any size goes through in constant memory.
     ctx.body = res.body;
-  });
+  };
+  app.use((ctx, next) => (ctx.path.startsWith('/proxy/') ? proxy(ctx) : next()));
 
   metrics.bindRoutes(router);
   app.use(router.routes());

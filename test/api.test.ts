@@ -177,6 +177,13 @@ api: { base_url: "https://\${subdomain}.example.com" }
         assert.equal(wrong.status, 401);
         assert.equal(wrong.body.error, 'unauthorized');
       }
+      // Near misses: the key cut short, its last character changed, another case, the key twice.
+      const s = t.secret;
+      for (const given of [s.slice(0, -1), `${s.slice(0, -1)}${s.at(-1) === 'a' ? 'b' : 'a'}`, s.toUpperCase(), s + s]) {
+        const r = await t.call('GET', '/integration', undefined, { authorization: `Bearer ${given}` });
+        assert.equal(r.status, 401, JSON.stringify(given));
+      }
+      assert.equal((await t.call('GET', '/integration')).status, 200);
     });
 
     test('integrations: create, read, list, patch, duplicate, unknown', async () => {
@@ -557,6 +564,8 @@ api: { base_url: "https://\${subdomain}.example.com" }
       assert.match(made, /^[0-9a-f-]{36}$/);
       r = await t.call('GET', '/providers', undefined, { 'x-request-id': 'x'.repeat(129) });
       assert.notEqual(r.headers.get('x-request-id'), 'x'.repeat(129));
+      assert.match(r.headers.get('x-request-id')!, /^[0-9a-f-]{36}$/);
+      assert.notEqual(r.headers.get('x-request-id'), made, 'each request gets an id of its own');
       const lines = t.logs.map((l) => JSON.parse(l));
       assert.ok(lines.some((l) => l.msg === 'request' && l.request_id === 'req-42.a:b' && l.status === 404));
       assert.ok(lines.some((l) => l.msg === 'request' && l.request_id === made && l.path === '/providers'));

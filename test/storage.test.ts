@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import type { ConfigError } from '../core/config.ts';
 import { freshDatabase, pgSkip, startTerapi, tcpHop, tempDir, TEST_ENCRYPTION_KEY } from './support.ts';
 
@@ -102,6 +103,33 @@ describe('PostgreSQL outage', { skip: pgSkip }, () => {
     } finally {
       await t.close();
       await hop.cut().catch(() => {});
+    }
+  });
+});
+
+describe('PostgreSQL reads by key', { skip: pgSkip }, () => {
+  let db: Awaited<ReturnType<typeof freshDatabase>>;
+  before(async () => { db = await freshDatabase(); });
+  after(async () => { await db?.drop(); });
+
+  // Reads by key go to the table directly rather than through keyv (core/store/store.ts): they must
+  // read what keyv wrote, escapes and expiry included.
+  test('read back as written: strings that start with ":" (keys, values, array items), and an expired value as none', async () => {
+    const { Store } = await import('../core/store/store.ts');
+    const store = await Store.open({ databaseUrl: db.url, dataDir: tmpdir() });
+    try {
+      const value = { ':colon': ':value', list: [':a', 'b', '::two'], nested: { b64: ':base64:aGk=', plain: 'x:y', quote: 'a":b' }, n: 1, none: null };
+      await store.set('t/escaped', value);
+      assert.deepEqual(await store.get('t/escaped'), value);
+      await store.set('t/plain', { a: 'b', c: [1, 2] });
+      assert.deepEqual(await store.get('t/plain'), { a: 'b', c: [1, 2] });
+      assert.equal(await store.get('t/missing'), undefined);
+      await store.set('t/short', { a: 1 }, 50);
+      assert.deepEqual(await store.get('t/short'), { a: 1 });
+      await new Promise((r) => setTimeout(r, 80));
+      assert.equal(await store.get('t/short'), undefined);
+    } finally {
+      await store.disconnect();
     }
   });
 });
