@@ -8,7 +8,8 @@ import { createHash } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { ConfigError } from '../core/config.ts';
-import { freshDatabase, pgSkip, startTerapi, tcpHop, tempDir, TEST_ENCRYPTION_KEY } from './support.ts';
+import { openSql, type Sql } from '../core/store/sql.ts';
+import { freshDatabase, pgSkip, startTerapi, tcpHop, tempDir, TEST_ENCRYPTION_KEY, type Running } from './support.ts';
 
 const KEY_B = 'b'.repeat(64);
 
@@ -70,6 +71,42 @@ describe('embedded store: restart and key rotation', () => {
       assert.match(e.problems[1], new RegExp(`^the credentials of connection "u1" \\(integration "gh"\\) cannot be opened: .*\\(${keyId(KEY_B)}\\): add it to TERAPI_PREVIOUS_ENCRYPTION_KEYS$`));
       return true;
     });
+  });
+});
+
+describe('embedded store: writes while another handle holds the write lock', () => {
+  const dataDir = tempDir('terapi-busy-');
+  let t: Running | undefined;
+  let other: Sql | undefined;
+  after(async () => {
+    await other?.close();
+    await t?.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  // The server's own Sql handle holds the lock the same way in its transactions (the operations
+  // log's flush, a sync page); a third handle on the file makes that moment last, deterministically.
+  test('twenty concurrent creations during a transaction on another handle all succeed once it commits, not after the busy timeout', async () => {
+    t = await startTerapi({ dataDir });
+    const db = (other = openSql({ dataDir }));
+    const server = t;
+    const started = performance.now();
+    const answers = (async () => {
+      let calls: Promise<{ status: number; body: any }>[] = [];
+      await db.transaction(async (tx) => {
+        // BEGIN IMMEDIATE holds the write lock: the creations wait for it, each on a libuv thread.
+        calls = Array.from({ length: 20 }, (_, i) => server.call('POST', '/integration', { provider_config_key: `busy-${i}`, provider: 'github', oauth_client_id: 'cid', oauth_client_secret: 'cs' }));
+        await new Promise((r) => setTimeout(r, 500));
+        // The statement before the COMMIT, and the COMMIT, need a thread of their own.
+        await tx.query('SELECT 1');
+      });
+      return Promise.all(calls);
+    })();
+    const bound = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the transaction and the creations had not all ended after 10 s')), 10_000).unref());
+    const statuses = (await Promise.race([answers, bound])).map((r) => (r.status === 200 ? 200 : `${r.status} ${r.body?.error}`));
+    assert.deepEqual(statuses, Array(20).fill(200));
+    assert.ok(performance.now() - started < 10_000);
+    assert.equal((await t.call('GET', '/integration')).body.integrations.length, 20);
   });
 });
 

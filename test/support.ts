@@ -13,7 +13,9 @@ import { Engine } from '../core/engine.ts';
 import { createLogger } from '../core/logger.ts';
 import { createApp } from '../server/app.ts';
 
-// As server/main.ts does: before anything uses libuv's pool (the engines of tests share this process).
+// Reaches the processes the tests start only: this one's pool was started (4 threads) by the module
+// loader before this line runs, as in any ES module; the SQLite handles are kept to one statement
+// in flight each (core/store/store.ts), which 4 threads carry.
 process.env.UV_THREADPOOL_SIZE ??= '16';
 
 /** PostgreSQL for tests (PRODUCT.md): TERAPI_TEST_DATABASE_URL; in CI a missing URL fails, never skips. */

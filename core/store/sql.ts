@@ -83,8 +83,10 @@ class PostgresSql implements Sql {
 /**
  * One SQLite handle. Statements on a handle share its transaction, so everything that goes
  * through this one is queued: a transaction holds the queue until it ends, and no other caller's
- * statement can slip into it. Other handles (keyv's, another thread's) wait for the write lock
- * (busy timeout) rather than fail.
+ * statement can slip into it. Other handles (keyv's) wait for the write lock (busy timeout) rather
+ * than fail. One statement at a time also means one of libuv's pool threads at most, waiting for
+ * the lock included: keyv's handle is kept to one as well (store.ts, oneAtATime), so the holder of
+ * the lock always finds a thread to release it on.
  */
 class SqliteSql implements Sql {
   readonly dialect = 'sqlite';

@@ -142,6 +142,7 @@ export class Store {
       mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
       privateFiles(file);
       const adapter = new KeyvSqlite({ uri: `sqlite://${file}`, busyTimeout: 30_000, keySize: 1024 } as any);
+      const serial = oneAtATime(adapter);
       const run: Query = (sql, params) => (adapter as any).query(sql, ...params);
       // WAL lets readers and the writer work at once; the busy timeout makes a second handle wait
       // for a write lock instead of failing.
@@ -149,7 +150,7 @@ export class Store {
       await run('PRAGMA synchronous=NORMAL', []);
       privateFiles(file);
       const keyv = new Keyv({ store: adapter, namespace: '', throwOnErrors: true, serialize } as any);
-      return new Store(keyv, run, 'sqlite', () => (adapter as any).close(), new ReadCache());
+      return new Store(keyv, run, 'sqlite', () => serial(() => (adapter as any).close()), new ReadCache());
     } catch (e) {
       throw new ConfigError(`TERAPI_DATA_DIR: the embedded store ${file} cannot be opened: ${(e as Error).message}`);
     }
@@ -323,6 +324,30 @@ export class Store {
 }
 
 const LONE_SURROGATE = /\p{Cs}/u;
+
+/**
+ * Makes keyv's SQLite handle run one statement at a time, as the Sql handle does (sql.ts), and
+ * answers the queue for other calls (the close). Each statement runs on a thread of libuv's pool
+ * (4 threads: UV_THREADPOOL_SIZE cannot be raised from inside an ES module, the loader has started
+ * the pool by then), and holds it while it waits for the file's write lock; so does every other
+ * statement sent to the same handle meanwhile, waiting for the handle's mutex. A burst of writes
+ * during a transaction of the Sql handle (the operations log's flush, a sync page) took every
+ * thread, and the transaction's next statement, which would have released the lock, had none to
+ * run on: each write waited out the busy timeout (30 s) in turn and failed, 503 store_unavailable.
+ * Queued here, they wait in JavaScript, and the two handles hold at most one thread each.
+ */
+function oneAtATime(adapter: KeyvSqlite): <T>(fn: () => Promise<T>) => Promise<T> {
+  let tail: Promise<unknown> = Promise.resolve();
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
+    const run = tail.then(fn);
+    tail = run.catch(() => {});
+    return run;
+  };
+  // keyv's get, set and delete, and this store's own SQL, all go through the adapter's query.
+  const query = (adapter as any).query as (...args: unknown[]) => Promise<unknown>;
+  (adapter as any).query = (...args: unknown[]) => serial(() => query(...args));
+  return serial;
+}
 
 /**
  * The embedded database and its -wal and -shm files, readable by this user only (like keys.json):
