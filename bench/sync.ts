@@ -59,6 +59,7 @@ const MAPPING = `{ 'id': $string(id), 'name': $trim(name), 'email': $lowercase(e
 function providerFile(apiUrl: string) {
   const sync = (total: number, model: string) => `
     mode: full
+    auto_start: false
     request: { path: /items, params: { total: "${total}" } }
     pagination: { type: cursor, cursor: next, param: cursor, page_size: { param: limit, value: ${PAGE} } }
     records: items
