@@ -6,7 +6,7 @@ import { ExpressionError, pageTimeLimitMs, type Expression } from '../expression
 import { compileInputSchema } from '../format/provider-schema.ts';
 import type { Sync } from '../format/provider-types.ts';
 import { MalformedBody, RateLimited, type WaitBudget } from '../http/send.ts';
-import { readPages, type Position } from './pages.ts';
+import { readPages, type Page, type Position } from './pages.ts';
 import { ConnectionGone, RunLost, type PreparedRecord, type Resume, type RunHandle, type RunSummary, type SyncStore } from './sync-store.ts';
 
 /** What a run writes: its pages and its end (SyncStore's, reached from a run thread through its port). */
@@ -36,7 +36,11 @@ export interface RunTask {
 
 export interface RunResult {
   summary: RunSummary;
-  /** Where the run's time went, in ms: waiting for pages (network, parsing), mapping and checking, storing. */
+  /**
+   * Where the run's time went, in ms: waiting for pages (network, parsing), mapping and checking,
+   * and waiting for the store (a page is stored while the next one is read and mapped: only what
+   * is left of its storing after that counts).
+   */
   timings: { pages_ms: number; mapping_ms: number; storing_ms: number };
   records_count?: number;
   /** Set when the run ended as rate-limited: when to try again. */
@@ -71,26 +75,51 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
   };
   try {
     const pages = readPages(deps.fresh, sync, { since: task.since, start: resume?.position as Position | undefined, startPage: resume?.pages, budget });
-    for await (const page of pages) {
-      lap('pages_ms');
-      const fresh = await deps.fresh();
-      scrub = fresh.scrub;
-      const where = `sync "${handle.sync}", page ${page.number}`;
-      const mapped = page.items.length ? await evaluating(sync.mapping, where, () => sync.mapping.evaluateEach(page.items, { config: fresh.record.connection_config }, pageTimeLimitMs(page.items.length))) : [];
-      const { records, valid } = prepare(sync, mapped, where, page.number, summary, check);
-      if (sync.mode === 'incremental' && sync.checkpoint && valid.length) {
-        const value = sync.checkpoint.value;
-        checkpoint = await evaluating(value, where, () => value.evaluate(valid, { checkpoint }));
+    // Page N+1 is read and mapped while page N is stored (one page in the store's hands at a time,
+    // stored in order). What the later page brings, a failure included, counts only once page N is
+    // stored, as if the two had run in turn: a failed store ends the run before it.
+    let storing: Promise<boolean> | undefined;
+    try {
+      for (;;) {
+        let mapped: MappedPage | undefined;
+        let failure: { error: unknown } | undefined;
+        try {
+          const next = await pages.next();
+          lap('pages_ms');
+          if (!next.done) {
+            mapped = await mapPage(deps, sync, next.value, handle, checkpoint, summary.invalid, check);
+            scrub = mapped.scrub;
+          }
+          lap('mapping_ms');
+        } catch (e) {
+          failure = { error: e };
+        }
+        if (storing) {
+          const goOn = await storing;
+          storing = undefined;
+          lap('storing_ms');
+          if (!goOn) break;
+        }
+        if (failure) throw failure.error;
+        if (!mapped) break;
+        const { page, records } = mapped;
+        checkpoint = mapped.checkpoint;
+        summary.invalid = mapped.invalid;
+        resume = full && page.next ? { run: handle.run, position: page.next, pages: page.number } : null;
+        summary.pages = page.number;
+        // A copy: the summary moves on with the next page while this one is stored.
+        const write = deps.store.writePage(handle, records, { checkpoint, resume, full, summary: structuredClone(summary) }, task.leaseMs);
+        storing = write.then((counts) => {
+          summary.added += counts.added;
+          summary.updated += counts.updated;
+          summary.unchanged += counts.unchanged;
+          return deps.onPage?.({ number: page.number, records: records.length, summary }) !== false;
+        });
+        // Awaited before anything else happens to the run; until then, its failure is not unhandled.
+        storing.catch(() => {});
       }
-      resume = full && page.next ? { run: handle.run, position: page.next, pages: page.number } : null;
-      summary.pages = page.number;
-      lap('mapping_ms');
-      const counts = await deps.store.writePage(handle, records, { checkpoint, resume, full, summary }, task.leaseMs);
-      lap('storing_ms');
-      summary.added += counts.added;
-      summary.updated += counts.updated;
-      summary.unchanged += counts.unchanged;
-      if (deps.onPage?.({ number: page.number, records: records.length, summary }) === false) break;
+    } finally {
+      await pages.return(undefined);
     }
     summary.outcome = 'success';
     lap('pages_ms');
@@ -113,12 +142,35 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
   }
 }
 
+interface MappedPage {
+  page: Page;
+  records: PreparedRecord[];
+  /** The checkpoint after this page, and the invalid records counted with it. */
+  checkpoint: unknown;
+  invalid: RunSummary['invalid'];
+  scrub: (text: string) => string;
+}
+
+/** Maps and checks one page, from the checkpoint and invalid count of the pages before it (left as they are). */
+async function mapPage(deps: RunDeps, sync: Sync, page: Page, handle: RunHandle, checkpoint: unknown, invalidBefore: RunSummary['invalid'], check?: ValidateFunction): Promise<MappedPage> {
+  const fresh = await deps.fresh();
+  const where = `sync "${handle.sync}", page ${page.number}`;
+  const mapped = page.items.length ? await evaluating(sync.mapping, where, () => sync.mapping.evaluateEach(page.items, { config: fresh.record.connection_config }, pageTimeLimitMs(page.items.length))) : [];
+  const invalid = structuredClone(invalidBefore);
+  const { records, valid } = prepare(sync, mapped, where, page.number, invalid, check);
+  if (sync.mode === 'incremental' && sync.checkpoint && valid.length) {
+    const value = sync.checkpoint.value;
+    checkpoint = await evaluating(value, where, () => value.evaluate(valid, { checkpoint }));
+  }
+  return { page, records, checkpoint, invalid, scrub: fresh.scrub };
+}
+
 /**
  * Checks each mapped record and gives it its id, JSON text and hash. A record without an id, or
  * an id twice in a page, fails the run; one that does not fit the model's schema is skipped or
  * fails the run, as the sync declares.
  */
-function prepare(sync: Sync, mapped: unknown[], where: string, page: number, summary: RunSummary, check?: ValidateFunction) {
+function prepare(sync: Sync, mapped: unknown[], where: string, page: number, invalid: RunSummary['invalid'], check?: ValidateFunction) {
   const idField = sync.model.id ?? 'id';
   const records: PreparedRecord[] = [];
   const valid: unknown[] = [];
@@ -135,8 +187,8 @@ function prepare(sync: Sync, mapped: unknown[], where: string, page: number, sum
     if (check && !check(m)) {
       const problem = (check.errors ?? []).map((e) => `${e.instancePath.replace(/\//g, '.').slice(1) || 'the record'} ${e.message}`).join('; ');
       if (sync.invalid_records === 'fail') throw new RunFailure(`${where}: record ${JSON.stringify(id)} does not fit model ${sync.model.name}: ${problem}`);
-      summary.invalid.count++;
-      if (summary.invalid.examples.length < EXAMPLES) summary.invalid.examples.push({ id, page, problem });
+      invalid.count++;
+      if (invalid.examples.length < EXAMPLES) invalid.examples.push({ id, page, problem });
       return;
     }
     const data = JSON.stringify(m);
