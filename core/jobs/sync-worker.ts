@@ -70,6 +70,9 @@ export default function work(task: SyncTask): Promise<SyncOutcome> {
   return sync(task);
 }
 
+/** How long a run reuses the credentials the API thread gave it (a change elsewhere is seen after this at most). */
+const REUSE_FRESH_MS = 1000;
+
 const providers = new Map<string, Provider>();
 function providerFor(name: string, sources: SourceFile[]): Provider {
   const hash = createHash('sha256');
@@ -105,11 +108,29 @@ async function sync(task: SyncTask): Promise<SyncOutcome> {
       });
       port.postMessage({ ...message, id } as WorkerMessage);
     });
-  const fresh = (stale?: string) =>
-    ask({ kind: 'fresh', ...(stale ? { stale } : {}) }, (a): Fresh => {
+  // A run asks for credentials for every page's request and its mapping: the last answer is reused
+  // for a moment (two round trips to the API thread a page, busy storing pages), never close to
+  // its expiry, never for a request the API refused (`stale`), and only while no newer ask is out.
+  let reused: { until: number; fresh: Promise<Fresh> } | undefined;
+  let latest: Promise<Fresh> | undefined;
+  const fresh = (stale?: string) => {
+    if (!stale && reused && performance.now() < reused.until) return reused.fresh;
+    const answer = ask({ kind: 'fresh', ...(stale ? { stale } : {}) }, (a): Fresh => {
       const { secrets, ...rest } = a.fresh!;
       return { ...rest, provider, scrub: scrubberOf(secrets) };
     });
+    const asked = performance.now();
+    reused = undefined;
+    latest = answer;
+    answer.then(
+      (f) => {
+        const expires = Date.parse((f.credentials as { expires_at?: string }).expires_at ?? '');
+        if (latest === answer && !(expires - Date.now() < REUSE_FRESH_MS + 1000)) reused = { until: asked + REUSE_FRESH_MS, fresh: answer };
+      },
+      () => {},
+    );
+    return answer;
+  };
   const store: RunStore = {
     writePage: (...args) => ask({ kind: 'store', method: 'writePage', args }, (a) => a.value as Awaited<ReturnType<RunStore['writePage']>>),
     finish: (...args) => ask({ kind: 'store', method: 'finish', args }, (a) => a.value as Awaited<ReturnType<RunStore['finish']>>),
