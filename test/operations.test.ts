@@ -293,8 +293,6 @@ describe('the dashboard in headless Chromium', () => {
     await api?.close();
   });
 
-  const rows = (section: string) => page.locator(`section[aria-labelledby="${section}-title"] tbody tr`);
-
   test('sign in by keyboard, see the connection that needs reauth and the failed sync, filter the operations, sign out', async () => {
     await page.goto(`${t.url}/dashboard`);
     await page.getByRole('heading', { name: 'Sign in' }).waitFor();

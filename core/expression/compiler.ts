@@ -26,7 +26,7 @@
  *   evaluates the members concurrently, so which member sees the binding depends on its scheduling.
  */
 import jsonata from 'jsonata';
-import { LIBRARY, Shape, UNBOUND, begin, next, paramsOf, wrapInput } from './runtime.ts';
+import { LIBRARY, Shape, begin, next, paramsOf, wrapInput } from './runtime.ts';
 import * as runtime from './runtime.ts';
 import type { Any } from './library.ts';
 import type { Limit } from './limits.ts';
