@@ -108,7 +108,7 @@ async function startProcess(name: string, args: string[], env: Record<string, st
   const fd = openSync(log, 'a');
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
-    env: { ...process.env, UV_THREADPOOL_SIZE: '16', ...env, PORT: String(port) },
+    env: { ...process.env, ...env, PORT: String(port) },
     stdio: ['ignore', fd, fd],
   });
   closeSync(fd);

@@ -5,13 +5,10 @@
  * every 20 ms: the whole process, worker threads included).
  */
 import type { AddressInfo } from 'node:net';
-
-// As server/main.ts does, before anything uses libuv's pool.
-process.env.UV_THREADPOOL_SIZE ??= '16';
-const { loadConfig } = await import('../core/config.ts');
-const { Engine } = await import('../core/engine.ts');
-const { createLogger } = await import('../core/logger.ts');
-const { createApp } = await import('../server/app.ts');
+import { loadConfig } from '../core/config.ts';
+import { Engine } from '../core/engine.ts';
+import { createLogger } from '../core/logger.ts';
+import { createApp } from '../server/app.ts';
 
 const { config } = loadConfig();
 const engine = await Engine.start(config, createLogger('warn'));

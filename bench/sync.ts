@@ -95,7 +95,7 @@ interface Server {
 }
 
 async function startServer(env: Record<string, string>): Promise<Server> {
-  const child = fork(join(root, 'bench/sync-server.ts'), [], { cwd: root, execArgv: ['--import', 'tsx'], env: { PATH: process.env.PATH!, UV_THREADPOOL_SIZE: '16', TERAPI_SECRET_KEY: SECRET, TERAPI_ENCRYPTION_KEY: 'b'.repeat(64), ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const child = fork(join(root, 'bench/sync-server.ts'), [], { cwd: root, execArgv: ['--import', 'tsx'], env: { PATH: process.env.PATH!, TERAPI_SECRET_KEY: SECRET, TERAPI_ENCRYPTION_KEY: 'b'.repeat(64), ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   children.push(child);
   const waiting: { kind: string; resolve: (m: any) => void }[] = [];
   child.on('message', (m: any) => {

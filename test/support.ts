@@ -13,11 +13,6 @@ import { Engine } from '../core/engine.ts';
 import { createLogger } from '../core/logger.ts';
 import { createApp } from '../server/app.ts';
 
-// Reaches the processes the tests start only: this one's pool was started (4 threads) by the module
-// loader before this line runs, as in any ES module; the SQLite handles are kept to one statement
-// in flight each (core/store/store.ts), which 4 threads carry.
-process.env.UV_THREADPOOL_SIZE ??= '16';
-
 /** PostgreSQL for tests (PRODUCT.md): TERAPI_TEST_DATABASE_URL; in CI a missing URL fails, never skips. */
 export const PG_URL = process.env.TERAPI_TEST_DATABASE_URL;
 if (process.env.CI === 'true' && !PG_URL) throw new Error('CI=true but TERAPI_TEST_DATABASE_URL is not set: the PostgreSQL tests cannot run');
@@ -191,7 +186,7 @@ export async function spawnTerapi(env: Record<string, string> = {}, how: { comma
     detached: how.group ?? false,
     cwd: ROOT,
     // At info level: the line saying which port it listens on is how this finds it.
-    env: { PATH: process.env.PATH!, UV_THREADPOOL_SIZE: '16', PORT: '0', TERAPI_DATA_DIR: dataDir, TERAPI_SECRET_KEY: secret, TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, ...env, TERAPI_LOG_LEVEL: 'info' },
+    env: { PATH: process.env.PATH!, PORT: '0', TERAPI_DATA_DIR: dataDir, TERAPI_SECRET_KEY: secret, TERAPI_ENCRYPTION_KEY: TEST_ENCRYPTION_KEY, ...env, TERAPI_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
