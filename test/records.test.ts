@@ -5,6 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { openSql } from '../core/store/sql.ts';
 import { fakeApi, freshDatabase, json, pgSkip, providersDir, startTerapi, type Running } from './support.ts';
 
 interface Item {
@@ -386,6 +387,38 @@ function suite(name: string, databaseUrl: () => string | undefined, skip: string
       assert.equal(status.status, 'error');
       assert.match(status.error, /shop\.yaml:\d+:\d+: "syncs\.slow\.mapping".*took longer than its time limit of 2100 ms/);
       assert.ok(Date.now() - started < 15_000);
+    });
+
+    test('a page the database refuses ends the run: no later page is stored, and the next run gets everything', async () => {
+      // The database itself refuses the page holding record 25 (a trigger), as a failing disk or a
+      // cut link would; the page after it was already on its way to the store when that happened.
+      const sql = openSql({ databaseUrl: databaseUrl(), dataDir: t.engine.config.dataDir });
+      const blip =
+        sql.dialect === 'postgres'
+          ? [`CREATE FUNCTION terapi_test_blip() RETURNS trigger AS $$ BEGIN IF NEW.id = '25' THEN RAISE EXCEPTION 'the disk blinked'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql`,
+             `CREATE TRIGGER terapi_test_blip BEFORE INSERT ON terapi_records FOR EACH ROW EXECUTE FUNCTION terapi_test_blip()`]
+          : [`CREATE TRIGGER terapi_test_blip BEFORE INSERT ON terapi_records WHEN NEW.id = '25' BEGIN SELECT RAISE(ABORT, 'the disk blinked'); END`];
+      try {
+        await t.call('POST', '/connection', { connection_id: 'c3', provider_config_key: 'shop', credentials: { type: 'api_key', api_key: 'key-c3' } });
+        api.state.items = makeItems(60);
+        for (const statement of blip) await sql.query(statement);
+        const failed = await runToEnd(t, 'items', 'c3');
+        assert.equal(failed.status, 'error');
+        assert.match(failed.last_run.error, /the disk blinked/);
+        assert.equal(failed.last_run.added, 20);
+        assert.equal(failed.records_count, 20);
+        const kept = await readAll(t, 'Item', '', 'c3');
+        assert.deepEqual(kept.map((r) => r.id), Array.from({ length: 20 }, (_, i) => i + 1), 'pages 1 and 2 only: none of page 4, sent before page 3 failed');
+        await sql.query('DROP TRIGGER terapi_test_blip' + (sql.dialect === 'postgres' ? ' ON terapi_records' : ''));
+        const done = await runToEnd(t, 'items', 'c3');
+        assert.equal(done.status, 'success');
+        assert.equal(done.records_count, 60);
+        assert.deepEqual({ added: done.last_run.added, updated: done.last_run.updated, deleted: done.last_run.deleted, unchanged: done.last_run.unchanged }, { added: 40, updated: 0, deleted: 0, unchanged: 20 });
+        assert.deepEqual((await readAll(t, 'Item', '', 'c3')).map((r) => r.id), Array.from({ length: 60 }, (_, i) => i + 1));
+      } finally {
+        await sql.query('DROP TRIGGER IF EXISTS terapi_test_blip' + (sql.dialect === 'postgres' ? ' ON terapi_records' : '')).catch(() => {});
+        await sql.close();
+      }
     });
 
     test('a trigger during a run starts nothing; deleting the connection deletes its records and stops the run', async () => {

@@ -88,9 +88,18 @@ class PostgresSql implements Sql {
  * the lock included: keyv's handle is kept to one as well (store.ts, oneAtATime), so the holder of
  * the lock always finds a thread to release it on.
  */
+/** Prepared statements an SQLite handle keeps. */
+const MAX_STATEMENTS = 200;
+
 class SqliteSql implements Sql {
   readonly dialect = 'sqlite';
   private readonly db: sqlite3.Database;
+  /**
+   * Statements prepared once and kept, by text: a sync page's statements run thousands of times,
+   * and preparing one costs about as much as running it. The texts are the program's own (values
+   * are always parameters), so they are few; the bound only guards against a caller that varies them.
+   */
+  private readonly statements = new Map<string, sqlite3.Statement>();
   private tail: Promise<unknown> = Promise.resolve();
   private readonly ready: Promise<void>;
 
@@ -104,8 +113,32 @@ class SqliteSql implements Sql {
   }
 
   private raw<T>(sql: string, params: unknown[] = []): Promise<T[]> {
-    const text = sql.replace(/\$(\d+)/g, '?$1');
-    return new Promise((resolve, reject) => this.db.all(text, params, (err, rows) => (err ? reject(err) : resolve(rows as T[]))));
+    return new Promise((resolve, reject) => {
+      const statement = this.prepared(sql);
+      statement.all(params, (err: Error | null, rows: unknown[]) => {
+        if (!err) return resolve(rows as T[]);
+        // Rare (bad SQL, a constraint, a busy database): the statement is prepared afresh next time.
+        this.forget(sql);
+        reject(err);
+      });
+    });
+  }
+
+  private prepared(sql: string): sqlite3.Statement {
+    let statement = this.statements.get(sql);
+    if (!statement) {
+      if (this.statements.size >= MAX_STATEMENTS) this.forget(this.statements.keys().next().value!);
+      statement = this.db.prepare(sql.replace(/\$(\d+)/g, '?$1'));
+      // A statement that does not prepare also answers its run with the error: that is where it is reported.
+      statement.on('error', () => {});
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  private forget(sql: string): void {
+    this.statements.get(sql)?.finalize();
+    this.statements.delete(sql);
   }
 
   private queued<T>(fn: () => Promise<T>): Promise<T> {
@@ -134,6 +167,10 @@ class SqliteSql implements Sql {
   }
 
   close(): Promise<void> {
-    return this.queued(() => new Promise<void>((resolve, reject) => this.db.close((err) => (err ? reject(err) : resolve()))));
+    return this.queued(() => {
+      // SQLite will not close a database that still has statements.
+      for (const sql of [...this.statements.keys()]) this.forget(sql);
+      return new Promise<void>((resolve, reject) => this.db.close((err) => (err ? reject(err) : resolve())));
+    });
   }
 }

@@ -32,12 +32,12 @@ export async function dryRunSync(fresh: () => Promise<Fresh>, name: string, sync
   const started = performance.now();
   const store: RunStore = {
     writePage: async (_handle, page) => {
-      for (const r of page) {
+      for (const [, data] of JSON.parse(page.rows) as [string, string, string][]) {
         if (options.limit !== undefined && records >= options.limit) break;
         records++;
-        if (sample.length < options.sampleSize) sample.push(JSON.parse(r.data));
+        if (sample.length < options.sampleSize) sample.push(JSON.parse(data));
       }
-      return { added: page.length, updated: 0, unchanged: 0 };
+      return { added: page.count, updated: 0, unchanged: 0 };
     },
     finish: async () => ({ deleted: 0, records_count: records }),
   };
@@ -49,6 +49,6 @@ export async function dryRunSync(fresh: () => Promise<Fresh>, name: string, sync
     if (options.limit !== undefined && records >= options.limit) return !(limited = true);
     return true;
   };
-  const result = await runSync({ store, fresh, onPage }, sync, { handle, summary, since: options.since, leaseMs: 60_000, waitBudgetMs: options.waitBudgetMs ?? 60_000 });
+  const result = await runSync({ store, fresh, onPage, pagesInStore: 1 }, sync, { handle, summary, since: options.since, leaseMs: 60_000, waitBudgetMs: options.waitBudgetMs ?? 60_000 });
   return { ...result, sample, records, limited, ms: performance.now() - started };
 }

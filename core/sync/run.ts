@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import type { ValidateFunction } from 'ajv';
 import type { Fresh } from '../auth/tokens.ts';
 import { TerapiError } from '../errors.ts';
@@ -7,9 +7,13 @@ import { compileInputSchema } from '../format/provider-schema.ts';
 import type { Sync } from '../format/provider-types.ts';
 import { MalformedBody, RateLimited, type WaitBudget } from '../http/send.ts';
 import { readPages, type Page, type Position } from './pages.ts';
-import { ConnectionGone, RunLost, type PreparedRecord, type Resume, type RunHandle, type RunSummary, type SyncStore } from './sync-store.ts';
+import { ConnectionGone, RunLost, type PreparedPage, type Resume, type RunHandle, type RunSummary, type SyncStore } from './sync-store.ts';
 
-/** What a run writes: its pages and its end (SyncStore's, reached from a run thread through its port). */
+/**
+ * What a run writes: its pages and its end (SyncStore's, reached from a run thread through its
+ * port). A run sends a page before the one before it is answered (PAGES_IN_STORE): the store
+ * stores pages in the order they are sent, and refuses a page after one that failed.
+ */
 export type RunStore = Pick<SyncStore, 'writePage' | 'finish'>;
 
 /** What a run needs from where it runs: the store, and fresh credentials from the process that owns refreshes. */
@@ -19,6 +23,11 @@ export interface RunDeps {
   fresh: (stale?: string) => Promise<Fresh>;
   /** Told after every stored page (progress for logs and dry runs); answering false ends the run there (a dry run's --limit). */
   onPage?: (page: { number: number; records: number; summary: RunSummary }) => void | boolean;
+  /**
+   * Pages handed to the store before the first of them is answered (default PAGES_IN_STORE). One
+   * where the store answers at once and onPage may end the run: no page is read past that point.
+   */
+  pagesInStore?: number;
 }
 
 export interface RunTask {
@@ -51,6 +60,13 @@ export interface RunResult {
   resume_at?: string;
 }
 
+/**
+ * Pages a run hands the store before the first of them is answered: the next page's write is
+ * already waiting where the store is when the one before it commits, instead of a round trip
+ * between threads later.
+ */
+const PAGES_IN_STORE = 2;
+
 /** Examples of invalid records kept on the status: enough to see the problem, never the whole page. */
 const EXAMPLES = 5;
 
@@ -79,14 +95,21 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
   };
   try {
     const pages = readPages(deps.fresh, sync, { since: task.since, start: resume?.position as Position | undefined, startPage: resume?.pages, budget });
-    // Page N+1 is read and mapped while page N is stored (one page in the store's hands at a time,
-    // stored in order). What the later page brings, a failure included, counts only once page N is
-    // stored, as if the two had run in turn: a failed store ends the run before it.
-    let storing: Promise<boolean> | undefined;
+    // Pages are read and mapped ahead of the store: page N+2 is read and mapped while pages N and
+    // N+1 are in the store's hands, which stores them in order and none after one that failed
+    // (RunStore). What a later page brings, a failure included, counts only once the pages before
+    // it are stored, as if they had run in turn: a failed store ends the run before it.
+    const storing: Promise<boolean>[] = [];
+    /** Waits for the oldest page in the store's hands: false when the run should end after it. */
+    const stored = async () => {
+      const goOn = await storing.shift()!;
+      lap('storing_ms');
+      return goOn;
+    };
+    let failure: { error: unknown } | undefined;
     try {
       for (;;) {
         let mapped: MappedPage | undefined;
-        let failure: { error: unknown } | undefined;
         try {
           const next = await pages.next();
           lap('pages_ms');
@@ -98,31 +121,31 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
           lap('mapping_ms');
         } catch (e) {
           failure = { error: e };
+          break;
         }
-        if (storing) {
-          const goOn = await storing;
-          storing = undefined;
-          lap('storing_ms');
-          if (!goOn) break;
-        }
-        if (failure) throw failure.error;
         if (!mapped) break;
-        const { page, records } = mapped;
+        if (storing.length === (deps.pagesInStore ?? PAGES_IN_STORE) && !(await stored())) break;
+        const { page, prepared } = mapped;
         checkpoint = mapped.checkpoint;
         summary.invalid = mapped.invalid;
         resume = full && page.next ? { run: handle.run, position: page.next, pages: page.number } : null;
         summary.pages = page.number;
-        // A copy: the summary moves on with the next page while this one is stored.
-        const write = deps.store.writePage(handle, records, { checkpoint, resume, full, summary: structuredClone(summary) }, task.leaseMs);
-        storing = write.then((counts) => {
+        // A copy: the summary moves on with the next page while this one is stored (its counts
+        // of pages still in the store's hands are the store's to add: see writePage).
+        const write = deps.store.writePage(handle, prepared, { checkpoint, resume, full, summary: structuredClone(summary) }, task.leaseMs);
+        const counted = write.then((counts) => {
           summary.added += counts.added;
           summary.updated += counts.updated;
           summary.unchanged += counts.unchanged;
-          return deps.onPage?.({ number: page.number, records: records.length, summary }) !== false;
+          return deps.onPage?.({ number: page.number, records: prepared.count, summary }) !== false;
         });
         // Awaited before anything else happens to the run; until then, its failure is not unhandled.
-        storing.catch(() => {});
+        counted.catch(() => {});
+        storing.push(counted);
       }
+      // The pages in the store's hands are stored (or fail the run) before a later failure counts.
+      while (storing.length) await stored();
+      if (failure) throw failure.error;
     } finally {
       await pages.return(undefined);
     }
@@ -149,7 +172,7 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
 
 interface MappedPage {
   page: Page;
-  records: PreparedRecord[];
+  prepared: PreparedPage;
   /** The checkpoint after this page, and the invalid records counted with it. */
   checkpoint: unknown;
   invalid: RunSummary['invalid'];
@@ -166,12 +189,12 @@ async function mapPage(deps: RunDeps, sync: Sync, page: Page, handle: RunHandle,
   const mapped = page.items.length ? await evaluating(sync.mapping, where, () => sync.mapping.evaluateEach(page.items, { config: fresh.record.connection_config }, pageTimeLimitMs(page.items.length))) : [];
   const expressionMs = performance.now() - started;
   const invalid = structuredClone(invalidBefore);
-  const { records, valid } = prepare(sync, mapped, where, page.number, invalid, check);
+  const { prepared, valid } = prepare(sync, mapped, where, page.number, invalid, check);
   if (sync.mode === 'incremental' && sync.checkpoint && valid.length) {
     const value = sync.checkpoint.value;
     checkpoint = await evaluating(value, where, () => value.evaluate(valid, { checkpoint }));
   }
-  return { page, records, checkpoint, invalid, scrub: fresh.scrub, expressionMs };
+  return { page, prepared, checkpoint, invalid, scrub: fresh.scrub, expressionMs };
 }
 
 /**
@@ -181,7 +204,7 @@ async function mapPage(deps: RunDeps, sync: Sync, page: Page, handle: RunHandle,
  */
 function prepare(sync: Sync, mapped: unknown[], where: string, page: number, invalid: RunSummary['invalid'], check?: ValidateFunction) {
   const idField = sync.model.id ?? 'id';
-  const records: PreparedRecord[] = [];
+  const rows: [string, string, string][] = [];
   const valid: unknown[] = [];
   const seen = new Set<string>();
   mapped.forEach((m, i) => {
@@ -201,10 +224,10 @@ function prepare(sync: Sync, mapped: unknown[], where: string, page: number, inv
       return;
     }
     const data = JSON.stringify(m);
-    records.push({ id, data, hash: createHash('sha1').update(data).digest('base64url') });
+    rows.push([id, data, hash('sha1', data, 'base64url')]);
     valid.push(m);
   });
-  return { records, valid };
+  return { prepared: { rows: JSON.stringify(rows), count: rows.length }, valid };
 }
 
 class RunFailure extends Error {}

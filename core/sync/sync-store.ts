@@ -23,11 +23,15 @@ export interface RunHandle extends SyncKey {
   run: string;
 }
 
-/** A mapped record ready to store: its id, its data as JSON text, and a hash of that text. */
-export interface PreparedRecord {
-  id: string;
-  data: string;
-  hash: string;
+/**
+ * A page of mapped records ready to store: `rows` is the JSON text of `[[id, data, hash], ...]`
+ * (each record's id, its data as JSON text, and a hash of that text), `count` their number. One
+ * text crosses from the run thread and goes to the database as one parameter: neither the API
+ * thread nor the driver builds anything per record.
+ */
+export interface PreparedPage {
+  rows: string;
+  count: number;
 }
 
 export interface PageCounts {
@@ -214,50 +218,32 @@ export class SyncStore {
   }
 
   /**
-   * Stores one page in one transaction: its records (one batched read of their hashes, one batched
-   * write of those that changed), the checkpoint after it and where an unfinished run would resume.
-   * Refused when the run lost the sync or the connection was deleted (a delete is final).
+   * Stores one page in one transaction: its records (one upsert, which leaves unchanged records as
+   * they are and answers which ones it added or updated), the checkpoint after it and where an
+   * unfinished run would resume. Refused when the run lost the sync or the connection was deleted
+   * (a delete is final).
    */
-  async writePage(handle: RunHandle, records: PreparedRecord[], state: { checkpoint?: unknown; resume?: Resume | null; full: boolean; summary: RunSummary }, leaseMs: number): Promise<PageCounts> {
+  async writePage(handle: RunHandle, page: PreparedPage, state: { checkpoint?: unknown; resume?: Resume | null; full: boolean; summary: RunSummary }, leaseMs: number): Promise<PageCounts> {
     const now = new Date().toISOString();
     return this.sql.transaction(async (tx) => {
-      const lastCursor = await this.hold(tx, handle);
-      const base = [handle.integration, handle.connection, handle.model];
-      const ids = records.map((r) => r.id);
-      const existing = new Map<string, { hash: string; deleted: boolean }>();
-      if (ids.length) {
-        const found = await tx.query<{ id: string; hash: string; deleted_at: string | null }>(
-          tx.dialect === 'postgres'
-            ? `SELECT id, hash, deleted_at FROM terapi_records WHERE ${KEY} AND model = $3 AND id = ANY($4::text[])`
-            : `SELECT id, hash, deleted_at FROM terapi_records WHERE ${KEY} AND model = $3 AND id IN (SELECT value FROM json_each($4))`,
-          [...base, tx.dialect === 'postgres' ? ids : JSON.stringify(ids)],
-        );
-        for (const f of found) existing.set(f.id, { hash: f.hash, deleted: f.deleted_at !== null });
+      // PostgreSQL runs transactions side by side: the rows are locked before anything is written.
+      // SQLite's write lock already keeps every other writer out, so the check comes with the last
+      // statement, one round trip fewer a page.
+      if (tx.dialect === 'postgres') await this.hold(tx, handle);
+      const changed = page.count ? await this.upsert(tx, handle, page, now) : [];
+      const added = changed.filter((c) => c.last_action === 'added').length;
+      const counts = { added, updated: changed.length - added, unchanged: page.count - changed.length };
+      // A full run marks what it saw, so that what it did not see can be deleted at its end: the
+      // upsert marked what it changed, this marks the rest.
+      if (state.full && counts.unchanged) {
+        await tx.query(`UPDATE terapi_records SET run = $4 WHERE ${KEY} AND model = $3 AND run <> $4 AND id IN (SELECT value ->> 0 FROM ${jsonRows(tx, '$5')})`, [handle.integration, handle.connection, handle.model, handle.run, page.rows]);
       }
-      const changed: { r: PreparedRecord; action: 'added' | 'updated'; cursor: number }[] = [];
-      const unchanged: string[] = [];
-      let cursor = lastCursor;
-      for (const r of records) {
-        const before = existing.get(r.id);
-        if (before && !before.deleted && before.hash === r.hash) unchanged.push(r.id);
-        else changed.push({ r, action: !before || before.deleted ? 'added' : 'updated', cursor: ++cursor });
-      }
-      if (changed.length) await this.upsert(tx, handle, changed, now);
-      // A full run marks what it saw, so that what it did not see can be deleted at its end.
-      if (state.full && unchanged.length) {
-        await tx.query(
-          tx.dialect === 'postgres'
-            ? `UPDATE terapi_records SET run = $4 WHERE ${KEY} AND model = $3 AND id = ANY($5::text[])`
-            : `UPDATE terapi_records SET run = $4 WHERE ${KEY} AND model = $3 AND id IN (SELECT value FROM json_each($5))`,
-          [...base, handle.run, tx.dialect === 'postgres' ? unchanged : JSON.stringify(unchanged)],
-        );
-      }
-      const counts = { added: changed.filter((c) => c.action === 'added').length, updated: changed.filter((c) => c.action === 'updated').length, unchanged: unchanged.length };
-      const summary = { ...state.summary, added: state.summary.added + counts.added, updated: state.summary.updated + counts.updated, unchanged: state.summary.unchanged + counts.unchanged };
-      await tx.query(
-        `UPDATE terapi_syncs SET last_cursor = $4, records_count = records_count + $5, checkpoint = $6, resume = $7, lease_until = $8, last_run = $9 WHERE ${KEY} AND sync = $3`,
-        [handle.integration, handle.connection, handle.sync, cursor, counts.added, json(state.checkpoint), json(state.resume ?? null), new Date(Date.now() + leaseMs).toISOString(), json(summary)],
+      const held = await tx.query(
+        `UPDATE terapi_syncs SET last_cursor = last_cursor + $5, records_count = records_count + $6, checkpoint = $7, resume = $8, lease_until = $9, last_run = ${withCounts(tx, '$10', '$6', '$12', '$13')}
+         WHERE ${KEY} AND sync = $3 AND run_id = $4 AND EXISTS (SELECT 1 FROM keyv WHERE key = $11) RETURNING sync`,
+        [handle.integration, handle.connection, handle.sync, handle.runId, page.count, counts.added, json(state.checkpoint), json(state.resume ?? null), new Date(Date.now() + leaseMs).toISOString(), json(state.summary), connectionKey(handle), counts.updated, counts.unchanged],
       );
+      if (!held.length) await this.hold(tx, handle); // throws: says which of the two is gone
       return counts;
     });
   }
@@ -450,29 +436,29 @@ export class SyncStore {
       [handle.integration, handle.connection, handle.sync],
     );
     if (!sync || sync.run_id !== handle.runId) throw sync ? new RunLost(handle) : new ConnectionGone(handle);
-    const connection = await tx.query(`SELECT 1 FROM keyv WHERE key = $1${pg ? ' FOR SHARE' : ''}`, [Store.key('connection', handle.integration, handle.connection)]);
+    const connection = await tx.query(`SELECT 1 FROM keyv WHERE key = $1${pg ? ' FOR SHARE' : ''}`, [connectionKey(handle)]);
     if (!connection.length) throw new ConnectionGone(handle);
     return Number(sync.last_cursor);
   }
 
-  private async upsert(tx: SqlTx, handle: RunHandle, changed: { r: PreparedRecord; action: string; cursor: number }[], now: string) {
-    const conflict = `ON CONFLICT (integration, connection, model, id) DO UPDATE SET data = excluded.data, hash = excluded.hash, last_modified_at = excluded.last_modified_at,
-      last_action = excluded.last_action, deleted_at = NULL, cursor = excluded.cursor, run = excluded.run`;
-    const columns = `INSERT INTO terapi_records (integration, connection, model, id, data, hash, first_seen_at, last_modified_at, last_action, deleted_at, cursor, run)`;
-    if (tx.dialect === 'postgres') {
-      await tx.query(
-        `${columns} SELECT $1, $2, $3, u.id, u.data, u.hash, $4, $4, u.action, NULL, u.cursor, $5
-         FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[]) AS u(id, data, hash, action, cursor) ${conflict}`,
-        [handle.integration, handle.connection, handle.model, now, handle.run, changed.map((c) => c.r.id), changed.map((c) => c.r.data), changed.map((c) => c.r.hash), changed.map((c) => c.action), changed.map((c) => c.cursor)],
-      );
-    } else {
-      // One JSON parameter expanded by json_each: one statement for the page, whatever its size.
-      await tx.query(
-        `${columns} SELECT $1, $2, $3, j.value ->> 0, j.value ->> 1, j.value ->> 2, $4, $4, j.value ->> 3, NULL, j.value ->> 4, $5
-         FROM json_each($6) AS j WHERE true ${conflict}`,
-        [handle.integration, handle.connection, handle.model, now, handle.run, JSON.stringify(changed.map((c) => [c.r.id, c.r.data, c.r.hash, c.action, c.cursor]))],
-      );
-    }
+  /**
+   * Adds or updates the page's records in one statement; a record whose hash is unchanged (and
+   * that is not deleted) is left exactly as it is. Each record's cursor is the last one handed out
+   * plus its place in the page: those left unchanged leave gaps, and cursors still increase in
+   * commit order. Answers what it changed.
+   */
+  private upsert(tx: SqlTx, handle: RunHandle, page: PreparedPage, now: string) {
+    const place = tx.dialect === 'postgres' ? 'u.n' : 'u.key + 1';
+    const lastCursor = `(SELECT last_cursor FROM terapi_syncs WHERE ${KEY} AND sync = $6)`;
+    return tx.query<{ last_action: 'added' | 'updated' }>(
+      `INSERT INTO terapi_records (integration, connection, model, id, data, hash, first_seen_at, last_modified_at, last_action, deleted_at, cursor, run)
+       SELECT $1, $2, $3, u.value ->> 0, u.value ->> 1, u.value ->> 2, $4, $4, 'added', NULL, ${lastCursor} + ${place}, $5 FROM ${jsonRows(tx, '$7')} WHERE true
+       ON CONFLICT (integration, connection, model, id) DO UPDATE SET data = excluded.data, hash = excluded.hash, last_modified_at = excluded.last_modified_at,
+         last_action = CASE WHEN terapi_records.deleted_at IS NULL THEN 'updated' ELSE 'added' END, deleted_at = NULL, cursor = excluded.cursor, run = excluded.run
+       WHERE terapi_records.hash <> excluded.hash OR terapi_records.deleted_at IS NOT NULL
+       RETURNING last_action`,
+      [handle.integration, handle.connection, handle.model, now, handle.run, handle.sync, page.rows],
+    );
   }
 
   private async deleteUnseen(tx: SqlTx, handle: RunHandle, lastCursor: number, now: string): Promise<number> {
@@ -496,6 +482,27 @@ export class SyncStore {
     }
     return gone.length;
   }
+}
+
+const connectionKey = (handle: SyncKey) => Store.key('connection', handle.integration, handle.connection);
+
+/**
+ * The run's summary as stored after a page: the run's own (`summary`, a JSON parameter) with the
+ * counts of the stored one plus the page's. The run may send a page before the one before it is
+ * answered, so its own counts can lag a page; the stored ones never do.
+ */
+function withCounts(tx: SqlTx, summary: string, added: string, updated: string, unchanged: string): string {
+  const counts = { added, updated, unchanged };
+  if (tx.dialect === 'postgres') {
+    const sums = Object.entries(counts).map(([name, n]) => `'${name}', (last_run::jsonb ->> '${name}')::bigint + ${n}`);
+    return `(${summary}::jsonb || jsonb_build_object(${sums.join(', ')}))::text`;
+  }
+  return `json_set(${summary}, ${Object.entries(counts).map(([name, n]) => `'$.${name}', (last_run ->> '${name}') + ${n}`).join(', ')})`;
+}
+
+/** The elements of a JSON array parameter as rows `u(value, n)`: PostgreSQL numbers them from 1 (n), SQLite from 0 (key). */
+function jsonRows(tx: SqlTx, param: string): string {
+  return tx.dialect === 'postgres' ? `json_array_elements(${param}::json) WITH ORDINALITY AS u(value, n)` : `json_each(${param}) AS u`;
 }
 
 /** A run's news for the app: changes to read, or an error; none for a run that changed nothing. */

@@ -265,6 +265,8 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
     const renew = setInterval(() => void this.store.renew(handle, this.options.leaseMs).catch(() => {}), this.options.leaseMs / 3);
     const stopper = new AbortController();
     this.stoppers.set(handle.runId, stopper);
+    // The run's pages, stored one after the other in the order they came (RunStore).
+    let stored: Promise<StoreAnswer | undefined> = Promise.resolve(undefined);
     try {
       const outcome = await this.pools.runSync(
         {
@@ -274,7 +276,7 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
           run: { handle, summary: row.last_run!, since: row.checkpoint, resume: row.resume, leaseMs: this.options.leaseMs, waitBudgetMs: this.options.waitBudgetMs },
           maxResponseBytes: limits.responseBytes,
         },
-        (request) => (request.kind === 'fresh' ? this.answerFresh(handle, request.id, request.stale) : this.answerStore(handle, request)),
+        (request) => (request.kind === 'fresh' ? this.answerFresh(handle, request.id, request.stale) : (stored = stored.then((before) => this.answerStore(handle, request, before))) as Promise<StoreAnswer>),
         stopper.signal,
       );
       if (outcome.ok) return outcome.result;
@@ -305,7 +307,9 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
   }
 
   /** A run thread's page or end, stored here: the thread holds no database handle (core/jobs/sync-worker.ts). */
-  private async answerStore(handle: RunHandle, request: Extract<WorkerMessage, { kind: 'store' }>): Promise<StoreAnswer> {
+  private async answerStore(handle: RunHandle, request: Extract<WorkerMessage, { kind: 'store' }>, before?: StoreAnswer): Promise<StoreAnswer> {
+    // A page sent before the one before it was answered, when that one failed: not stored.
+    if (request.method === 'writePage' && before?.error) return { id: request.id, error: before.error };
     try {
       // Only this run's own sync: the handle comes from this thread's claim, not from the worker.
       const args = request.args as [RunHandle, ...unknown[]];
