@@ -480,8 +480,12 @@ class Generator {
       case '%':
         return `R.numeric(${lhs}, ${rhs}, ${this.op(op)}, ${position})`;
       case '=':
+        // Against a string, number, boolean or null literal, isDeepEqual comes to ===, which is also
+        // false when the other side is undefined: the comparison needs no call.
+        if (primitive(node.lhs) || primitive(node.rhs)) return `(${lhs} === ${rhs})`;
         return `R.equal(${lhs}, ${rhs})`;
       case '!=':
+        if (primitive(node.lhs) || primitive(node.rhs)) return `(${lhs} !== undefined && ${rhs} !== undefined && ${lhs} !== ${rhs})`;
         return `(${lhs} !== undefined && ${rhs} !== undefined && !R.equal(${lhs}, ${rhs}))`;
       case '<':
       case '<=':
@@ -662,6 +666,11 @@ class Generator {
  * or bind gives a value its own evaluate() normalised already (normalising is idempotent).
  */
 const SEQUENCES = new Set(['path', 'name', 'variable', 'function', 'partial', 'apply', 'wildcard', 'descendant']);
+
+/** A string, number, boolean or null literal, as it is (no predicate, grouping or `[]`). */
+function primitive(node: Node): boolean {
+  return (node.type === 'string' || node.type === 'number' || node.type === 'value') && !node.predicate && !node.group && !node.keepArray && !node.stages;
+}
 
 /**
  * A path of plain names (`a.b.c`), or a variable followed by plain names (`$x.a.b`): runtime.ts walks
