@@ -372,16 +372,22 @@ export function cons(result: Any[]): Any[] {
  */
 export class Shape {
   private readonly templates = new Map<number, object>();
+  /** The last set of keys met and its template: records of a page mostly have the same keys defined. */
+  private lastMask = -1;
+  private last: object | undefined;
 
   constructor(private readonly keys: string[]) {}
 
   object(mask: number): Any {
+    if (mask === this.lastMask) return { ...this.last };
     let template = this.templates.get(mask);
     if (!template) {
       if (mask < 0 || this.templates.size >= 64) return Object.setPrototypeOf({}, null);
       template = JSON.parse(`{${this.keys.filter((_, i) => mask & (2 ** i)).map((key) => `${JSON.stringify(key)}:null`).join(',')}}`);
       this.templates.set(mask, template!);
     }
+    this.lastMask = mask;
+    this.last = template;
     return { ...template };
   }
 }
