@@ -592,7 +592,10 @@ class Generator {
     const scalar = /:[snb]>$/.test(definition.signature.definition);
     const result = this.id();
     this.emit(`let ${result};`);
-    this.emit(`if (${proc} === ${this.k(definition)} && ${tests.join(' && ')}) {\ntry { ${result} = ${this.k(definition.implementation)}.call(R.focus, ${values.join(', ')}); } catch { ${result} = R.norm(${otherwise}); }\n${scalar ? '' : `${result} = R.norm(${result});\n`}} else ${result} = R.norm(${otherwise});`);
+    const call = `if (${proc} === ${this.k(definition)} && ${tests.join(' && ')}) {\ntry { ${result} = ${this.k(definition.implementation)}.call(R.focus, ${values.join(', ')}); } catch { ${result} = R.norm(${otherwise}); }\n${scalar ? '' : `${result} = R.norm(${result});\n`}} else ${result} = R.norm(${otherwise});`;
+    // The common case in line first (see INLINE); when it does not apply, or gives undefined, the call.
+    const inline = INLINE[name]?.(values);
+    this.emit(inline ? `if (!(${proc} === ${this.k(definition)} && ${inline.test} && (${result} = ${inline.value}) !== undefined)) {\n${call}\n}` : call);
     this.normalized.add(result);
     return result;
   }
@@ -666,6 +669,24 @@ class Generator {
  * or bind gives a value its own evaluate() normalised already (normalising is idempotent).
  */
 const SEQUENCES = new Set(['path', 'name', 'variable', 'function', 'partial', 'apply', 'wildcard', 'descendant']);
+
+/**
+ * Library functions whose common case `direct` writes in line, ahead of its call: for arguments that
+ * pass `test`, `value` is what the library function (library.ts, jsonata.js) returns, or undefined
+ * where it leaves the case to the call. The forms throw nothing and build nothing the budget counts.
+ */
+const INLINE: Record<string, (v: string[]) => { test: string; value: string } | undefined> = {
+  // fn.lowercase, fn.uppercase: the string's toLowerCase(), toUpperCase().
+  lowercase: ([s]) => ({ test: `typeof ${s} === 'string'`, value: `${s}.toLowerCase()` }),
+  uppercase: ([s]) => ({ test: `typeof ${s} === 'string'`, value: `${s}.toUpperCase()` }),
+  // The bounded $string of library.ts: a string as it is, an integer as String() writes it.
+  string: ([a, prettify]) => (prettify === undefined ? { test: `(typeof ${a} === 'string' || Number.isInteger(${a}))`, value: `(typeof ${a} === 'string' ? ${a} : String(${a}))` } : undefined),
+  trim: ([s]) => ({ test: `typeof ${s} === 'string'`, value: `R.plainTrim(${s})` }),
+  // $toMillis without a picture: library.ts's toMillis reads the usual ISO 8601 form with isoMillis.
+  toMillis: ([s, picture]) => (picture === undefined ? { test: `typeof ${s} === 'string'`, value: `R.isoMillis(${s})` } : undefined),
+  substringBefore: ([s, chars]) => (chars === undefined ? undefined : { test: `typeof ${s} === 'string' && typeof ${chars} === 'string'`, value: `R.substringBefore(${s}, ${chars})` }),
+  substringAfter: ([s, chars]) => (chars === undefined ? undefined : { test: `typeof ${s} === 'string' && typeof ${chars} === 'string'`, value: `R.substringAfter(${s}, ${chars})` }),
+};
 
 /** A string, number, boolean or null literal, as it is (no predicate, grouping or `[]`). */
 function primitive(node: Node): boolean {

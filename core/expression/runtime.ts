@@ -13,12 +13,13 @@ import { Re2RegExp } from './regex.ts';
 import jsonata from 'jsonata';
 import {
   COMPILED_LIBRARY, JSONATA, NeedsInterpreter, boolean, defineFunction, getFunctionArity, isArrayOfNumbers, isArrayOfStrings,
-  isDeepEqual, isFunction, isIterable, isLambda, isNumeric, isPromise, isSequence, mergeSort, objectKeys, parseSignature, string,
-  tooLong, LIMIT_KEY, type Any, type Focus, type NativeFunction,
+  isDeepEqual, isFunction, isIterable, isLambda, isNumeric, isPromise, isSequence, isoMillis, mergeSort, objectKeys, parseSignature,
+  plainTrim, string, tooLong, LIMIT_KEY, type Any, type Focus, type NativeFunction,
 } from './library.ts';
 import { Limit, MAX_LENGTH } from './limits.ts';
 
-export { boolean };
+// The short ways of $trim and $toMillis, which the compiler writes in line (its INLINE).
+export { boolean, isoMillis, plainTrim };
 
 /** A variable of a frame that has not been bound (yet): lookups go on to the enclosing frame. */
 export const UNBOUND: unique symbol = Symbol('unbound');
@@ -460,6 +461,18 @@ export function numeric(lhs: Any, rhs: Any, op: string, position: number): Any {
 export function equal(lhs: Any, rhs: Any): boolean {
   if (typeof lhs === 'undefined' || typeof rhs === 'undefined') return false;
   return isDeepEqual(lhs, rhs);
+}
+
+/** fn.substringBefore for two strings. */
+export function substringBefore(str: string, chars: string): string {
+  const pos = str.indexOf(chars);
+  return pos > -1 ? str.substr(0, pos) : str;
+}
+
+/** fn.substringAfter for two strings. */
+export function substringAfter(str: string, chars: string): string {
+  const pos = str.indexOf(chars);
+  return pos > -1 ? str.substr(pos + chars.length) : str;
 }
 
 /** evaluateComparisonExpression */
