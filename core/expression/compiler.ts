@@ -213,7 +213,10 @@ class Generator {
     // The runtime's functions as local constants: calls through the module namespace object are slower.
     const body = `${this.lines.join('\n')}\nreturn ${result};`;
     const used = Object.keys(runtime).filter((name) => new RegExp(`\\bR\\.${name}\\b`).test(body));
-    const code = `"use strict";\nconst U = R.UNBOUND;\nconst { ${used.join(', ')} } = R;\nreturn function program(input, root, B, F) {\n${body.replace(/\bR\.(\w+)\b/g, '$1')}\n};`;
+    // The constants as local constants too (`K3` for K[3]): a context slot the code reads, where an
+    // element of K is a load through the array with its bounds check.
+    const constants = this.constants.length ? `const ${this.constants.map((_, i) => `K${i} = K[${i}]`).join(', ')};\n` : '';
+    const code = `"use strict";\nconst U = R.UNBOUND;\nconst { ${used.join(', ')} } = R;\n${constants}return function program(input, root, B, F) {\n${body.replace(/\bR\.(\w+)\b/g, '$1')}\n};`;
     return new Program(new Function('R', 'K', code)(runtime, this.constants), [...this.free.keys()]);
   }
 
@@ -225,11 +228,11 @@ class Generator {
     return `${prefix}${this.counter++}`;
   }
 
-  /** A constant the code reads by index: how names, literals and AST nodes reach it. */
+  /** A constant the code reads by index (as `K${i}`, see `program`): how names, literals and AST nodes reach it. */
   private k(value: Any): string {
     let i = this.constants.indexOf(value);
     if (i < 0 || (typeof value === 'number' && !Object.is(this.constants[i], value))) i = this.constants.push(value) - 1;
-    return `K[${i}]`;
+    return `K${i}`;
   }
 
   private int(n: Any): string {
