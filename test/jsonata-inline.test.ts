@@ -67,3 +67,20 @@ test('a function of the library rebound by the caller is called, not written in 
   const bindings = { lowercase: (s: string) => `<${s}>`, string: () => 'S' };
   assert.equal(program.run({ x: 'A', n: 1 }, bindings, program.resolve(bindings), new Limit(1000, () => '')), '<A>S');
 });
+
+test('an object constructor at the top, whose general way runs in a function of its own, on arrays and other inputs', async () => {
+  const forms = [
+    '{ "id": $string(id), "name": $trim(name), "e": status = "active", "n": $count($) }',
+    '{ "a": $, "b": $$, "c": $string(x) }',
+    '{ "k": $keys($), "r": $reduce([1, 2], function($a, $b) { $a + $b }) }',
+  ];
+  const inputs: unknown[] = [undefined, null, 1, 'x', [], [{ id: 1, name: ' a ', status: 'active' }, { id: 2 }], [[1], [2]], { id: 3, x: 4 }];
+  for (const form of forms) {
+    const program = compileSource(form);
+    for (const input of inputs) {
+      const compiled = await catching(() => program.run(input, {}, program.resolve({}), new Limit(1000, () => form)));
+      const reference = await catching(() => jsonata(form).evaluate(input));
+      assert.ok('value' in reference ? 'value' in compiled && identical(compiled.value, reference.value) : 'error' in compiled && compiled.error.code === reference.error.code, `${form} on ${JSON.stringify(input)}: interpreter ${show(reference)}, compiled ${show(compiled)}`);
+    }
+  }
+});

@@ -199,6 +199,8 @@ class Generator {
   private readonly normalized = new Set<string>();
   /** Inputs known to be `R.ordinary` or not, by the constant that says so (see `group`). */
   private readonly ordinary = new Map<string, string>();
+  /** Functions of the factory, beside `program` (see `outline`). */
+  private readonly outlined: string[] = [];
 
   program(ast: Node): Program {
     const top: Frame = { vars: new Map([['$', { js: 'root', certain: true }]]) };
@@ -211,12 +213,12 @@ class Generator {
     }
     const result = this.value(ast, 'input', top);
     // The runtime's functions as local constants: calls through the module namespace object are slower.
-    const body = `${this.lines.join('\n')}\nreturn ${result};`;
+    const body = `${this.outlined.join('\n')}\nreturn function program(input, root, B, F) {\n${this.lines.join('\n')}\nreturn ${result};\n};`;
     const used = Object.keys(runtime).filter((name) => new RegExp(`\\bR\\.${name}\\b`).test(body));
     // The constants as local constants too (`K3` for K[3]): a context slot the code reads, where an
     // element of K is a load through the array with its bounds check.
     const constants = this.constants.length ? `const ${this.constants.map((_, i) => `K${i} = K[${i}]`).join(', ')};\n` : '';
-    const code = `"use strict";\nconst U = R.UNBOUND;\nconst { ${used.join(', ')} } = R;\n${constants}return function program(input, root, B, F) {\n${body.replace(/\bR\.(\w+)\b/g, '$1')}\n};`;
+    const code = `"use strict";\nconst U = R.UNBOUND;\nconst { ${used.join(', ')} } = R;\n${constants}${body.replace(/\bR\.(\w+)\b/g, '$1')}`;
     return new Program(new Function('R', 'K', code)(runtime, this.constants), [...this.free.keys()]);
   }
 
@@ -407,6 +409,17 @@ class Generator {
     return result;
   }
 
+  /**
+   * An expression of the top frame, evaluated by a function of the factory called with program's
+   * parameters: the expression reads no other variable of program (no frame variable but `$`, which
+   * is `root`) and is a value computed there and then, so the copy of the parameters is the same.
+   */
+  private outline(expression: string): string {
+    const name = this.id('g');
+    this.outlined.push(`const ${name} = function (input, root, B, F) {\nreturn ${expression};\n};`);
+    return `${name}(input, root, B, F)`;
+  }
+
   /** evaluateFilter: a number literal indexes, anything else is a predicate per item. */
   private filter(predicate: Node, input: string, frame: Frame): string {
     if (predicate.type === 'number') return `R.at(${input}, ${this.k(predicate.value)})`;
@@ -439,7 +452,10 @@ class Generator {
     if (!literal) return general();
     const result = this.id();
     this.emit(`let ${result};`);
-    this.emit(`if (Array.isArray(${input})) ${result} = ${general()};`);
+    // At the top of an expression, the general way (its closures) goes in a function of its own: closures
+    // in `program` would have it allocate, on every call, a context for the variables they read.
+    const top = input === 'input' && !frame.parent && frame.vars.size === 1;
+    this.emit(`if (Array.isArray(${input})) ${result} = ${top ? this.outline(general()) : general()};`);
     const order = Object.keys(Object.fromEntries(keys.map((k, i) => [k, i]))) as string[];
     const { lines } = this.block(() => {
       // The values read names off the same input: whether it is ordinary is asked once.
