@@ -84,3 +84,22 @@ test('an object constructor at the top, whose general way runs in a function of 
     }
   }
 });
+
+test('object constructors copied from templates, and past them: more than 30 keys, more than 64 sets of keys, __proto__ as a key', async () => {
+  const keys = (n: number) => Array.from({ length: n }, (_, i) => (i === 3 ? '__proto__' : `k${i}`));
+  const wide = `{ ${keys(32).map((k, i) => `"${k}": f${i}`).join(', ')} }`;
+  const narrow = `{ ${keys(8).map((k, i) => `"${k}": f${i}`).join(', ')} }`;
+  for (const form of [wide, narrow]) {
+    const program = compileSource(form);
+    const interpreter = jsonata(form);
+    // Every one of the 256 sets of the first eight fields defined: past the 64 templates of a Shape.
+    for (let mask = 0; mask < 256; mask++) {
+      const input: Record<string, unknown> = {};
+      for (let i = 0; i < 32; i++) if (i >= 8 || mask & (1 << i)) input[`f${i}`] = i === 5 ? { nested: i } : `v${i}`;
+      const compiled = program.run(input, {}, program.resolve({}), new Limit(1000, () => form));
+      const reference = await interpreter.evaluate(input);
+      assert.ok(identical(compiled, reference), `${form.slice(0, 40)} mask ${mask}: ${JSON.stringify(compiled)} against ${JSON.stringify(reference)}`);
+      assert.equal(Object.getPrototypeOf(compiled), null);
+    }
+  }
+});

@@ -464,10 +464,12 @@ class Generator {
       this.ordinary.set(input, ordinary);
       const values = order.map((key) => this.value(pairs[keys.indexOf(key)][1], input, frame));
       this.ordinary.delete(input);
-      // The object comes from R.Shape with the keys of the defined values already in place, so that it
-      // stays a fast object however many keys it has (see there), then gets its null prototype.
+      // The object is a copy of an R.Shape template with the keys of the defined values already in place,
+      // so that it stays a fast object however many keys it has (see there), then gets its null prototype.
       const mask = values.length <= 30 ? values.map((v, i) => `(${v} !== undefined ? ${2 ** i} : 0)`).join(' | ') : '-1';
-      this.emit(`${result} = ${this.k(new Shape(order))}.object(${mask});`);
+      const template = this.id();
+      this.emit(`const ${template} = ${this.k(new Shape(order))}.template(${mask});`);
+      this.emit(`${result} = ${template} !== undefined ? { ...${template} } : R.bare();`);
       values.forEach((value, i) => this.emit(`if (${value} !== undefined) ${result}[${this.k(order[i])}] = ${value};`));
       this.emit(`Object.setPrototypeOf(${result}, null);`);
       return '';

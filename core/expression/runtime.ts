@@ -371,27 +371,37 @@ export function cons(result: Any[]): Any[] {
  * order, parsed from JSON once, is copied; its keys are own data properties, so that even `__proto__`
  * is then set as a plain value. A constructor that meets more than 64 sets of keys, or has more than
  * 30, builds the rest key by key on an object that has a null prototype from the start.
+ *
+ * The copy is made by the compiled code (`template` gives what to copy): a spread's inline cache then
+ * belongs to one expression and sees its few templates, where one spread here, shared by every object
+ * constructor of the process, would go megamorphic as soon as a few mappings had run.
  */
 export class Shape {
   private readonly templates = new Map<number, object>();
   /** The last set of keys met and its template: records of a page mostly have the same keys defined. */
-  private lastMask = -1;
+  private lastMask = NaN;
   private last: object | undefined;
 
   constructor(private readonly keys: string[]) {}
 
-  object(mask: number): Any {
-    if (mask === this.lastMask) return { ...this.last };
+  /** The template for this set of keys, or undefined when the object is to be built key by key (see `bare`). */
+  template(mask: number): object | undefined {
+    if (mask === this.lastMask) return this.last;
     let template = this.templates.get(mask);
     if (!template) {
-      if (mask < 0 || this.templates.size >= 64) return Object.setPrototypeOf({}, null);
-      template = JSON.parse(`{${this.keys.filter((_, i) => mask & (2 ** i)).map((key) => `${JSON.stringify(key)}:null`).join(',')}}`);
-      this.templates.set(mask, template!);
+      if (mask < 0 || this.templates.size >= 64) return undefined;
+      template = JSON.parse(`{${this.keys.filter((_, i) => mask & (2 ** i)).map((key) => `${JSON.stringify(key)}:null`).join(',')}}`) as object;
+      this.templates.set(mask, template);
     }
     this.lastMask = mask;
     this.last = template;
-    return { ...template };
+    return template;
   }
+}
+
+/** An object to fill key by key, with a null prototype from the start (so that `__proto__` is a plain key). */
+export function bare(): Any {
+  return Object.setPrototypeOf({}, null);
 }
 
 /** The checks evaluateUnary '[' leaves to the caller: the finished array counts against the budget. */
