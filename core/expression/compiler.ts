@@ -197,7 +197,7 @@ class Generator {
   private lines: string[] = [];
   /** Temporaries that hold a value evaluate() would not change (see `direct`). */
   private readonly normalized = new Set<string>();
-  /** Inputs known to be `R.ordinary` or not, by the constant that says so (see `group`). */
+  /** Inputs known to be ordinary (R.ordinary) or not, by the constant that says so (see `group`). */
   private readonly ordinary = new Map<string, string>();
   /** Functions of the factory, beside `program` (see `outline`). */
   private readonly outlined: string[] = [];
@@ -401,7 +401,7 @@ class Generator {
     const tests: string[] = [];
     let from = ctx;
     for (const key of keys) {
-      tests.push(`${this.ordinary.get(from) ?? `R.ordinary(${from})`} && (${result} = ${from}[${this.k(key)}]) !== undefined && !Array.isArray(${result})`);
+      tests.push(`${this.ordinary.get(from) ?? ordinaryTest(from)} && (${result} = ${from}[${this.k(key)}]) !== undefined && !Array.isArray(${result})`);
       from = result;
     }
     this.emit(`let ${result};`);
@@ -460,7 +460,7 @@ class Generator {
     const { lines } = this.block(() => {
       // The values read names off the same input: whether it is ordinary is asked once.
       const ordinary = this.id('o');
-      this.emit(`const ${ordinary} = R.ordinary(${input});`);
+      this.emit(`const ${ordinary} = ${ordinaryTest(input)};`);
       this.ordinary.set(input, ordinary);
       const values = order.map((key) => this.value(pairs[keys.indexOf(key)][1], input, frame));
       this.ordinary.delete(input);
@@ -708,6 +708,15 @@ const INLINE: Record<string, (v: string[]) => { test: string; value: string } | 
   substringBefore: ([s, chars]) => (chars === undefined ? undefined : { test: `typeof ${s} === 'string' && typeof ${chars} === 'string'`, value: `R.substringBefore(${s}, ${chars})` }),
   substringAfter: ([s, chars]) => (chars === undefined ? undefined : { test: `typeof ${s} === 'string' && typeof ${chars} === 'string'`, value: `R.substringAfter(${s}, ${chars})` }),
 };
+
+/**
+ * R.ordinary's test, written in the compiled code: its property reads then have inline caches of their
+ * own expression, which sees the few shapes of its records, where R.ordinary's, shared by every
+ * expression of the process, go megamorphic once a few syncs with records of other shapes have run.
+ */
+function ordinaryTest(x: string): string {
+  return `(typeof ${x} === 'object' && ${x} !== null && !Array.isArray(${x}) && ${x}._jsonata_function !== true && ${x}._jsonata_lambda !== true && R.plainPrototype(${x}))`;
+}
 
 /** A string, number, boolean or null literal, as it is (no predicate, grouping or `[]`). */
 function primitive(node: Node): boolean {

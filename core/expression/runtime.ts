@@ -174,6 +174,12 @@ export function ordinary(value: Any): boolean {
   return true;
 }
 
+/** The end of `ordinary` (compiled code writes the rest in line): the prototype is Object.prototype or null. */
+export function plainPrototype(value: object): boolean {
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
 /**
  * The last object found ordinary: a mapping reads many names on one record. Only a transform changes
  * an object an evaluation has seen (it may give a clone any key), so it forgets it, as `begin` does.
