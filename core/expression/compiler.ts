@@ -197,7 +197,7 @@ class Generator {
   private lines: string[] = [];
   /** Temporaries that hold a value evaluate() would not change (see `direct`). */
   private readonly normalized = new Set<string>();
-  /** Inputs known to be ordinary (R.ordinary) or not, by the constant that says so (see `group`). */
+  /** Inputs known to be ordinary (see ordinaryTest) or not, by the constant that says so (see `group`). */
   private readonly ordinary = new Map<string, string>();
   /** Functions of the factory, beside `program` (see `outline`). */
   private readonly outlined: string[] = [];
@@ -710,9 +710,10 @@ const INLINE: Record<string, (v: string[]) => { test: string; value: string } | 
 };
 
 /**
- * R.ordinary's test, written in the compiled code: its property reads then have inline caches of their
- * own expression, which sees the few shapes of its records, where R.ordinary's, shared by every
- * expression of the process, go megamorphic once a few syncs with records of other shapes have run.
+ * Whether `x` is an ordinary object (see R.plainPrototype), tested in the compiled code: its property
+ * reads then have inline caches of their own expression, which sees the few shapes of its records,
+ * where those of a runtime function, shared by every expression of the process, go megamorphic once
+ * a few syncs with records of other shapes have run.
  */
 function ordinaryTest(x: string): string {
   return `(typeof ${x} === 'object' && ${x} !== null && !Array.isArray(${x}) && ${x}._jsonata_function !== true && ${x}._jsonata_lambda !== true && R.plainPrototype(${x}))`;

@@ -74,7 +74,6 @@ export function begin(budget: Limit): void {
 export function next(): void {
   limit.allocated = 0;
   timestamp = undefined;
-  lastOrdinary = UNBOUND as unknown as object;
 }
 
 /** A sequence compiled code fills itself (its pushes are counted by the caller). */
@@ -159,32 +158,14 @@ export function names(input: Any, keys: string[]): Any {
 }
 
 /**
- * An object whose own properties are all a name step can see: not an array, not a JSONata function,
- * inheriting from Object.prototype or from nothing (compiled code reads a name on it in line).
+ * The end of the test for an ordinary object, one whose own properties are all a name step can see:
+ * not an array, not a JSONata function (compiled code tests those in line, see the compiler's
+ * ordinaryTest), inheriting from Object.prototype or from nothing.
  */
-export function ordinary(value: Any): boolean {
-  if (value === lastOrdinary) return true;
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  // The two reads first: they give the optimising compiler the object's map, against which it answers
-  // getPrototypeOf without a call.
-  if (value._jsonata_function === true || value._jsonata_lambda === true) return false;
-  const proto = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== null) return false;
-  lastOrdinary = value;
-  return true;
-}
-
-/** The end of `ordinary` (compiled code writes the rest in line): the prototype is Object.prototype or null. */
 export function plainPrototype(value: object): boolean {
   const proto = Object.getPrototypeOf(value);
   return proto === Object.prototype || proto === null;
 }
-
-/**
- * The last object found ordinary: a mapping reads many names on one record. Only a transform changes
- * an object an evaluation has seen (it may give a clone any key), so it forgets it, as `begin` does.
- */
-let lastOrdinary: object = UNBOUND as unknown as object;
 
 /** `names` for a path of one name (`id`): the object's own field, when it is not an array. */
 export function name(input: Any, key: string): Any {
@@ -968,7 +949,6 @@ export function transform(
         if (updateType !== 'undefined') {
           if (updateType !== 'object' || changes === null || Array.isArray(changes)) fail('T2011', { position: updatePosition, value: changes });
           for (const prop of objectKeys(changes)) match[prop] = changes[prop];
-          lastOrdinary = UNBOUND as unknown as object;
         }
         if (remove !== undefined) {
           let deletions = remove(match);
