@@ -197,8 +197,10 @@ class Generator {
   private lines: string[] = [];
   /** Temporaries that hold a value evaluate() would not change (see `direct`). */
   private readonly normalized = new Set<string>();
-  /** Inputs known to be `R.ordinary` or not, by the constant that says so (see `group`). */
+  /** Inputs known to be ordinary (see ordinaryTest) or not, by the constant that says so (see `group`). */
   private readonly ordinary = new Map<string, string>();
+  /** Functions of the factory, beside `program` (see `outline`). */
+  private readonly outlined: string[] = [];
 
   program(ast: Node): Program {
     const top: Frame = { vars: new Map([['$', { js: 'root', certain: true }]]) };
@@ -211,9 +213,12 @@ class Generator {
     }
     const result = this.value(ast, 'input', top);
     // The runtime's functions as local constants: calls through the module namespace object are slower.
-    const body = `${this.lines.join('\n')}\nreturn ${result};`;
+    const body = `${this.outlined.join('\n')}\nreturn function program(input, root, B, F) {\n${this.lines.join('\n')}\nreturn ${result};\n};`;
     const used = Object.keys(runtime).filter((name) => new RegExp(`\\bR\\.${name}\\b`).test(body));
-    const code = `"use strict";\nconst U = R.UNBOUND;\nconst { ${used.join(', ')} } = R;\nreturn function program(input, root, B, F) {\n${body.replace(/\bR\.(\w+)\b/g, '$1')}\n};`;
+    // The constants as local constants too (`K3` for K[3]): a context slot the code reads, where an
+    // element of K is a load through the array with its bounds check.
+    const constants = this.constants.length ? `const ${this.constants.map((_, i) => `K${i} = K[${i}]`).join(', ')};\n` : '';
+    const code = `"use strict";\nconst U = R.UNBOUND;\nconst { ${used.join(', ')} } = R;\n${constants}${body.replace(/\bR\.(\w+)\b/g, '$1')}`;
     return new Program(new Function('R', 'K', code)(runtime, this.constants), [...this.free.keys()]);
   }
 
@@ -225,11 +230,11 @@ class Generator {
     return `${prefix}${this.counter++}`;
   }
 
-  /** A constant the code reads by index: how names, literals and AST nodes reach it. */
+  /** A constant the code reads by index (as `K${i}`, see `program`): how names, literals and AST nodes reach it. */
   private k(value: Any): string {
     let i = this.constants.indexOf(value);
     if (i < 0 || (typeof value === 'number' && !Object.is(this.constants[i], value))) i = this.constants.push(value) - 1;
-    return `K[${i}]`;
+    return `K${i}`;
   }
 
   private int(n: Any): string {
@@ -396,12 +401,23 @@ class Generator {
     const tests: string[] = [];
     let from = ctx;
     for (const key of keys) {
-      tests.push(`${this.ordinary.get(from) ?? `R.ordinary(${from})`} && (${result} = ${from}[${this.k(key)}]) !== undefined && !Array.isArray(${result})`);
+      tests.push(`${this.ordinary.get(from) ?? ordinaryTest(from)} && (${result} = ${from}[${this.k(key)}]) !== undefined && !Array.isArray(${result})`);
       from = result;
     }
     this.emit(`let ${result};`);
     this.emit(`if (!(${tests.join(' && ')})) ${result} = ${general};`);
     return result;
+  }
+
+  /**
+   * An expression of the top frame, evaluated by a function of the factory called with program's
+   * parameters: the expression reads no other variable of program (no frame variable but `$`, which
+   * is `root`) and is a value computed there and then, so the copy of the parameters is the same.
+   */
+  private outline(expression: string): string {
+    const name = this.id('g');
+    this.outlined.push(`const ${name} = function (input, root, B, F) {\nreturn ${expression};\n};`);
+    return `${name}(input, root, B, F)`;
   }
 
   /** evaluateFilter: a number literal indexes, anything else is a predicate per item. */
@@ -436,19 +452,24 @@ class Generator {
     if (!literal) return general();
     const result = this.id();
     this.emit(`let ${result};`);
-    this.emit(`if (Array.isArray(${input})) ${result} = ${general()};`);
+    // At the top of an expression, the general way (its closures) goes in a function of its own: closures
+    // in `program` would have it allocate, on every call, a context for the variables they read.
+    const top = input === 'input' && !frame.parent && frame.vars.size === 1;
+    this.emit(`if (Array.isArray(${input})) ${result} = ${top ? this.outline(general()) : general()};`);
     const order = Object.keys(Object.fromEntries(keys.map((k, i) => [k, i]))) as string[];
     const { lines } = this.block(() => {
       // The values read names off the same input: whether it is ordinary is asked once.
       const ordinary = this.id('o');
-      this.emit(`const ${ordinary} = R.ordinary(${input});`);
+      this.emit(`const ${ordinary} = ${ordinaryTest(input)};`);
       this.ordinary.set(input, ordinary);
       const values = order.map((key) => this.value(pairs[keys.indexOf(key)][1], input, frame));
       this.ordinary.delete(input);
-      // The object comes from R.Shape with the keys of the defined values already in place, so that it
-      // stays a fast object however many keys it has (see there), then gets its null prototype.
+      // The object is a copy of an R.Shape template with the keys of the defined values already in place,
+      // so that it stays a fast object however many keys it has (see there), then gets its null prototype.
       const mask = values.length <= 30 ? values.map((v, i) => `(${v} !== undefined ? ${2 ** i} : 0)`).join(' | ') : '-1';
-      this.emit(`${result} = ${this.k(new Shape(order))}.object(${mask});`);
+      const template = this.id();
+      this.emit(`const ${template} = ${this.k(new Shape(order))}.template(${mask});`);
+      this.emit(`${result} = ${template} !== undefined ? { ...${template} } : R.bare();`);
       values.forEach((value, i) => this.emit(`if (${value} !== undefined) ${result}[${this.k(order[i])}] = ${value};`));
       this.emit(`Object.setPrototypeOf(${result}, null);`);
       return '';
@@ -480,8 +501,12 @@ class Generator {
       case '%':
         return `R.numeric(${lhs}, ${rhs}, ${this.op(op)}, ${position})`;
       case '=':
+        // Against a string, number, boolean or null literal, isDeepEqual comes to ===, which is also
+        // false when the other side is undefined: the comparison needs no call.
+        if (primitive(node.lhs) || primitive(node.rhs)) return `(${lhs} === ${rhs})`;
         return `R.equal(${lhs}, ${rhs})`;
       case '!=':
+        if (primitive(node.lhs) || primitive(node.rhs)) return `(${lhs} !== undefined && ${rhs} !== undefined && ${lhs} !== ${rhs})`;
         return `(${lhs} !== undefined && ${rhs} !== undefined && !R.equal(${lhs}, ${rhs}))`;
       case '<':
       case '<=':
@@ -588,7 +613,10 @@ class Generator {
     const scalar = /:[snb]>$/.test(definition.signature.definition);
     const result = this.id();
     this.emit(`let ${result};`);
-    this.emit(`if (${proc} === ${this.k(definition)} && ${tests.join(' && ')}) {\ntry { ${result} = ${this.k(definition.implementation)}.call(R.focus, ${values.join(', ')}); } catch { ${result} = R.norm(${otherwise}); }\n${scalar ? '' : `${result} = R.norm(${result});\n`}} else ${result} = R.norm(${otherwise});`);
+    const call = `if (${proc} === ${this.k(definition)} && ${tests.join(' && ')}) {\ntry { ${result} = ${this.k(definition.implementation)}.call(R.focus, ${values.join(', ')}); } catch { ${result} = R.norm(${otherwise}); }\n${scalar ? '' : `${result} = R.norm(${result});\n`}} else ${result} = R.norm(${otherwise});`;
+    // The common case in line first (see INLINE); when it does not apply, or gives undefined, the call.
+    const inline = INLINE[name]?.(values);
+    this.emit(inline ? `if (!(${proc} === ${this.k(definition)} && ${inline.test} && (${result} = ${inline.value}) !== undefined)) {\n${call}\n}` : call);
     this.normalized.add(result);
     return result;
   }
@@ -662,6 +690,39 @@ class Generator {
  * or bind gives a value its own evaluate() normalised already (normalising is idempotent).
  */
 const SEQUENCES = new Set(['path', 'name', 'variable', 'function', 'partial', 'apply', 'wildcard', 'descendant']);
+
+/**
+ * Library functions whose common case `direct` writes in line, ahead of its call: for arguments that
+ * pass `test`, `value` is what the library function (library.ts, jsonata.js) returns, or undefined
+ * where it leaves the case to the call. The forms throw nothing and build nothing the budget counts.
+ */
+const INLINE: Record<string, (v: string[]) => { test: string; value: string } | undefined> = {
+  // fn.lowercase, fn.uppercase: the string's toLowerCase(), toUpperCase().
+  lowercase: ([s]) => ({ test: `typeof ${s} === 'string'`, value: `${s}.toLowerCase()` }),
+  uppercase: ([s]) => ({ test: `typeof ${s} === 'string'`, value: `${s}.toUpperCase()` }),
+  // The bounded $string of library.ts: a string as it is, an integer as String() writes it.
+  string: ([a, prettify]) => (prettify === undefined ? { test: `(typeof ${a} === 'string' || Number.isInteger(${a}))`, value: `(typeof ${a} === 'string' ? ${a} : String(${a}))` } : undefined),
+  trim: ([s]) => ({ test: `typeof ${s} === 'string'`, value: `R.plainTrim(${s})` }),
+  // $toMillis without a picture: library.ts's toMillis reads the usual ISO 8601 form with isoMillis.
+  toMillis: ([s, picture]) => (picture === undefined ? { test: `typeof ${s} === 'string'`, value: `R.isoMillis(${s})` } : undefined),
+  substringBefore: ([s, chars]) => (chars === undefined ? undefined : { test: `typeof ${s} === 'string' && typeof ${chars} === 'string'`, value: `R.substringBefore(${s}, ${chars})` }),
+  substringAfter: ([s, chars]) => (chars === undefined ? undefined : { test: `typeof ${s} === 'string' && typeof ${chars} === 'string'`, value: `R.substringAfter(${s}, ${chars})` }),
+};
+
+/**
+ * Whether `x` is an ordinary object (see R.plainPrototype), tested in the compiled code: its property
+ * reads then have inline caches of their own expression, which sees the few shapes of its records,
+ * where those of a runtime function, shared by every expression of the process, go megamorphic once
+ * a few syncs with records of other shapes have run.
+ */
+function ordinaryTest(x: string): string {
+  return `(typeof ${x} === 'object' && ${x} !== null && !Array.isArray(${x}) && ${x}._jsonata_function !== true && ${x}._jsonata_lambda !== true && R.plainPrototype(${x}))`;
+}
+
+/** A string, number, boolean or null literal, as it is (no predicate, grouping or `[]`). */
+function primitive(node: Node): boolean {
+  return (node.type === 'string' || node.type === 'number' || node.type === 'value') && !node.predicate && !node.group && !node.keepArray && !node.stages;
+}
 
 /**
  * A path of plain names (`a.b.c`), or a variable followed by plain names (`$x.a.b`): runtime.ts walks

@@ -590,23 +590,25 @@ export const INTERPRETER_OVERRIDES: Record<string, NativeFunction> = bounded({
  */
 function trim(this: Focus, str: Any): Any {
   if (typeof str === 'string') {
-    let start = 0;
-    let end = str.length;
-    let c;
-    while (start < end && ((c = str.charCodeAt(start)) === 32 || c === 9 || c === 10 || c === 13)) start++;
-    while (end > start && ((c = str.charCodeAt(end - 1)) === 32 || c === 9 || c === 10 || c === 13)) end--;
-    let plain = true;
-    for (let i = start, previous = 0; i < end; i++) {
-      c = str.charCodeAt(i);
-      if (c <= 32 && (c === 9 || c === 10 || c === 13 || (c === 32 && previous === 32))) {
-        plain = false;
-        break;
-      }
-      previous = c;
-    }
-    if (plain) return start === 0 && end === str.length ? str : str.substring(start, end);
+    const trimmed = plainTrim(str);
+    if (trimmed !== undefined) return trimmed;
   }
   return JSONATA.trim.implementation.call(this, str);
+}
+
+/** The short way of $trim (see there), or undefined for a string it leaves to JSONata's. */
+export function plainTrim(str: string): string | undefined {
+  let start = 0;
+  let end = str.length;
+  let c;
+  while (start < end && ((c = str.charCodeAt(start)) === 32 || c === 9 || c === 10 || c === 13)) start++;
+  while (end > start && ((c = str.charCodeAt(end - 1)) === 32 || c === 9 || c === 10 || c === 13)) end--;
+  for (let i = start, previous = 0; i < end; i++) {
+    c = str.charCodeAt(i);
+    if (c <= 32 && (c === 9 || c === 10 || c === 13 || (c === 32 && previous === 32))) return undefined;
+    previous = c;
+  }
+  return start === 0 && end === str.length ? str : str.substring(start, end);
 }
 
 /**

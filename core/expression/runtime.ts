@@ -13,12 +13,13 @@ import { Re2RegExp } from './regex.ts';
 import jsonata from 'jsonata';
 import {
   COMPILED_LIBRARY, JSONATA, NeedsInterpreter, boolean, defineFunction, getFunctionArity, isArrayOfNumbers, isArrayOfStrings,
-  isDeepEqual, isFunction, isIterable, isLambda, isNumeric, isPromise, isSequence, mergeSort, objectKeys, parseSignature, string,
-  tooLong, LIMIT_KEY, type Any, type Focus, type NativeFunction,
+  isDeepEqual, isFunction, isIterable, isLambda, isNumeric, isPromise, isSequence, isoMillis, mergeSort, objectKeys, parseSignature,
+  plainTrim, string, tooLong, LIMIT_KEY, type Any, type Focus, type NativeFunction,
 } from './library.ts';
 import { Limit, MAX_LENGTH } from './limits.ts';
 
-export { boolean };
+// The short ways of $trim and $toMillis, which the compiler writes in line (its INLINE).
+export { boolean, isoMillis, plainTrim };
 
 /** A variable of a frame that has not been bound (yet): lookups go on to the enclosing frame. */
 export const UNBOUND: unique symbol = Symbol('unbound');
@@ -73,7 +74,6 @@ export function begin(budget: Limit): void {
 export function next(): void {
   limit.allocated = 0;
   timestamp = undefined;
-  lastOrdinary = UNBOUND as unknown as object;
 }
 
 /** A sequence compiled code fills itself (its pushes are counted by the caller). */
@@ -158,25 +158,14 @@ export function names(input: Any, keys: string[]): Any {
 }
 
 /**
- * An object whose own properties are all a name step can see: not an array, not a JSONata function,
- * inheriting from Object.prototype or from nothing (compiled code reads a name on it in line).
+ * The end of the test for an ordinary object, one whose own properties are all a name step can see:
+ * not an array, not a JSONata function (compiled code tests those in line, see the compiler's
+ * ordinaryTest), inheriting from Object.prototype or from nothing.
  */
-export function ordinary(value: Any): boolean {
-  if (value === lastOrdinary) return true;
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
+export function plainPrototype(value: object): boolean {
   const proto = Object.getPrototypeOf(value);
-  if ((proto === Object.prototype || proto === null) && value._jsonata_function !== true && value._jsonata_lambda !== true) {
-    lastOrdinary = value;
-    return true;
-  }
-  return false;
+  return proto === Object.prototype || proto === null;
 }
-
-/**
- * The last object found ordinary: a mapping reads many names on one record. Only a transform changes
- * an object an evaluation has seen (it may give a clone any key), so it forgets it, as `begin` does.
- */
-let lastOrdinary: object = UNBOUND as unknown as object;
 
 /** `names` for a path of one name (`id`): the object's own field, when it is not an array. */
 export function name(input: Any, key: string): Any {
@@ -369,21 +358,37 @@ export function cons(result: Any[]): Any[] {
  * order, parsed from JSON once, is copied; its keys are own data properties, so that even `__proto__`
  * is then set as a plain value. A constructor that meets more than 64 sets of keys, or has more than
  * 30, builds the rest key by key on an object that has a null prototype from the start.
+ *
+ * The copy is made by the compiled code (`template` gives what to copy): a spread's inline cache then
+ * belongs to one expression and sees its few templates, where one spread here, shared by every object
+ * constructor of the process, would go megamorphic as soon as a few mappings had run.
  */
 export class Shape {
   private readonly templates = new Map<number, object>();
+  /** The last set of keys met and its template: records of a page mostly have the same keys defined. */
+  private lastMask = NaN;
+  private last: object | undefined;
 
   constructor(private readonly keys: string[]) {}
 
-  object(mask: number): Any {
+  /** The template for this set of keys, or undefined when the object is to be built key by key (see `bare`). */
+  template(mask: number): object | undefined {
+    if (mask === this.lastMask) return this.last;
     let template = this.templates.get(mask);
     if (!template) {
-      if (mask < 0 || this.templates.size >= 64) return Object.setPrototypeOf({}, null);
-      template = JSON.parse(`{${this.keys.filter((_, i) => mask & (2 ** i)).map((key) => `${JSON.stringify(key)}:null`).join(',')}}`);
-      this.templates.set(mask, template!);
+      if (mask < 0 || this.templates.size >= 64) return undefined;
+      template = JSON.parse(`{${this.keys.filter((_, i) => mask & (2 ** i)).map((key) => `${JSON.stringify(key)}:null`).join(',')}}`) as object;
+      this.templates.set(mask, template);
     }
-    return { ...template };
+    this.lastMask = mask;
+    this.last = template;
+    return template;
   }
+}
+
+/** An object to fill key by key, with a null prototype from the start (so that `__proto__` is a plain key). */
+export function bare(): Any {
+  return Object.setPrototypeOf({}, null);
 }
 
 /** The checks evaluateUnary '[' leaves to the caller: the finished array counts against the budget. */
@@ -454,6 +459,18 @@ export function numeric(lhs: Any, rhs: Any, op: string, position: number): Any {
 export function equal(lhs: Any, rhs: Any): boolean {
   if (typeof lhs === 'undefined' || typeof rhs === 'undefined') return false;
   return isDeepEqual(lhs, rhs);
+}
+
+/** fn.substringBefore for two strings. */
+export function substringBefore(str: string, chars: string): string {
+  const pos = str.indexOf(chars);
+  return pos > -1 ? str.substr(0, pos) : str;
+}
+
+/** fn.substringAfter for two strings. */
+export function substringAfter(str: string, chars: string): string {
+  const pos = str.indexOf(chars);
+  return pos > -1 ? str.substr(pos + chars.length) : str;
 }
 
 /** evaluateComparisonExpression */
@@ -932,7 +949,6 @@ export function transform(
         if (updateType !== 'undefined') {
           if (updateType !== 'object' || changes === null || Array.isArray(changes)) fail('T2011', { position: updatePosition, value: changes });
           for (const prop of objectKeys(changes)) match[prop] = changes[prop];
-          lastOrdinary = UNBOUND as unknown as object;
         }
         if (remove !== undefined) {
           let deletions = remove(match);
