@@ -67,6 +67,9 @@ export interface RunResult {
  */
 const PAGES_IN_STORE = 2;
 
+/** Records checked and serialised between two turns of the event loop (see prepare). */
+const PREPARE_SLICE = 250;
+
 /** Examples of invalid records kept on the status: enough to see the problem, never the whole page. */
 const EXAMPLES = 5;
 
@@ -185,16 +188,15 @@ interface MappedPage {
 async function mapPage(deps: RunDeps, sync: Sync, page: Page, handle: RunHandle, checkpoint: unknown, invalidBefore: RunSummary['invalid'], check?: ValidateFunction): Promise<MappedPage> {
   const fresh = await deps.fresh();
   const where = `sync "${handle.sync}", page ${page.number}`;
-  const started = performance.now();
-  const mapped = page.items.length ? await evaluating(sync.mapping, where, () => sync.mapping.evaluateEach(page.items, { config: fresh.record.connection_config }, pageTimeLimitMs(page.items.length))) : [];
-  const expressionMs = performance.now() - started;
+  const spent = { ms: 0 };
+  const mapped = page.items.length ? await evaluating(sync.mapping, where, () => sync.mapping.evaluateEach(page.items, { config: fresh.record.connection_config }, pageTimeLimitMs(page.items.length), spent)) : [];
   const invalid = structuredClone(invalidBefore);
-  const { prepared, valid } = prepare(sync, mapped, where, page.number, invalid, check);
+  const { prepared, valid } = await prepare(sync, mapped, where, page.number, invalid, check);
   if (sync.mode === 'incremental' && sync.checkpoint && valid.length) {
     const value = sync.checkpoint.value;
     checkpoint = await evaluating(value, where, () => value.evaluate(valid, { checkpoint }));
   }
-  return { page, prepared, checkpoint, invalid, scrub: fresh.scrub, expressionMs };
+  return { page, prepared, checkpoint, invalid, scrub: fresh.scrub, expressionMs: spent.ms };
 }
 
 /**
@@ -202,12 +204,16 @@ async function mapPage(deps: RunDeps, sync: Sync, page: Page, handle: RunHandle,
  * an id twice in a page, fails the run; one that does not fit the model's schema is skipped or
  * fails the run, as the sync declares.
  */
-function prepare(sync: Sync, mapped: unknown[], where: string, page: number, invalid: RunSummary['invalid'], check?: ValidateFunction) {
+async function prepare(sync: Sync, mapped: unknown[], where: string, page: number, invalid: RunSummary['invalid'], check?: ValidateFunction) {
   const idField = sync.model.id ?? 'id';
   const rows: [string, string, string][] = [];
   const valid: unknown[] = [];
   const seen = new Set<string>();
-  mapped.forEach((m, i) => {
+  for (let i = 0; i < mapped.length; i++) {
+    // The page read ahead is on the critical path: its answer, come meanwhile, is taken in (and
+    // the next page asked for) between slices, not after the whole page.
+    if (i % PREPARE_SLICE === PREPARE_SLICE - 1) await new Promise((r) => setImmediate(r));
+    const m = mapped[i];
     if (!m || typeof m !== 'object' || Array.isArray(m)) {
       throw new RunFailure(`${where}: the mapping gave ${m === undefined ? 'nothing' : Array.isArray(m) ? 'an array' : typeof m} for record ${i + 1}, not an object`);
     }
@@ -221,12 +227,12 @@ function prepare(sync: Sync, mapped: unknown[], where: string, page: number, inv
       if (sync.invalid_records === 'fail') throw new RunFailure(`${where}: record ${JSON.stringify(id)} does not fit model ${sync.model.name}: ${problem}`);
       invalid.count++;
       if (invalid.examples.length < EXAMPLES) invalid.examples.push({ id, page, problem });
-      return;
+      continue;
     }
     const data = JSON.stringify(m);
     rows.push([id, data, hash('sha1', data, 'base64url')]);
     valid.push(m);
-  });
+  }
   return { prepared: { rows: JSON.stringify(rows), count: rows.length }, valid };
 }
 

@@ -230,9 +230,7 @@ export class SyncStore {
       // SQLite's write lock already keeps every other writer out, so the check comes with the last
       // statement, one round trip fewer a page.
       if (tx.dialect === 'postgres') await this.hold(tx, handle);
-      const changed = page.count ? await this.upsert(tx, handle, page, now) : [];
-      const added = changed.filter((c) => c.last_action === 'added').length;
-      const counts = { added, updated: changed.length - added, unchanged: page.count - changed.length };
+      const counts = page.count ? await this.upsert(tx, handle, page, now) : { added: 0, updated: 0, unchanged: 0 };
       // A full run marks what it saw, so that what it did not see can be deleted at its end: the
       // upsert marked what it changed, this marks the rest.
       if (state.full && counts.unchanged) {
@@ -445,20 +443,27 @@ export class SyncStore {
    * Adds or updates the page's records in one statement; a record whose hash is unchanged (and
    * that is not deleted) is left exactly as it is. Each record's cursor is the last one handed out
    * plus its place in the page: those left unchanged leave gaps, and cursors still increase in
-   * commit order. Answers what it changed.
+   * commit order. What it changed is then counted by those cursors (cheaper than RETURNING a row
+   * per record).
    */
-  private upsert(tx: SqlTx, handle: RunHandle, page: PreparedPage, now: string) {
+  private async upsert(tx: SqlTx, handle: RunHandle, page: PreparedPage, now: string): Promise<PageCounts> {
     const place = tx.dialect === 'postgres' ? 'u.n' : 'u.key + 1';
-    const lastCursor = `(SELECT last_cursor FROM terapi_syncs WHERE ${KEY} AND sync = $6)`;
-    return tx.query<{ last_action: 'added' | 'updated' }>(
+    const lastCursor = `(SELECT last_cursor FROM terapi_syncs WHERE ${KEY} AND sync = $4)`;
+    await tx.query(
       `INSERT INTO terapi_records (integration, connection, model, id, data, hash, first_seen_at, last_modified_at, last_action, deleted_at, cursor, run)
-       SELECT $1, $2, $3, u.value ->> 0, u.value ->> 1, u.value ->> 2, $4, $4, 'added', NULL, ${lastCursor} + ${place}, $5 FROM ${jsonRows(tx, '$7')} WHERE true
+       SELECT $1, $2, $3, u.value ->> 0, u.value ->> 1, u.value ->> 2, $5, $5, 'added', NULL, ${lastCursor} + ${place}, $6 FROM ${jsonRows(tx, '$7')} WHERE true
        ON CONFLICT (integration, connection, model, id) DO UPDATE SET data = excluded.data, hash = excluded.hash, last_modified_at = excluded.last_modified_at,
          last_action = CASE WHEN terapi_records.deleted_at IS NULL THEN 'updated' ELSE 'added' END, deleted_at = NULL, cursor = excluded.cursor, run = excluded.run
-       WHERE terapi_records.hash <> excluded.hash OR terapi_records.deleted_at IS NOT NULL
-       RETURNING last_action`,
-      [handle.integration, handle.connection, handle.model, now, handle.run, handle.sync, page.rows],
+       WHERE terapi_records.hash <> excluded.hash OR terapi_records.deleted_at IS NOT NULL`,
+      [handle.integration, handle.connection, handle.model, handle.sync, now, handle.run, page.rows],
     );
+    const changed = await tx.query<{ last_action: string; n: number | string }>(
+      `SELECT last_action, count(*) AS n FROM terapi_records WHERE ${KEY} AND model = $3 AND cursor > ${lastCursor} GROUP BY last_action`,
+      [handle.integration, handle.connection, handle.model, handle.sync],
+    );
+    const count = (action: string) => Number(changed.find((c) => c.last_action === action)?.n ?? 0);
+    const counts = { added: count('added'), updated: count('updated') };
+    return { ...counts, unchanged: page.count - counts.added - counts.updated };
   }
 
   private async deleteUnseen(tx: SqlTx, handle: RunHandle, lastCursor: number, now: string): Promise<number> {
