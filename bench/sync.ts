@@ -3,7 +3,7 @@
  * 7 mapped fields with functions) into each store, beside the raw ceiling of the same pages
  * (fetched and parsed, nothing else), in one run.
  *
- *   node --import tsx bench/sync.ts [--records 100000] [--big 1000000] [--rounds 5] [--duration 5] [--rate 200]
+ *   node --import tsx bench/sync.ts [--records 100000] [--big 1000000] [--rounds 5] [--duration 10] [--rate 200]
  *
  * - The API is a process of its own (bench/sync-api.ts), and so is Terapi (bench/sync-server.ts:
  *   the real engine and app on a store), as in production; this process only drives them, and
@@ -39,7 +39,7 @@ function option(name: string, fallback: number): number {
 const RECORDS = option('records', 100_000);
 const BIG = option('big', 1_000_000);
 const ROUNDS = option('rounds', 5);
-const DURATION = option('duration', 5);
+const DURATION = option('duration', 10);
 const PAGE = 1000;
 /** Requests a second of the API latency measure. */
 const RATE = option('rate', 200);

@@ -84,7 +84,7 @@ export class WorkerPools {
     port1.on('message', (m: WorkerMessage) => {
       if (m.kind === 'evaluating') watched.where = m.where;
       // A thread stopped meanwhile has closed its end: the answer goes nowhere, which is fine.
-      else void answer(m).then((a) => port1.postMessage(a));
+      else void answer(m).then((a) => port1.postMessage(a, 'spent' in a && a.spent ? [a.spent] : []));
     });
     this.active.add(watched);
     try {

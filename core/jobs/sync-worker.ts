@@ -53,7 +53,12 @@ export interface WireError {
 
 /** Fresh credentials, and the secrets to scrub from provider text (a function cannot cross threads). */
 export type FreshAnswer = { id: number; fresh?: Omit<Fresh, 'provider' | 'scrub'> & { secrets: string[] }; error?: WireError };
-export type StoreAnswer = { id: number; value?: unknown; error?: WireError };
+/**
+ * `spent`: a stored page's bytes, handed back to the run thread to be freed there. Memory outside
+ * the heap is freed when the heap holding it is collected: the run thread's is, every few pages;
+ * the API thread's, which allocates little, might keep tens of MB of pages before it is.
+ */
+export type StoreAnswer = { id: number; value?: unknown; error?: WireError; spent?: ArrayBuffer };
 
 /** An error as it crosses threads. */
 export function toWire(e: unknown): WireError {
@@ -118,7 +123,7 @@ async function sync(task: SyncTask): Promise<SyncOutcome> {
   const waiting = new Map<number, (a: FreshAnswer & StoreAnswer) => void>();
   let next = 0;
   port.on('message', (a: FreshAnswer & StoreAnswer) => waiting.get(a.id)?.(a));
-  const ask = <T>(message: Request, take: (a: FreshAnswer & StoreAnswer) => T) =>
+  const ask = <T>(message: Request, take: (a: FreshAnswer & StoreAnswer) => T, transfer: ArrayBuffer[] = []) =>
     new Promise<T>((resolve, reject) => {
       const id = next++;
       waiting.set(id, (a) => {
@@ -126,7 +131,7 @@ async function sync(task: SyncTask): Promise<SyncOutcome> {
         if (a.error) reject(fromWire(a.error));
         else resolve(take(a));
       });
-      port.postMessage({ ...message, id } as WorkerMessage);
+      port.postMessage({ ...message, id } as WorkerMessage, transfer);
     });
   // A run asks for credentials for every page's request and its mapping: the last answer is reused
   // for a moment (two round trips to the API thread a page, busy storing pages), never close to
@@ -152,7 +157,8 @@ async function sync(task: SyncTask): Promise<SyncOutcome> {
     return answer;
   };
   const store: RunStore = {
-    writePage: (...args) => ask({ kind: 'store', method: 'writePage', args }, (a) => a.value as Awaited<ReturnType<RunStore['writePage']>>),
+    // The page's bytes move to the API thread rather than being copied there.
+    writePage: (...args) => ask({ kind: 'store', method: 'writePage', args }, (a) => a.value as Awaited<ReturnType<RunStore['writePage']>>, [args[1].rows.buffer as ArrayBuffer]),
     finish: (...args) => ask({ kind: 'store', method: 'finish', args }, (a) => a.value as Awaited<ReturnType<RunStore['finish']>>),
   };
   reportDeadlines(task.deadline, (expr) => port.postMessage({ kind: 'evaluating', where: expr.describe() } satisfies WorkerMessage));

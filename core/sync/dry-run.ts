@@ -32,7 +32,7 @@ export async function dryRunSync(fresh: () => Promise<Fresh>, name: string, sync
   const started = performance.now();
   const store: RunStore = {
     writePage: async (_handle, page) => {
-      for (const [, data] of JSON.parse(page.rows) as [string, string, string][]) {
+      for (const [, data] of JSON.parse(new TextDecoder().decode(page.rows)) as [string, string, string][]) {
         if (options.limit !== undefined && records >= options.limit) break;
         records++;
         if (sample.length < options.sampleSize) sample.push(JSON.parse(data));

@@ -67,6 +67,8 @@ export interface RunResult {
  */
 const PAGES_IN_STORE = 2;
 
+const utf8 = new TextEncoder();
+
 /** Records checked and serialised between two turns of the event loop (see prepare). */
 const PREPARE_SLICE = 250;
 
@@ -110,8 +112,12 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
       return goOn;
     };
     let failure: { error: unknown } | undefined;
+    // Set as soon as a page in the store's hands failed or ended the run: nothing more is read
+    // (a deleted connection's credentials are not used for pages nobody will store).
+    let ended = false;
     try {
       for (;;) {
+        if (ended) break;
         let mapped: MappedPage | undefined;
         try {
           const next = await pages.next();
@@ -143,7 +149,10 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
           return deps.onPage?.({ number: page.number, records: prepared.count, summary }) !== false;
         });
         // Awaited before anything else happens to the run; until then, its failure is not unhandled.
-        counted.catch(() => {});
+        counted.then(
+          (goOn) => (ended ||= !goOn),
+          () => (ended = true),
+        );
         storing.push(counted);
       }
       // The pages in the store's hands are stored (or fail the run) before a later failure counts.
@@ -233,7 +242,7 @@ async function prepare(sync: Sync, mapped: unknown[], where: string, page: numbe
     rows.push([id, data, hash('sha1', data, 'base64url')]);
     valid.push(m);
   }
-  return { prepared: { rows: JSON.stringify(rows), count: rows.length }, valid };
+  return { prepared: { rows: utf8.encode(JSON.stringify(rows)), count: rows.length }, valid };
 }
 
 class RunFailure extends Error {}

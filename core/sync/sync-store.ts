@@ -25,12 +25,13 @@ export interface RunHandle extends SyncKey {
 
 /**
  * A page of mapped records ready to store: `rows` is the JSON text of `[[id, data, hash], ...]`
- * (each record's id, its data as JSON text, and a hash of that text), `count` their number. One
- * text crosses from the run thread and goes to the database as one parameter: neither the API
- * thread nor the driver builds anything per record.
+ * (each record's id, its data as JSON text, and a hash of that text) in UTF-8, `count` their
+ * number. The bytes are handed over from the run thread (transferred, not copied) and go to the
+ * database as one parameter, read as text there: the API thread neither builds nor converts
+ * anything per record.
  */
 export interface PreparedPage {
-  rows: string;
+  rows: Uint8Array;
   count: number;
 }
 
@@ -234,7 +235,7 @@ export class SyncStore {
       // A full run marks what it saw, so that what it did not see can be deleted at its end: the
       // upsert marked what it changed, this marks the rest.
       if (state.full && counts.unchanged) {
-        await tx.query(`UPDATE terapi_records SET run = $4 WHERE ${KEY} AND model = $3 AND run <> $4 AND id IN (SELECT value ->> 0 FROM ${jsonRows(tx, '$5')})`, [handle.integration, handle.connection, handle.model, handle.run, page.rows]);
+        await tx.query(`UPDATE terapi_records SET run = $4 WHERE ${KEY} AND model = $3 AND run <> $4 AND id IN (SELECT value ->> 0 FROM ${jsonRows(tx, '$5')})`, [handle.integration, handle.connection, handle.model, handle.run, bytes(page)]);
       }
       const held = await tx.query(
         `UPDATE terapi_syncs SET last_cursor = last_cursor + $5, records_count = records_count + $6, checkpoint = $7, resume = $8, lease_until = $9, last_run = ${withCounts(tx, '$10', '$6', '$12', '$13')}
@@ -455,7 +456,7 @@ export class SyncStore {
        ON CONFLICT (integration, connection, model, id) DO UPDATE SET data = excluded.data, hash = excluded.hash, last_modified_at = excluded.last_modified_at,
          last_action = CASE WHEN terapi_records.deleted_at IS NULL THEN 'updated' ELSE 'added' END, deleted_at = NULL, cursor = excluded.cursor, run = excluded.run
        WHERE terapi_records.hash <> excluded.hash OR terapi_records.deleted_at IS NOT NULL`,
-      [handle.integration, handle.connection, handle.model, handle.sync, now, handle.run, page.rows],
+      [handle.integration, handle.connection, handle.model, handle.sync, now, handle.run, bytes(page)],
     );
     const changed = await tx.query<{ last_action: string; n: number | string }>(
       `SELECT last_action, count(*) AS n FROM terapi_records WHERE ${KEY} AND model = $3 AND cursor > ${lastCursor} GROUP BY last_action`,
@@ -505,10 +506,13 @@ function withCounts(tx: SqlTx, summary: string, added: string, updated: string, 
   return `json_set(${summary}, ${Object.entries(counts).map(([name, n]) => `'$.${name}', (last_run ->> '${name}') + ${n}`).join(', ')})`;
 }
 
-/** The elements of a JSON array parameter as rows `u(value, n)`: PostgreSQL numbers them from 1 (n), SQLite from 0 (key). */
+/** The elements of a JSON array, given as UTF-8 bytes, as rows `u(value, n)`: PostgreSQL numbers them from 1 (n), SQLite from 0 (key). */
 function jsonRows(tx: SqlTx, param: string): string {
-  return tx.dialect === 'postgres' ? `json_array_elements(${param}::json) WITH ORDINALITY AS u(value, n)` : `json_each(${param}) AS u`;
+  return tx.dialect === 'postgres' ? `json_array_elements(convert_from(${param}, 'UTF8')::json) WITH ORDINALITY AS u(value, n)` : `json_each(CAST(${param} AS TEXT)) AS u`;
 }
+
+/** A page's rows as the drivers take bytes (a Buffer over the same memory). */
+const bytes = (page: PreparedPage) => Buffer.from(page.rows.buffer, page.rows.byteOffset, page.rows.byteLength);
 
 /** A run's news for the app: changes to read, or an error; none for a run that changed nothing. */
 export interface SyncEvent {

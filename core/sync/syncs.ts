@@ -12,7 +12,7 @@ import type { Logger } from '../logger.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { Webhooks } from '../jobs/webhooks.ts';
 import type { RunResult } from './run.ts';
-import { recordCursor, type RunHandle, type RunSummary, type SyncKey, type SyncRow, type SyncStore } from './sync-store.ts';
+import { recordCursor, type PreparedPage, type RunHandle, type RunSummary, type SyncKey, type SyncRow, type SyncStore } from './sync-store.ts';
 
 /** SyncStatus as the API shows it (server/openapi.yaml). */
 export interface SyncStatusView {
@@ -308,8 +308,10 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
 
   /** A run thread's page or end, stored here: the thread holds no database handle (core/jobs/sync-worker.ts). */
   private async answerStore(handle: RunHandle, request: Extract<WorkerMessage, { kind: 'store' }>, before?: StoreAnswer): Promise<StoreAnswer> {
+    const spent = request.method === 'writePage' ? (request.args[1] as PreparedPage | undefined)?.rows?.buffer : undefined;
+    const answered = (a: StoreAnswer): StoreAnswer => (spent instanceof ArrayBuffer ? { ...a, spent } : a);
     // A page sent before the one before it was answered, when that one failed: not stored.
-    if (request.method === 'writePage' && before?.error) return { id: request.id, error: before.error };
+    if (request.method === 'writePage' && before?.error) return answered({ id: request.id, error: before.error });
     try {
       // Only this run's own sync: the handle comes from this thread's claim, not from the worker.
       const args = request.args as [RunHandle, ...unknown[]];
@@ -318,13 +320,13 @@ export class Syncs extends EventEmitter<{ run: [RunEvent]; started: [RunJob & { 
       if (request.method === 'writePage') {
         const counts = await this.store.writePage(handle, ...(args.slice(1) as [any, any, any]));
         this.emit('stored', { added: counts.added, updated: counts.updated, deleted: 0 });
-        return { id: request.id, value: counts };
+        return answered({ id: request.id, value: counts });
       }
       const done = await this.store.finish(handle, ...(args.slice(1) as [any, any]));
       if (done.deleted) this.emit('stored', { added: 0, updated: 0, deleted: done.deleted });
       return { id: request.id, value: done };
     } catch (e) {
-      return { id: request.id, error: toWire(e) };
+      return answered({ id: request.id, error: toWire(e) });
     }
   }
 
