@@ -26,10 +26,11 @@
  */
 import { fork, spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { send } from '../core/http/send.ts';
+import { cpuMs } from './cpu.ts';
 import { freshDatabase } from '../test/support.ts';
 
 function option(name: string, fallback: number): number {
@@ -210,24 +211,6 @@ async function pgDatabase(): Promise<{ url: string; drop: () => Promise<void> } 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 const pct = (part: number, all: number) => `${((100 * part) / all).toFixed(1)}%`;
 
-/**
- * CPU time a process has used, in ms, every thread counted (Linux: /proc, at 10 ms a tick);
- * undefined elsewhere. Steadier than wall time on a shared machine.
- */
-function cpuMs(pid: number): number | undefined {
-  try {
-    let total = 0;
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      total += (Number(fields[11]) + Number(fields[12])) * 10;
-    }
-    return total;
-  } catch {
-    return undefined;
-  }
-}
-
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
 
 async function main() {
@@ -254,7 +237,7 @@ async function main() {
       const before = await ceiling(apiUrl, RECORDS);
       const cpu = [cpuMs(server.child.pid!), cpuMs(apiPid)];
       const run = await syncOnce(server, 'customers');
-      const used = [cpuMs(server.child.pid!), cpuMs(apiPid)].map((ms, i) => (ms === undefined || cpu[i] === undefined ? undefined : ((ms - cpu[i]!) * 1000) / RECORDS));
+      const used = [cpuMs(server.child.pid!), cpuMs(apiPid)].map((ms, i) => ((ms - cpu[i]) * 1000) / RECORDS);
       const ceilingMs = (before + (await ceiling(apiUrl, RECORDS))) / 2;
       const t = run.timings;
       const sum = t.pages_ms + t.mapping_ms + t.storing_ms;
@@ -264,7 +247,7 @@ async function main() {
       console.log(
         `  round ${round}: ${fmt((RECORDS / run.ms) * 1000)} records/s against a ceiling of ${fmt((RECORDS / ceilingMs) * 1000)}: ratio ${ratio.toFixed(2)}` +
           ` | waiting for pages ${pct(t.pages_ms, sum)}, mapping and checking ${pct(t.mapping_ms, sum)} (the mapping expression ${pct(t.expression_ms, sum)}), storing ${pct(t.storing_ms, sum)}` +
-          (used[0] === undefined ? '' : ` | CPU ms per 1,000 records: Terapi ${used[0].toFixed(1)}, the provider ${used[1]!.toFixed(1)}`),
+          (Number.isNaN(used[0]) ? '' : ` | CPU ms per 1,000 records: Terapi ${used[0].toFixed(1)}, the provider ${used[1].toFixed(1)}`),
       );
     }
     if (store === 'embedded') {
