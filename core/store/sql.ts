@@ -80,6 +80,9 @@ class PostgresSql implements Sql {
   }
 }
 
+/** Prepared statements an SQLite handle keeps. */
+const MAX_STATEMENTS = 200;
+
 /**
  * One SQLite handle. Statements on a handle share its transaction, so everything that goes
  * through this one is queued: a transaction holds the queue until it ends, and no other caller's
@@ -88,9 +91,6 @@ class PostgresSql implements Sql {
  * the lock included: keyv's handle is kept to one as well (store.ts, oneAtATime), so the holder of
  * the lock always finds a thread to release it on.
  */
-/** Prepared statements an SQLite handle keeps. */
-const MAX_STATEMENTS = 200;
-
 class SqliteSql implements Sql {
   readonly dialect = 'sqlite';
   private readonly db: sqlite3.Database;

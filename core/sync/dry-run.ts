@@ -49,6 +49,6 @@ export async function dryRunSync(fresh: () => Promise<Fresh>, name: string, sync
     if (options.limit !== undefined && records >= options.limit) return !(limited = true);
     return true;
   };
-  const result = await runSync({ store, fresh, onPage, pagesInStore: 1 }, sync, { handle, summary, since: options.since, leaseMs: 60_000, waitBudgetMs: options.waitBudgetMs ?? 60_000 });
+  const result = await runSync({ store, fresh, onPage }, sync, { handle, summary, since: options.since, leaseMs: 60_000, waitBudgetMs: options.waitBudgetMs ?? 60_000 });
   return { ...result, sample, records, limited, ms: performance.now() - started };
 }

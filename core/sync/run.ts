@@ -23,11 +23,6 @@ export interface RunDeps {
   fresh: (stale?: string) => Promise<Fresh>;
   /** Told after every stored page (progress for logs and dry runs); answering false ends the run there (a dry run's --limit). */
   onPage?: (page: { number: number; records: number; summary: RunSummary }) => void | boolean;
-  /**
-   * Pages handed to the store before the first of them is answered (default PAGES_IN_STORE). One
-   * where the store answers at once and onPage may end the run: no page is read past that point.
-   */
-  pagesInStore?: number;
 }
 
 export interface RunTask {
@@ -132,8 +127,10 @@ export async function runSync(deps: RunDeps, sync: Sync, task: RunTask): Promise
           failure = { error: e };
           break;
         }
-        if (!mapped) break;
-        if (storing.length === (deps.pagesInStore ?? PAGES_IN_STORE) && !(await stored())) break;
+        // Checked again now that the page is read: a store that answers at once (a dry run's) has
+        // answered meanwhile, and its --limit stores nothing past itself.
+        if (!mapped || ended) break;
+        if (storing.length === PAGES_IN_STORE && !(await stored())) break;
         const { page, prepared } = mapped;
         checkpoint = mapped.checkpoint;
         summary.invalid = mapped.invalid;
