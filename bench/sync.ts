@@ -271,7 +271,7 @@ async function main() {
   // Memory: a fresh process per size, so that each peak is its own.
   const peaks: Record<number, number> = {};
   for (const [sync, total] of [['customers', RECORDS], ['big', BIG]] as const) {
-    const server = await startServer({ TERAPI_DATA_DIR: join(temp, `rss-${total}`), TERAPI_PROVIDERS_DIR: providers });
+    const server = await startServer({ TERAPI_DATA_DIR: join(temp, `rss-${sync}`), TERAPI_PROVIDERS_DIR: providers });
     await prepare(server, apiUrl);
     server.child.send({ kind: 'rss' });
     await server.next('rss');

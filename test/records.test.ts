@@ -5,6 +5,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { openSql } from '../core/store/sql.ts';
 import { fakeApi, freshDatabase, json, pgSkip, providersDir, startTerapi, type Running } from './support.ts';
 
@@ -53,6 +54,9 @@ function otherStyles(url: URL, items: Item[], res: Parameters<typeof json>[0]) {
   if (url.pathname === '/page') return json(res, 200, { list: page, last: !more });
   json(res, 404, {});
 }
+
+/** This process's nice value before any engine started (the test runner's own). */
+const NICE_AT_START = existsSync('/proc/self/stat') ? Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')[16]) : 0;
 
 const day = (n: number) => `2026-01-${String(n).padStart(2, '0')}T00:00:00.000Z`;
 const makeItems = (n: number): Item[] => Array.from({ length: n }, (_, i) => ({ id: i + 1, name: `item ${i + 1}`, updated_at: day(1) }));
@@ -239,6 +243,18 @@ function suite(name: string, databaseUrl: () => string | undefined, skip: string
       status = await runToEnd(t, 'items');
       assert.deepEqual([status.last_run.added, status.last_run.updated, status.last_run.deleted, status.records_count], [0, 0, 0, 23]);
       assert.deepEqual(await readAll(t, 'Item', `&cursor=${changes[changes.length - 1]._terapi_metadata.cursor}`), []);
+    });
+
+    test('runs lower their own thread\'s priority, never the API thread\'s (Linux)', { skip: existsSync('/proc/thread-self') ? false : 'no /proc/thread-self' }, async () => {
+      api.state.items = makeItems(5);
+      assert.equal((await runToEnd(t, 'items')).status, 'success');
+      // Field 19 of a thread's stat line is its nice value; the command name (field 2) may hold spaces.
+      const nice = (tid: string) => Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ')[16]);
+      const threads = readdirSync('/proc/self/task').map(nice);
+      assert.equal(nice(String(process.pid)), NICE_AT_START, 'the API thread kept its priority');
+      assert.ok(threads.includes(NICE_AT_START + 10), `a run thread lowered its own priority (threads: ${threads.join(',')})`);
+      // Threads started by the API thread after the runs (libuv's pool, where SQLite works) inherit its priority.
+      assert.ok(threads.filter((n) => n === NICE_AT_START).length > 1);
     });
 
     test('GET /records: limit and next_cursor, filter, modified_after, and clear errors', async () => {

@@ -3,7 +3,7 @@ import { MessageChannel } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { ExpressionError, runEvaluationsWith, type Expression } from '../expression/expression.ts';
 import type { EvaluateOutcome } from './eval-worker.ts';
-import type { FreshAnswer, StoreAnswer, SyncOutcome, SyncTask, WorkerMessage } from './sync-worker.ts';
+import type { FreshAnswer, StoreAnswer, SyncOutcome, SyncTask, WorkerMessage } from './run-wire.ts';
 
 export interface PoolOptions {
   /** Threads for sync runs; runs mostly wait on the network, so more than the cores. */

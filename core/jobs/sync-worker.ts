@@ -10,68 +10,16 @@
 import { createHash } from 'node:crypto';
 import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
-import type { MessagePort } from 'node:worker_threads';
+import { isMainThread } from 'node:worker_threads';
 import type { Fresh } from '../auth/tokens.ts';
 import { scrubberOf } from '../auth/secrets.ts';
 import { limits } from '../http/send.ts';
-import { TerapiError } from '../errors.ts';
 import { reportDeadlines } from '../expression/expression.ts';
 import { loadCatalog, type SourceFile } from '../format/provider-loader.ts';
 import type { Provider } from '../format/provider-types.ts';
-import { runSync, type RunResult, type RunStore, type RunTask } from '../sync/run.ts';
+import { runSync, type RunStore } from '../sync/run.ts';
 import { ConnectionGone, RunLost } from '../sync/sync-store.ts';
-
-export interface SyncTask {
-  /** The provider's files by text: the worker loads exactly what the API thread has. */
-  sources: SourceFile[];
-  provider: string;
-  sync: string;
-  run: RunTask;
-  /** Requests for fresh credentials go to the API thread, which owns refreshes (single flight). */
-  port: MessagePort;
-  /** The watchdog's slot: the deadline of the evaluation in progress. */
-  deadline: Float64Array;
-  /** The most bytes of a provider's answer read into memory (TERAPI_MAX_RESPONSE_BYTES), as in the API thread. */
-  maxResponseBytes: number;
-}
-
-
-/** A sync task's answer: the run's result, or why it stopped without one. */
-export type SyncOutcome = { ok: true; result: RunResult } | { ok: false; lost: 'run' | 'connection'; message: string };
-
-/** Messages a sync task sends on its port: requests (answered with the same id), and news for the watchdog. */
-type Request = { kind: 'fresh'; stale?: string } | { kind: 'store'; method: keyof RunStore; args: unknown[] };
-export type WorkerMessage = (Request & { id: number }) | { kind: 'evaluating'; where: string };
-
-/** An error that crossed threads: its class by name (RunLost, ConnectionGone, TerapiError) and what it says. */
-export interface WireError {
-  name: string;
-  message: string;
-  status?: number;
-  code?: string;
-}
-
-/** Fresh credentials, and the secrets to scrub from provider text (a function cannot cross threads). */
-export type FreshAnswer = { id: number; fresh?: Omit<Fresh, 'provider' | 'scrub'> & { secrets: string[] }; error?: WireError };
-/**
- * `spent`: a stored page's bytes, handed back to the run thread to be freed there. Memory outside
- * the heap is freed when the heap holding it is collected: the run thread's is, every few pages;
- * the API thread's, which allocates little, might keep tens of MB of pages before it is.
- */
-export type StoreAnswer = { id: number; value?: unknown; error?: WireError; spent?: ArrayBuffer };
-
-/** An error as it crosses threads. */
-export function toWire(e: unknown): WireError {
-  const err = e instanceof Error ? e : new Error(String(e));
-  return { name: err instanceof RunLost ? 'RunLost' : err instanceof ConnectionGone ? 'ConnectionGone' : err instanceof TerapiError ? 'TerapiError' : 'Error', message: err.message, ...(err instanceof TerapiError ? { status: err.status, code: err.code } : {}) };
-}
-
-function fromWire(w: WireError): Error {
-  if (w.name === 'RunLost') return new RunLost(w.message);
-  if (w.name === 'ConnectionGone') return new ConnectionGone(w.message);
-  if (w.name === 'TerapiError') return new TerapiError(w.status ?? 500, w.code ?? 'internal_error', w.message);
-  return new Error(w.message);
-}
+import { fromWire, type FreshAnswer, type StoreAnswer, type SyncOutcome, type RunRequest, type SyncTask, type WorkerMessage } from './run-wire.ts';
 
 /**
  * How much lower than the API's a run thread's scheduling priority is (a Linux nice value): runs are
@@ -89,7 +37,9 @@ function yieldToTheApi(): void {
     // No /proc/thread-self, or not allowed: the run keeps the process's priority.
   }
 }
-yieldToTheApi();
+// Only in a run thread: on the main thread it would lower the API's own priority, and that of every
+// thread it starts afterwards (libuv's pool, where SQLite works), which inherit it.
+if (!isMainThread) yieldToTheApi();
 
 export default function work(task: SyncTask): Promise<SyncOutcome> {
   return sync(task);
@@ -123,7 +73,7 @@ async function sync(task: SyncTask): Promise<SyncOutcome> {
   const waiting = new Map<number, (a: FreshAnswer & StoreAnswer) => void>();
   let next = 0;
   port.on('message', (a: FreshAnswer & StoreAnswer) => waiting.get(a.id)?.(a));
-  const ask = <T>(message: Request, take: (a: FreshAnswer & StoreAnswer) => T, transfer: ArrayBuffer[] = []) =>
+  const ask = <T>(message: RunRequest, take: (a: FreshAnswer & StoreAnswer) => T, transfer: ArrayBuffer[] = []) =>
     new Promise<T>((resolve, reject) => {
       const id = next++;
       waiting.set(id, (a) => {

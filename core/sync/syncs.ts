@@ -7,7 +7,7 @@ import { badRequest, notFound, TerapiError } from '../errors.ts';
 import type { Provider, Sync } from '../format/provider-types.ts';
 import { limits } from '../http/send.ts';
 import type { WorkerPools } from '../jobs/pools.ts';
-import { toWire, type FreshAnswer, type StoreAnswer, type WorkerMessage } from '../jobs/sync-worker.ts';
+import { toWire, type FreshAnswer, type StoreAnswer, type WorkerMessage } from '../jobs/run-wire.ts';
 import type { Logger } from '../logger.ts';
 import type { JobQueue } from '../jobs/queue.ts';
 import type { Webhooks } from '../jobs/webhooks.ts';
