@@ -21,6 +21,10 @@
  * - API latency: GET /connection/{id} at a steady --rate (200 requests/s) with no sync, then while
  *   syncs of --records run back to back; p50, p99 and max of each, and the ratio of the p99s.
  *
+ * Profiling the server process: TERAPI_BENCH_PROFILE=cpu writes V8 CPU profiles of each of its
+ * threads to /tmp/terapi-bench-profiles; TERAPI_BENCH_PROFILE=perf starts it with --perf-basic-prof,
+ * for `perf record -p <pid>` to name JavaScript functions.
+ *
  * Targets (issue 7): the embedded store at >= 0.5 of the ceiling; peak RSS for --big within 1.2x
  * of --records; API p99 during a sync within 2x of idle. Issue 11: mapping under 5% of a sync.
  */
@@ -46,6 +50,7 @@ const PAGE = 1000;
 const RATE = option('rate', 200);
 const PG_URL = process.env.TERAPI_BENCH_DATABASE_URL ?? process.env.TERAPI_TEST_DATABASE_URL;
 const SECRET = 'sk_bench_sync';
+const PROFILE_FLAGS = ({ cpu: ['--cpu-prof', '--cpu-prof-dir=/tmp/terapi-bench-profiles'], perf: ['--perf-basic-prof'] } as Record<string, string[]>)[process.env.TERAPI_BENCH_PROFILE ?? ''] ?? [];
 const root = new URL('..', import.meta.url).pathname;
 const temp = mkdtempSync(join(tmpdir(), 'terapi-bench-sync-'));
 const children: ChildProcess[] = [];
@@ -100,7 +105,7 @@ interface Server {
 }
 
 async function startServer(env: Record<string, string>): Promise<Server> {
-  const child = fork(join(root, 'bench/sync-server.ts'), [], { cwd: root, execArgv: ['--import', 'tsx'], env: { PATH: process.env.PATH!, TERAPI_SECRET_KEY: SECRET, TERAPI_ENCRYPTION_KEY: 'b'.repeat(64), ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+  const child = fork(join(root, 'bench/sync-server.ts'), [], { cwd: root, execArgv: ['--import', 'tsx', ...PROFILE_FLAGS], env: { PATH: process.env.PATH!, TERAPI_SECRET_KEY: SECRET, TERAPI_ENCRYPTION_KEY: 'b'.repeat(64), ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   children.push(child);
   const waiting: { kind: string; resolve: (m: any) => void }[] = [];
   child.on('message', (m: any) => {

@@ -246,7 +246,6 @@ function suite(name: string, databaseUrl: () => string | undefined, skip: string
     });
 
     test('runs lower their own thread\'s priority, never the API thread\'s (Linux)', { skip: existsSync('/proc/thread-self') ? false : 'no /proc/thread-self' }, async () => {
-      api.state.items = makeItems(5);
       assert.equal((await runToEnd(t, 'items')).status, 'success');
       // Field 19 of a thread's stat line is its nice value; the command name (field 2) may hold spaces.
       const nice = (tid: string) => Number(readFileSync(`/proc/self/task/${tid}/stat`, 'utf8').split(') ')[1].split(' ')[16]);
@@ -255,6 +254,24 @@ function suite(name: string, databaseUrl: () => string | undefined, skip: string
       assert.ok(threads.includes(NICE_AT_START + 10), `a run thread lowered its own priority (threads: ${threads.join(',')})`);
       // Threads started by the API thread after the runs (libuv's pool, where SQLite works) inherit its priority.
       assert.ok(threads.filter((n) => n === NICE_AT_START).length > 1);
+    });
+
+    test('records come back exactly as mapped: quotes, backslashes, NUL, emoji, a lone surrogate', async () => {
+      const names = ['a "quoted" \\ b', 'nul \u0000 here', 'emoji 😀 é ü', 'lone \ud800 x', 'low \udc00', 'text \\ud800 not one', '\u2028 \t \n'];
+      const before = api.state.items;
+      api.state.items = names.map((name, i) => ({ id: i + 1, name, updated_at: day(3) }));
+      try {
+        await t.call('POST', '/connection', { connection_id: 'c3', provider_config_key: 'shop', credentials: { type: 'api_key', api_key: 'key-c3' } });
+        let status = await runToEnd(t, 'items', 'c3');
+        assert.equal(status.status, 'success', status.error);
+        assert.deepEqual((await readAll(t, 'Item', '', 'c3')).map((r) => r.name), names);
+        // Read back as stored, the same text hashes the same: a second run finds nothing changed.
+        status = await runToEnd(t, 'items', 'c3');
+        assert.deepEqual([status.last_run.added, status.last_run.updated, status.last_run.unchanged], [0, 0, names.length]);
+      } finally {
+        api.state.items = before;
+        await t.call('DELETE', '/connection/c3?provider_config_key=shop');
+      }
     });
 
     test('GET /records: limit and next_cursor, filter, modified_after, and clear errors', async () => {
