@@ -4,6 +4,7 @@ import { INTERPRETER_OVERRIDES, LIMIT_KEY, type Any } from './library.ts';
 import { ExpressionError, Limit, LimitError, MAX_DEPTH } from './limits.ts';
 import { createSequence } from './runtime.ts';
 import { Re2RegExp } from './regex.ts';
+import { threadCpuMs } from '../thread-cpu.ts';
 
 export { ExpressionError, LIMIT_CODE, MAX_ALLOCATED, MAX_LENGTH } from './limits.ts';
 
@@ -219,9 +220,10 @@ export class Expression {
    * Evaluates once per item (a page of records), in one call: compiled, the page runs synchronously,
    * without a promise per item. The time limit is the page's: a mapping slow enough to matter stops
    * within about `timeLimitMs` whatever the page size. The budget of what an evaluation may build
-   * (limits.ts) is each item's. `spent.ms` is added the time the evaluations took.
+   * (limits.ts) is each item's. `spent.ms` is added the time the evaluations took, and `spent.cpuMs`
+   * this thread's CPU time over the call (where the system tells it: thread-cpu.ts).
    */
-  async evaluateEach(items: unknown[], bindings: Record<string, unknown> = {}, timeLimitMs = DEFAULT_TIME_LIMIT_MS, spent?: { ms: number }): Promise<unknown[]> {
+  async evaluateEach(items: unknown[], bindings: Record<string, unknown> = {}, timeLimitMs = DEFAULT_TIME_LIMIT_MS, spent?: { ms: number; cpuMs: number }): Promise<unknown[]> {
     if (executor) {
       const out = [];
       for (const item of items) out.push(await executor(this, item, bindings, timeLimitMs));
@@ -233,6 +235,9 @@ export class Expression {
     // while they do), an interpreted record from its start to its result.
     let started = 0;
     const lap = () => spent && (spent.ms += performance.now() - started);
+    // CPU time over the whole call: exact for compiled pages, which run without a break; an
+    // interpreted record's awaits may let other work of the thread in.
+    const cpuAtStart = spent && threadCpuMs();
     try {
       const { program } = this.prepare();
       const out = new Array(items.length);
@@ -259,6 +264,8 @@ export class Expression {
       return out;
     } finally {
       done();
+      const cpu = cpuAtStart === undefined ? undefined : threadCpuMs();
+      if (spent && cpu !== undefined) spent.cpuMs += cpu - cpuAtStart!;
     }
   }
 

@@ -44,7 +44,7 @@ export interface RecordsQuery {
 }
 
 const ACTIONS = ['added', 'updated', 'deleted'];
-const NO_TIMINGS = { pages_ms: 0, mapping_ms: 0, storing_ms: 0, expression_ms: 0 };
+const NO_TIMINGS = { pages_ms: 0, mapping_ms: 0, storing_ms: 0, expression_ms: 0, expression_cpu_ms: 0 };
 const HANDED_BACK = 'the process is stopping: the run is handed back';
 
 export interface SyncOptions {
