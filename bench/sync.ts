@@ -109,7 +109,7 @@ interface Server {
 }
 
 async function startServer(env: Record<string, string>): Promise<Server> {
-  const child = fork(join(root, 'bench/sync-server.ts'), [], { cwd: root, execArgv: ['--import', 'tsx', ...PROFILE_FLAGS, ...(process.env.TGC ? ['--trace-gc'] : [])], env: { PATH: process.env.PATH!, TERAPI_SECRET_KEY: SECRET, TERAPI_ENCRYPTION_KEY: 'b'.repeat(64), ...env }, stdio: ['ignore', process.env.TGC ? 'inherit' : 'ignore', 'inherit', 'ipc'] });
+  const child = fork(join(root, 'bench/sync-server.ts'), [], { cwd: root, execArgv: ['--import', 'tsx', ...PROFILE_FLAGS], env: { PATH: process.env.PATH!, TERAPI_SECRET_KEY: SECRET, TERAPI_ENCRYPTION_KEY: 'b'.repeat(64), ...env }, stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
   children.push(child);
   const waiting: { kind: string; resolve: (m: any) => void }[] = [];
   child.on('message', (m: any) => {
@@ -302,12 +302,12 @@ async function main() {
     console.log(`\npeak RSS for ${fmt(total)} records: ${fmt(peaks[total] / 2 ** 20)} MB (${fmt((total / run.ms) * 1000)} records/s)`);
     await server.stop();
   }
-  const range = (xs: number[], f: (x: number) => string) => `${f(median(xs))} (rounds ${f(Math.min(...xs))} to ${f(Math.max(...xs))})`;
+  const range = (xs: number[], f: (x: number) => string, of = 'rounds') => `${f(median(xs))} (${of} ${f(Math.min(...xs))} to ${f(Math.max(...xs))})`;
   const ratio = (x: number) => x.toFixed(2);
   const percent = (x: number) => `${(x * 100).toFixed(1)}%`;
   console.log(`\nembedded store, median of ${ROUNDS} rounds: ${range(ratios.embedded, ratio)} of the ceiling (target >= 0.5)${ratios.postgres ? `; PostgreSQL: ${range(ratios.postgres, ratio)}` : ''}`);
   console.log(`peak RSS ${fmt(BIG)} / ${fmt(RECORDS)} records: ${(peaks[BIG] / peaks[RECORDS]).toFixed(2)}x (target <= 1.2)`);
-  if (p99Ratios.length) console.log(`API p99 during syncs / idle, median of ${PAIRS} pairs: ${range(p99Ratios, ratio).replace('rounds', 'pairs')} (target <= 2)`);
+  if (p99Ratios.length) console.log(`API p99 during syncs / idle, median of ${PAIRS} pairs: ${range(p99Ratios, ratio, 'pairs')} (target <= 2)`);
   const byStore = (all: Record<string, number[]>) => Object.entries(all).map(([store, xs]) => `${store} ${range(xs, percent)}`).join('; ');
   // Two measures of the same time: from the expression's start to its end, and the run thread's CPU
   // time over it. They differ by the time the thread, which gives way to others (nice 10), waited
